@@ -1,0 +1,52 @@
+"""legx methods: pure saliency explainers and metrics (torch + numpy + cvxpy; no Ray, no I/O).
+
+``get_explainer(name, **params)`` builds any registered method; ``available()`` lists them.
+Modules are imported on first use so that ``import methods`` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from methods.base import Explainer, upsample_maps
+
+# name -> "module:Class"; each explainer is one module with one entry point.
+_REGISTRY: dict[str, str] = {
+    "leg": "methods.leg:LEG",
+    "leg-tv": "methods.legtv:LEGTV",
+}
+
+
+def available() -> list[str]:
+    """Names accepted by ``get_explainer``."""
+    return sorted(_REGISTRY)
+
+
+def get_explainer(name: str, **params) -> Explainer:
+    """Build the explainer registered as ``name`` with constructor ``params``.
+
+    Raises ValueError for an unknown name or parameter, listing what is accepted.
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown method {name!r}; available: {', '.join(available())}")
+    module_name, class_name = _REGISTRY[name].split(":")
+    explainer_class = getattr(importlib.import_module(module_name), class_name)
+    try:
+        return explainer_class(**params)
+    except TypeError as error:
+        import inspect
+
+        accepted = [p for p in inspect.signature(explainer_class).parameters if p != "self"]
+        raise ValueError(
+            f"bad parameters for method {name!r}: {error}; accepted: {', '.join(accepted)}"
+        ) from error
+
+
+def load_model(spec: str, device: str | None = None):
+    """See ``methods.models.load_model``."""
+    from methods.models import load_model as _load_model
+
+    return _load_model(spec, device=device)
+
+
+__all__ = ["Explainer", "available", "get_explainer", "load_model", "upsample_maps"]

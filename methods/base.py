@@ -1,0 +1,132 @@
+"""The explainer contract shared by every method, and the few tensor helpers they all need.
+
+Every explainer takes its hyperparameters in the constructor and its data in
+``explain(model, images, targets=None)``:
+
+* ``model``: a torch module mapping a float batch (N, 3, H, W) in [0, 1] to logits (N, K)
+  (normalisation inside the module, as ``methods.load_model`` builds it). The explainer runs
+  on the model's device, so moving the model to CUDA is all it takes to use a GPU.
+* ``images``: float tensor (N, 3, H, W) with values in [0, 1].
+* ``targets``: class indices (N,) or ``None`` for the clean top-1 class of each image.
+
+It returns a float32 numpy array (N, h, w) (methods with several outputs per image document
+an extra axis, e.g. LEG-TV's (N, L, h, w), one map per lambda).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+class Explainer(abc.ABC):
+    """Base class of all saliency methods in the registry."""
+
+    name: str = ""
+
+    @abc.abstractmethod
+    def explain(
+        self,
+        model: torch.nn.Module,
+        images: torch.Tensor,
+        targets: Sequence[int] | torch.Tensor | None = None,
+    ) -> np.ndarray:
+        """Saliency maps for ``images`` with respect to ``targets``."""
+
+    def params(self) -> dict:
+        """Constructor parameters, JSON-serialisable, as stored in the output's ``params``."""
+        return {
+            key: (list(value) if isinstance(value, tuple) else value)
+            for key, value in vars(self).items()
+            if not key.startswith("_")
+        }
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{key}={value!r}" for key, value in self.params().items())
+        return f"{type(self).__name__}({args})"
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU for parameterless models)."""
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def check_images(images: torch.Tensor) -> torch.Tensor:
+    """Validate an image batch: float tensor (N, 3, H, W) in [0, 1]. Raises ValueError."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must have shape (N, 3, H, W), got {tuple(images.shape)}")
+    if images.shape[0] == 0:
+        raise ValueError("images is an empty batch")
+    if not images.is_floating_point():
+        raise ValueError(f"images must be floating point in [0, 1], got dtype {images.dtype}")
+    if not torch.isfinite(images).all():
+        raise ValueError("images contain NaN or infinite values")
+    low, high = float(images.min()), float(images.max())
+    if low < -1e-6 or high > 1 + 1e-6:
+        raise ValueError(f"images must lie in [0, 1], got values in [{low:.3g}, {high:.3g}]")
+    return images
+
+
+def batches(total: int, batch_size: int) -> Iterator[slice]:
+    """Consecutive slices of at most ``batch_size`` covering range(total)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for start in range(0, total, batch_size):
+        yield slice(start, min(start + batch_size, total))
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Logits of ``images`` in forward batches of ``batch_size``, on the model's device."""
+    device = model_device(model)
+    outputs = [model(images[part].to(device)) for part in batches(images.shape[0], batch_size)]
+    return torch.cat(outputs).float()
+
+
+def resolve_targets(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    targets: Sequence[int] | torch.Tensor | None,
+    batch_size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The explained class per image and the clean logits.
+
+    ``targets=None`` means the clean top-1 class. Returns (targets (N,) long, logits (N, K)),
+    both on the model's device.
+    """
+    logits = predict_logits(model, images, batch_size)
+    if targets is None:
+        return logits.argmax(dim=1), logits
+    target_tensor = torch.as_tensor(targets, dtype=torch.long, device=logits.device).reshape(-1)
+    if target_tensor.shape[0] != images.shape[0]:
+        raise ValueError(
+            f"got {target_tensor.shape[0]} targets for {images.shape[0]} images"
+        )
+    n_classes = logits.shape[1]
+    if (target_tensor < 0).any() or (target_tensor >= n_classes).any():
+        raise ValueError(f"targets must lie in [0, {n_classes - 1}], got {target_tensor.tolist()}")
+    return target_tensor, logits
+
+
+def upsample_maps(maps: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of maps (..., h, w) to (..., height, width), float32.
+
+    Used to overlay grid-resolution maps on the image and to score them with pixel metrics.
+    """
+    array = np.asarray(maps, dtype=np.float32)
+    lead, (rows, cols) = array.shape[:-2], array.shape[-2:]
+    if (rows, cols) == (height, width):
+        return array.copy()
+    flat = torch.from_numpy(np.ascontiguousarray(array.reshape(-1, 1, rows, cols)))
+    resized = F.interpolate(flat, size=(height, width), mode="bilinear", align_corners=False)
+    return resized.reshape(*lead, height, width).numpy()
