@@ -1,0 +1,322 @@
+"""LEG, the Linearly Estimated Gradient (Luo, Barut & Jin, "Statistically Consistent Saliency
+Estimation", ICCV 2021; reference code Paradise1008/LEG).
+
+LEG perturbs the image with Gaussian noise defined on a coarse g x g grid (p = g^2 cells, each
+upsampled to a block of pixels) and estimates the gradient of a score f from the first moment of
+the responses (Stein's identity, E[f(x + z) z] = Sigma grad f for small noise):
+
+    D          first differences between grid neighbours plus one row per border cell (zero
+               padding): (2g(g-1) + 4g) x p, full column rank, D^T D = 4I - A_grid
+    Sigma      s^2 (D^T D + (1/p) 1 1^T),  s = noise_level on the [0, 1] pixel scale
+    z_i        ~ N(0, Sigma), block-upsampled to the image (sizes need not divide by g)
+    y_i        f(clip(x + up(z_i), 0, 1)) - f(x)
+    g_hat      (1/n) sum_i y_i z_i
+    LEG        Sigma^{-1} g_hat, per colour channel; the map is mean_c |LEG_c| on the grid
+
+f is the softmax probability of the explained class (default: the clean top-1), optionally minus
+the probability of an ``opposite`` class (the reference's contrast), or the logit.
+
+Channel modes: ``separate`` is the reference (one channel perturbed per forward, 3n forwards per
+image); ``joint`` draws independent noise for the three channels of one forward (n forwards, the
+same expectation per channel since the channels' draws are independent); ``shared`` adds one draw
+to all channels (n forwards, one luminance gradient). ``antithetic`` uses pairs (z, -z), which
+cancels the even-order terms of f's expansion and lowers the variance of g_hat.
+
+The work is split for the pipeline: ``LEG.sample`` runs the forwards (on the model's device,
+packing the perturbations of several images into each forward batch) and returns the sufficient
+statistics; ``leg_maps`` turns them into maps on the CPU, and ``methods.legtv`` solves LEG-TV
+from the same statistics. The same seeded noise is used for every image of a call, so an image's
+map does not depend on which other images share its batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from methods.base import Explainer, batches, check_images, model_device, resolve_targets
+
+CHANNEL_MODES = ("separate", "joint", "shared")
+SCORES = ("prob", "logit")
+
+
+def difference_matrix(grid_size: int) -> sp.csr_matrix:
+    """D for a g x g grid, row-major cells: horizontal and vertical neighbour differences, then
+    one row per border side of each border cell (the difference with a zero outside)."""
+    if grid_size < 1:
+        raise ValueError(f"grid_size must be >= 1, got {grid_size}")
+    g = grid_size
+    cell = np.arange(g * g).reshape(g, g)
+    left, right = cell[:, :-1].ravel(), cell[:, 1:].ravel()
+    upper, lower = cell[:-1, :].ravel(), cell[1:, :].ravel()
+    border = np.concatenate([cell[0, :], cell[-1, :], cell[:, 0], cell[:, -1]])
+    n_pairs = left.size + upper.size
+    rows = np.concatenate(
+        [np.arange(n_pairs), np.arange(n_pairs), n_pairs + np.arange(border.size)]
+    )
+    cols = np.concatenate([left, upper, right, lower, border])
+    values = np.concatenate([np.ones(n_pairs), -np.ones(n_pairs), np.ones(border.size)])
+    return sp.csr_matrix((values, (rows, cols)), shape=(n_pairs + border.size, g * g))
+
+
+@dataclass(frozen=True)
+class GridOperators:
+    """Noise-level-free operators of one grid size; Sigma = noise_level^2 * unit_covariance."""
+
+    difference: sp.csr_matrix  # D
+    unit_covariance: np.ndarray  # D^T D + (1/p) 1 1^T
+    unit_cholesky: np.ndarray  # lower Cholesky factor of unit_covariance
+    unit_inverse: np.ndarray  # unit_covariance^{-1}
+
+
+@lru_cache(maxsize=8)
+def grid_operators(grid_size: int) -> GridOperators:
+    """D, Sigma / s^2, its Cholesky factor and inverse for a grid size (cached per process)."""
+    difference = difference_matrix(grid_size)
+    n_cells = grid_size * grid_size
+    unit_covariance = (difference.T @ difference).toarray() + 1.0 / n_cells
+    return GridOperators(
+        difference=difference,
+        unit_covariance=unit_covariance,
+        unit_cholesky=np.linalg.cholesky(unit_covariance),
+        unit_inverse=np.linalg.inv(unit_covariance),
+    )
+
+
+def covariance(grid_size: int, noise_level: float) -> np.ndarray:
+    """Sigma = noise_level^2 (D^T D + (1/p) 1 1^T) for a g x g grid."""
+    return noise_level**2 * grid_operators(grid_size).unit_covariance
+
+
+def grid_to_image(grid_values: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Nearest-neighbour block upsampling (..., g, g) -> (..., height, width).
+
+    Cell (r, c) covers rows [r H / g, (r + 1) H / g): blocks differ by at most one pixel when the
+    size is not a multiple of g, and every pixel belongs to exactly one cell.
+    """
+    g_rows, g_cols = grid_values.shape[-2:]
+    device = grid_values.device
+    row_index = torch.arange(height, device=device) * g_rows // height
+    col_index = torch.arange(width, device=device) * g_cols // width
+    return grid_values[..., row_index, :][..., col_index]
+
+
+@dataclass
+class LegStatistics:
+    """Sufficient statistics of LEG sampling, one entry per image (numpy, CPU).
+
+    g_hat: (N, C, p) float64, (1/n) sum_i y_i z_i per perturbed channel (C = 3, or 1 for the
+    ``shared`` channel mode); target: (N,) explained class; clean_score: (N,) f(x).
+    """
+
+    g_hat: np.ndarray
+    target: np.ndarray
+    clean_score: np.ndarray
+    grid_size: int
+    noise_level: float
+    n_forwards: int
+
+    def __len__(self) -> int:
+        return self.g_hat.shape[0]
+
+    def __getitem__(self, index: int) -> LegStatistics:
+        position = range(len(self))[index]
+        part = slice(position, position + 1)
+        return LegStatistics(
+            g_hat=self.g_hat[part],
+            target=self.target[part],
+            clean_score=self.clean_score[part],
+            grid_size=self.grid_size,
+            noise_level=self.noise_level,
+            n_forwards=self.n_forwards,
+        )
+
+    @staticmethod
+    def concat(parts: Sequence[LegStatistics]) -> LegStatistics:
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        first = parts[0]
+        for part in parts[1:]:
+            if (part.grid_size, part.noise_level, part.n_forwards) != (
+                first.grid_size,
+                first.noise_level,
+                first.n_forwards,
+            ):
+                raise ValueError("cannot concatenate statistics of different LEG settings")
+        return LegStatistics(
+            g_hat=np.concatenate([part.g_hat for part in parts]),
+            target=np.concatenate([part.target for part in parts]),
+            clean_score=np.concatenate([part.clean_score for part in parts]),
+            grid_size=first.grid_size,
+            noise_level=first.noise_level,
+            n_forwards=first.n_forwards,
+        )
+
+
+def combine_channels(per_channel: np.ndarray, absolute: bool) -> np.ndarray:
+    """(..., C, p) channel estimates -> (..., p): the reference's mean_c |LEG_c|, or the signed
+    mean when ``absolute`` is False."""
+    return np.abs(per_channel).mean(axis=-2) if absolute else per_channel.mean(axis=-2)
+
+
+def leg_maps(stats: LegStatistics, absolute: bool = True) -> np.ndarray:
+    """LEG = Sigma^{-1} g_hat per channel, combined over channels: float32 (N, g, g)."""
+    inverse = grid_operators(stats.grid_size).unit_inverse / stats.noise_level**2
+    per_channel = stats.g_hat @ inverse  # inverse is symmetric
+    combined = combine_channels(per_channel, absolute)
+    return combined.reshape(len(stats), stats.grid_size, stats.grid_size).astype(np.float32)
+
+
+class LEG(Explainer):
+    """LEG saliency maps at grid resolution, (N, grid_size, grid_size) float32.
+
+    n_samples: perturbations per image (per channel in ``separate`` mode, which therefore costs
+    3 * n_samples forwards); noise_level: s; grid_size: g; batch_size: images per forward;
+    channel_mode: 'separate' | 'joint' | 'shared'; antithetic: draw pairs (z, -z) (n_samples must
+    be even); score: 'prob' or 'logit'; absolute: map = mean_c |LEG_c| (False: signed mean);
+    seed: the noise is reproducible for a seed on a given device type.
+    """
+
+    name = "leg"
+
+    def __init__(
+        self,
+        n_samples: int = 2000,
+        noise_level: float = 0.02,
+        grid_size: int = 28,
+        batch_size: int = 256,
+        channel_mode: str = "joint",
+        antithetic: bool = True,
+        score: str = "prob",
+        absolute: bool = True,
+        seed: int = 0,
+    ) -> None:
+        if n_samples < 2:
+            raise ValueError(f"n_samples must be >= 2, got {n_samples}")
+        if antithetic and n_samples % 2:
+            raise ValueError(f"n_samples must be even with antithetic pairs, got {n_samples}")
+        if not noise_level > 0:
+            raise ValueError(f"noise_level must be > 0, got {noise_level}")
+        if grid_size < 2:
+            raise ValueError(f"grid_size must be >= 2, got {grid_size}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if channel_mode not in CHANNEL_MODES:
+            raise ValueError(f"channel_mode must be one of {CHANNEL_MODES}, got {channel_mode!r}")
+        if score not in SCORES:
+            raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+        self.n_samples = int(n_samples)
+        self.noise_level = float(noise_level)
+        self.grid_size = int(grid_size)
+        self.batch_size = int(batch_size)
+        self.channel_mode = channel_mode
+        self.antithetic = bool(antithetic)
+        self.score = score
+        self.absolute = bool(absolute)
+        self.seed = int(seed)
+
+    @property
+    def forwards_per_image(self) -> int:
+        return 3 * self.n_samples if self.channel_mode == "separate" else self.n_samples
+
+    def explain(
+        self,
+        model: torch.nn.Module,
+        images: torch.Tensor,
+        targets: Sequence[int] | torch.Tensor | None = None,
+    ) -> np.ndarray:
+        return leg_maps(self.sample(model, images, targets), absolute=self.absolute)
+
+    def _draw_noise(self, device: torch.device) -> torch.Tensor:
+        """Grid noise for every forward of one image: (forwards_per_image, 3, p) on device.
+
+        Rows are ordered by forward index; in ``separate`` mode forward k perturbs channel
+        k // n_samples only.
+        """
+        n_cells = self.grid_size**2
+        n_draws = self.n_samples // 2 if self.antithetic else self.n_samples
+        n_channels = 1 if self.channel_mode == "shared" else 3
+        generator = torch.Generator(device=device).manual_seed(self.seed)
+        standard = torch.randn(
+            n_channels, n_draws, n_cells, generator=generator, device=device
+        )
+        cholesky = torch.as_tensor(
+            grid_operators(self.grid_size).unit_cholesky, dtype=torch.float32, device=device
+        )
+        draws = self.noise_level * standard @ cholesky.T  # (channels, draws, p) ~ N(0, Sigma)
+        if self.antithetic:
+            draws = torch.cat([draws, -draws], dim=1)
+        if self.channel_mode == "shared":
+            return draws[0][:, None, :].expand(-1, 3, -1)
+        if self.channel_mode == "joint":
+            return draws.transpose(0, 1)
+        noise = torch.zeros(3, self.n_samples, 3, n_cells, device=device)
+        for channel in range(3):
+            noise[channel, :, channel] = draws[channel]
+        return noise.reshape(3 * self.n_samples, 3, n_cells)
+
+    def _score(
+        self, logits: torch.Tensor, target: torch.Tensor, opposite: torch.Tensor | None
+    ) -> torch.Tensor:
+        logits = logits.float()
+        values = logits.softmax(dim=1) if self.score == "prob" else logits
+        score = values.gather(1, target[:, None])[:, 0]
+        if opposite is not None:
+            score = score - values.gather(1, opposite[:, None])[:, 0]
+        return score.double()
+
+    @torch.inference_mode()
+    def sample(
+        self,
+        model: torch.nn.Module,
+        images: torch.Tensor,
+        targets: Sequence[int] | torch.Tensor | None = None,
+        opposite_targets: Sequence[int] | torch.Tensor | None = None,
+    ) -> LegStatistics:
+        """Run the perturbation forwards and return LEG's sufficient statistics.
+
+        Perturbations of consecutive images are packed into the same forward batches, so a
+        batch of small images fills the device as well as one large image does.
+        """
+        images = check_images(images)
+        device = model_device(model)
+        images = images.to(device, torch.float32, non_blocking=True)
+        n_images, _, height, width = images.shape
+        target, clean_logits = resolve_targets(model, images, targets, self.batch_size)
+        opposite = None
+        if opposite_targets is not None:
+            opposite, _ = resolve_targets(model, images, opposite_targets, self.batch_size)
+        clean_score = self._score(clean_logits, target, opposite)
+
+        noise = self._draw_noise(device)
+        n_stat_channels = 1 if self.channel_mode == "shared" else 3
+        forwards = noise.shape[0]
+        sums = torch.zeros(n_images, n_stat_channels, noise.shape[-1], dtype=torch.float64, device=device)
+        g = self.grid_size
+        for part in batches(n_images * forwards, self.batch_size):
+            flat = torch.arange(part.start, part.stop, device=device)
+            image_index, forward_index = flat // forwards, flat % forwards
+            grid_noise = noise[forward_index]
+            pixel_noise = grid_to_image(grid_noise.reshape(-1, 3, g, g), height, width)
+            perturbed = (images[image_index] + pixel_noise).clamp_(0.0, 1.0)
+            scores = self._score(
+                model(perturbed),
+                target[image_index],
+                None if opposite is None else opposite[image_index],
+            )
+            responses = scores - clean_score[image_index]
+            weighted = responses[:, None, None] * grid_noise[:, :n_stat_channels].double()
+            sums.index_add_(0, image_index, weighted)
+        return LegStatistics(
+            g_hat=(sums / self.n_samples).cpu().numpy(),
+            target=target.cpu().numpy().astype(np.int64),
+            clean_score=clean_score.cpu().numpy(),
+            grid_size=self.grid_size,
+            noise_level=self.noise_level,
+            n_forwards=forwards,
+        )
