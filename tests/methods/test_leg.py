@@ -1,0 +1,253 @@
+"""LEG: the grid operators' structure and known-answer tests on models with a known gradient."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import spearmanr
+
+import methods
+from methods.leg import (
+    LEG,
+    LegStatistics,
+    covariance,
+    difference_matrix,
+    grid_to_image,
+    leg_maps,
+)
+
+GRID = 6
+SIZE = 24  # 4 x 4 pixel blocks
+
+
+def grid_adjacency(grid_size: int) -> np.ndarray:
+    """A_grid built cell by cell, independently of difference_matrix."""
+    n = grid_size * grid_size
+    adjacency = np.zeros((n, n))
+    for row in range(grid_size):
+        for col in range(grid_size):
+            for d_row, d_col in ((0, 1), (1, 0), (0, -1), (-1, 0)):
+                r, c = row + d_row, col + d_col
+                if 0 <= r < grid_size and 0 <= c < grid_size:
+                    adjacency[row * grid_size + col, r * grid_size + c] = 1
+    return adjacency
+
+
+@pytest.mark.parametrize("grid_size", [2, 5, 28])
+def test_difference_matrix_structure(grid_size):
+    difference = difference_matrix(grid_size).toarray()
+    n_cells = grid_size**2
+    assert difference.shape == (2 * grid_size * (grid_size - 1) + 4 * grid_size, n_cells)
+    assert np.linalg.matrix_rank(difference) == n_cells
+    laplacian = 4 * np.eye(n_cells) - grid_adjacency(grid_size)
+    np.testing.assert_array_equal(difference.T @ difference, laplacian)
+
+
+def test_covariance_is_scaled_laplacian_plus_constant():
+    sigma = covariance(5, 0.03)
+    laplacian = 4 * np.eye(25) - grid_adjacency(5)
+    np.testing.assert_allclose(sigma, 0.03**2 * (laplacian + np.ones((25, 25)) / 25))
+    assert np.all(np.linalg.eigvalsh(sigma) > 0)
+
+
+@pytest.mark.parametrize("channel_mode", ["separate", "joint", "shared"])
+def test_drawn_noise_has_the_stated_covariance(channel_mode):
+    explainer = LEG(n_samples=20000, noise_level=0.1, grid_size=4, channel_mode=channel_mode)
+    noise = explainer._draw_noise(torch.device("cpu")).double().numpy()
+    for channel in range(3):
+        draws = noise[:, channel]
+        draws = draws[np.abs(draws).sum(axis=1) > 0]  # separate mode: this channel's forwards
+        assert draws.shape[0] == 20000
+        np.testing.assert_allclose(draws.mean(axis=0), 0, atol=1e-12)  # antithetic pairs
+        empirical = draws.T @ draws / draws.shape[0]
+        np.testing.assert_allclose(empirical, covariance(4, 0.1), atol=0.06 * 0.1**2 * 4)
+
+
+@pytest.mark.parametrize("height,width", [(24, 24), (30, 17), (7, 9)])
+def test_grid_to_image_blocks_cover_every_pixel(height, width):
+    grid = torch.arange(36.0).reshape(6, 6)
+    image = grid_to_image(grid, height, width)
+    assert image.shape == (height, width)
+    for cell in range(36):
+        rows, cols = np.nonzero(image.numpy() == cell)
+        if height >= 6 and width >= 6:
+            assert rows.size > 0  # every cell is visible
+        if rows.size:
+            # a cell's pixels form one rectangle
+            assert rows.size == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+    row_sizes = np.bincount(np.arange(height) * 6 // height, minlength=6)
+    assert row_sizes.max() - row_sizes.min() <= 1 or height < 6
+
+
+class LinearLogitModel(torch.nn.Module):
+    """Two logits: (w . x, 0). Its logit gradient is w; its probability gradient is
+    sigmoid'(w . x) w."""
+
+    def __init__(self, weights: torch.Tensor):
+        super().__init__()
+        self.register_buffer("weights", weights)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        projection = (images * self.weights).flatten(1).sum(1)
+        return torch.stack([projection, torch.zeros_like(projection)], dim=1)
+
+
+REGION = (slice(1, 4), slice(2, 5))  # 3 x 3 grid cells
+
+
+def region_weights(seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+    """Weights on the pixels of a 3 x 3-cell region of the 6 x 6 grid, zero elsewhere, with
+    graded magnitudes per cell (1..9, shuffled) jittered per pixel and a negative middle channel.
+    Returns the weights and the grid gradient (3, 36): block sums per channel."""
+    generator = torch.Generator().manual_seed(seed)
+    block = SIZE // GRID
+    cell_magnitude = torch.zeros(GRID, GRID)
+    cell_magnitude[REGION] = (torch.randperm(9, generator=generator) + 1.0).reshape(3, 3)
+    pixel_magnitude = cell_magnitude.repeat_interleave(block, 0).repeat_interleave(block, 1)
+    jitter = 0.8 + 0.4 * torch.rand(3, SIZE, SIZE, generator=generator)
+    weights = (pixel_magnitude * jitter)[None]
+    weights[0, 1] *= -1
+    grid_gradient = weights[0].reshape(3, GRID, block, GRID, block).sum(dim=(2, 4))
+    return weights, grid_gradient.reshape(3, GRID * GRID).numpy()
+
+
+def region_mask() -> np.ndarray:
+    mask = np.zeros((GRID, GRID), dtype=bool)
+    mask[REGION] = True
+    return mask
+
+
+@pytest.mark.parametrize("channel_mode", ["separate", "joint", "shared"])
+def test_leg_recovers_the_gradient_of_a_linear_logit(channel_mode):
+    weights, grid_gradient = region_weights()
+    model = LinearLogitModel(weights * 0.01)
+    images = torch.full((1, 3, SIZE, SIZE), 0.5)
+    explainer = LEG(
+        n_samples=4000, noise_level=0.02, grid_size=GRID, channel_mode=channel_mode,
+        score="logit", absolute=False, batch_size=1000,
+    )
+    stats = explainer.sample(model, images, targets=[0])
+    inverse = np.linalg.inv(covariance(GRID, 0.02))
+    estimate = stats.g_hat[0] @ inverse
+    truth = 0.01 * grid_gradient
+    if channel_mode == "shared":
+        truth = truth.sum(axis=0, keepdims=True)  # one draw on all channels: luminance gradient
+    relative_error = np.linalg.norm(estimate - truth) / np.linalg.norm(truth)
+    assert relative_error < 0.25, relative_error
+    signed_map = leg_maps(stats, absolute=False)[0].ravel()
+    mean_truth = truth.mean(axis=0)
+    assert np.linalg.norm(signed_map - mean_truth) / np.linalg.norm(mean_truth) < 0.25
+    assert stats.n_forwards == (12000 if channel_mode == "separate" else 4000)
+
+
+@pytest.mark.parametrize("channel_mode", ["separate", "joint", "shared"])
+def test_leg_map_concentrates_on_the_region_of_a_sigmoid_model(channel_mode):
+    weights, grid_gradient = region_weights(seed=1)
+    weights[0, 1] *= -1  # all channels push the same way, so 'shared' sees them too
+    model = LinearLogitModel(weights * 0.002)
+    images = torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3)) * 0.6 + 0.2
+    explainer = LEG(n_samples=10000, grid_size=GRID, channel_mode=channel_mode, batch_size=2500)
+    saliency = explainer.explain(model, images)[0]
+    assert saliency.shape == (GRID, GRID) and saliency.dtype == np.float32
+    mass_inside = saliency[region_mask()].sum() / saliency.sum()
+    assert mass_inside > 0.8, mass_inside
+    truth = np.abs(grid_gradient).mean(axis=0).reshape(GRID, GRID)
+    correlation = spearmanr(saliency[region_mask()], truth[region_mask()]).statistic
+    assert correlation > 0.8, correlation
+
+
+def test_contrast_with_the_opposite_class_doubles_a_two_class_probability_gradient():
+    weights, _ = region_weights()
+    model = LinearLogitModel(weights * 0.01)
+    images = torch.full((1, 3, SIZE, SIZE), 0.5)
+    explainer = LEG(n_samples=200, grid_size=GRID, score="prob", absolute=False)
+    plain = explainer.sample(model, images, targets=[0])
+    contrast = explainer.sample(model, images, targets=[0], opposite_targets=[1])
+    # P(0) - P(1) = 2 P(0) - 1 for two classes, so every response doubles.
+    np.testing.assert_allclose(contrast.g_hat, 2 * plain.g_hat, rtol=1e-4, atol=1e-12)
+
+
+def test_batch_of_images_gives_the_same_maps_as_one_at_a_time():
+    weights, _ = region_weights()
+    model = LinearLogitModel(weights * 0.02)
+    images = torch.rand(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    explainer = LEG(n_samples=100, grid_size=GRID, batch_size=64)  # batches straddle images
+    together = explainer.explain(model, images)
+    alone = np.concatenate([explainer.explain(model, images[i : i + 1]) for i in range(3)])
+    np.testing.assert_allclose(together, alone, rtol=1e-4, atol=1e-7)
+
+
+def test_seed_makes_results_reproducible():
+    weights, _ = region_weights()
+    model = LinearLogitModel(weights * 0.02)
+    images = torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    first = LEG(n_samples=50, grid_size=GRID, seed=7).explain(model, images)
+    again = LEG(n_samples=50, grid_size=GRID, seed=7).explain(model, images)
+    other = LEG(n_samples=50, grid_size=GRID, seed=8).explain(model, images)
+    np.testing.assert_array_equal(first, again)
+    assert not np.allclose(first, other)
+
+
+class RangeRecorder(torch.nn.Module):
+    """Records the smallest and largest input value it is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.low, self.high = np.inf, -np.inf
+
+    def forward(self, images):
+        self.low = min(self.low, float(images.min()))
+        self.high = max(self.high, float(images.max()))
+        return images.flatten(1)[:, :2]
+
+
+def test_perturbed_pixels_are_clipped_to_the_unit_range():
+    recorder = RangeRecorder()
+    images = torch.cat([torch.zeros(1, 3, 12, 12), torch.ones(1, 3, 12, 12)])
+    LEG(n_samples=20, grid_size=4, noise_level=0.2, score="logit").sample(recorder, images, [0, 0])
+    assert recorder.low == 0.0 and recorder.high == 1.0
+
+
+def test_statistics_index_and_concatenate():
+    stats = LegStatistics(
+        g_hat=np.arange(2 * 3 * 4.0).reshape(2, 3, 4), target=np.array([1, 2]),
+        clean_score=np.array([0.5, 0.6]), grid_size=2, noise_level=0.1, n_forwards=10,
+    )
+    parts = [stats[0], stats[-1]]
+    joined = LegStatistics.concat(parts)
+    np.testing.assert_array_equal(joined.g_hat, stats.g_hat)
+    np.testing.assert_array_equal(leg_maps(joined), leg_maps(stats))
+    with pytest.raises(IndexError):
+        stats[2]
+
+
+@pytest.mark.parametrize(
+    "params,message",
+    [
+        ({"n_samples": 11}, "even"),
+        ({"channel_mode": "rgb"}, "channel_mode"),
+        ({"score": "softmax"}, "score"),
+        ({"noise_level": 0}, "noise_level"),
+        ({"grid_size": 1}, "grid_size"),
+    ],
+)
+def test_bad_parameters_are_rejected(params, message):
+    with pytest.raises(ValueError, match=message):
+        methods.get_explainer("leg", **params)
+
+
+def test_unknown_method_and_parameter_errors_name_what_is_accepted():
+    with pytest.raises(ValueError, match="available: .*leg"):
+        methods.get_explainer("legg")
+    with pytest.raises(ValueError, match="accepted: .*n_samples"):
+        methods.get_explainer("leg", samples=10)
+
+
+@pytest.mark.parametrize(
+    "images",
+    [torch.rand(2, 1, 8, 8), torch.rand(3, 8, 8), torch.rand(1, 3, 8, 8) * 2, torch.zeros(0, 3, 8, 8)],
+)
+def test_bad_images_are_rejected(images):
+    with pytest.raises(ValueError):
+        LEG(n_samples=2, grid_size=2).explain(RangeRecorder(), images)
