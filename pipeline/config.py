@@ -290,9 +290,7 @@ def _check_config(config: JobConfig, known_methods: list[str]) -> list[str]:
         if name not in known_methods:
             problems.append(f"methods: unknown method {name!r}; available: {', '.join(known_methods)}")
     for name, method_params in config.params.items():
-        if name not in config.methods:
-            problems.append(f"{name}: parameters given for a method not in methods {config.methods}")
-            continue
+        # Parameters of methods not selected are kept (a file may set them all) and unused.
         problems.extend(_check_lambdas(name, method_params))
     for name in config.methods:
         if name in known_methods and not any(p.startswith(f"{name}.lambdas") for p in problems):

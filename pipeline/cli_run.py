@@ -1,0 +1,119 @@
+"""``legx run``: one explanation job from the embedded default, a config file or flags."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from pipeline.config import ConfigError, load_config
+
+DEMO_DATA_DIR = "./legx-demo-data"
+DEMO_COUNT = 48
+DEMO_IMAGE_SIZE = 64
+# The embedded default: small budgets so that it finishes in a few minutes on 2 CPU cores.
+DEMO_CONFIG: dict[str, Any] = {
+    "input": DEMO_DATA_DIR,
+    "output": "./legx-output",
+    "model": "demo",
+    "methods": ["leg", "leg-tv"],
+    "image_size": DEMO_IMAGE_SIZE,
+    "batch_size": 8,
+    "leg": {"n_samples": 256, "grid_size": 16, "batch_size": 512},
+    "leg-tv": {"n_samples": 256, "grid_size": 16, "batch_size": 512, "lambdas": [0.1, 0.3]},
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", nargs="?", help="job config YAML (local path or URI)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key (dotted for nesting, YAML value), e.g. leg.n_samples=500")
+    parser.add_argument("--input", help="images: folder, WebDataset shards or Parquet (path or s3://)")
+    parser.add_argument("--output", help="where the saliency table and run manifests go")
+    parser.add_argument("--model", help="model spec: demo, torchvision:NAME[@WEIGHTS], or a checkpoint path/URI")
+    parser.add_argument("--methods", help="comma-separated method names, e.g. leg,leg-tv")
+    parser.add_argument("--samples", type=int, help="n_samples of every selected method that has one")
+    parser.add_argument("--run-id", help="run id (rerun an id to resume it)")
+    parser.add_argument("--limit", type=int, help="explain at most this many images")
+
+
+def _flag_overrides(args: argparse.Namespace) -> list[str]:
+    overrides = []
+    for flag, key in (("input", "input"), ("output", "output"), ("model", "model"),
+                      ("run_id", "run_id"), ("limit", "limit")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={_yaml_string(value)}")
+    if args.methods:
+        overrides.append(f"methods=[{args.methods}]")
+    return overrides
+
+
+def _yaml_string(value: Any) -> str:
+    return value if isinstance(value, int) else "'" + str(value).replace("'", "''") + "'"
+
+
+def _samples_overrides(config_methods: list[str], samples: int) -> list[str]:
+    import methods
+
+    return [
+        f"{name}.n_samples={samples}"
+        for name in config_methods
+        if "n_samples" in methods.get_explainer(name).params()
+    ]
+
+
+def resolve_config(args: argparse.Namespace):
+    """The job config of the command line; the embedded default when neither a file nor
+    --input is given."""
+    embedded = args.config is None and args.input is None
+    base = dict(DEMO_CONFIG) if embedded else {}
+    overrides = list(args.overrides) + _flag_overrides(args)
+    config = load_config(args.config, overrides, base=base)
+    if args.samples is not None:
+        config = load_config(args.config, overrides + _samples_overrides(config.methods, args.samples), base=base)
+    return config, embedded
+
+
+def ensure_demo_data(directory: str) -> None:
+    """Generate the demo images once; later runs reuse them."""
+    from pipeline.demo_data import write_demo_dataset
+    from pipeline.sources import ANNOTATIONS_FILE
+
+    if os.path.exists(os.path.join(directory, ANNOTATIONS_FILE)):
+        return
+    print(f"legx: writing {DEMO_COUNT} demo images to {directory}", flush=True)
+    write_demo_dataset(directory, DEMO_COUNT, seed=0, image_size=DEMO_IMAGE_SIZE)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config, embedded = resolve_config(args)
+    except ConfigError as error:
+        print(f"legx: {error}", file=sys.stderr)
+        return 2
+    if embedded and config.input == DEMO_DATA_DIR:
+        ensure_demo_data(DEMO_DATA_DIR)
+
+    from pipeline.job import run_job
+    from pipeline.sink import RUNS_DIR, SALIENCY_DIR
+    from pipeline.storage import join
+
+    methods_text = ", ".join(config.methods)
+    print(f"legx: run {config.run_id}: {config.input} -> {config.output} "
+          f"(model {config.model}; methods {methods_text})", flush=True)
+    summary = run_job(config, log=lambda message: print(f"legx: {message}", flush=True))
+    print()
+    print(f"legx: run {summary.run_id} finished in {summary.wall_s:.1f} s")
+    print(f"  this invocation: {summary.images} images, {summary.rows} rows "
+          f"({summary.ok} ok, {summary.errors} errors)"
+          + (f", {summary.skipped_rows} rows already written" if summary.skipped_rows else ""))
+    print(f"  throughput: {summary.images_per_s:.2f} images/s, {summary.forwards_per_s:,.0f} forwards/s")
+    print(f"  run totals: {summary.total_images} images, {summary.total_rows} rows "
+          f"({summary.total_ok} ok, {summary.total_errors} errors)")
+    print(f"  results:  {join(config.output, SALIENCY_DIR, f'run_id={config.run_id}')}")
+    print(f"  manifest: {join(config.output, RUNS_DIR, config.run_id + '.json')}")
+    print(f"  try:      legx query {config.output} \"select method, lam, status, count(*) from saliency "
+          f"group by all order by all\"")
+    return 0

@@ -1,0 +1,282 @@
+"""One explanation job: the Ray Data graph from source to sink, resume, manifest, summary.
+
+``run_job(config)`` connects to Ray (RAY_ADDRESS when set, e.g. on a cluster or in a RayJob;
+else a local Ray), builds
+
+    read -> decode (CPU tasks) -> explain (actor pool) -> solve (CPU tasks)
+         -> [metrics (actor pool)] -> write (CPU tasks)
+
+streams it (Ray Data's progress bars show while it runs), then writes the run manifest and
+returns the summary.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from pipeline.config import JobConfig
+from pipeline.sink import (
+    ParquetWriter,
+    read_manifest,
+    read_run,
+    row_key,
+    write_manifest,
+    written_keys,
+)
+from pipeline.sources import read_annotations, read_source
+from pipeline.stages import ExplainActor, MetricsActor, Plan, decode_batch, method_spec, solve_batch
+
+
+@dataclass
+class JobSummary:
+    """What one invocation did (``images``..``forwards`` count this invocation's work) and the
+    run's totals after it (``total_*``, read back from the output)."""
+
+    run_id: str
+    output: str
+    images: int
+    rows: int
+    ok: int
+    errors: int
+    forwards: int
+    skipped_rows: int
+    wall_s: float
+    total_images: int
+    total_rows: int
+    total_ok: int
+    total_errors: int
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def forwards_per_s(self) -> float:
+        return self.forwards / self.wall_s if self.wall_s > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        data = dict(vars(self))
+        data["images_per_s"] = round(self.images_per_s, 3)
+        data["forwards_per_s"] = round(self.forwards_per_s, 1)
+        return data
+
+
+def ensure_ray(num_cpus: int | None = None) -> None:
+    """Connect to the cluster in RAY_ADDRESS, or start a local Ray (token auth off, as a local
+    single-user Ray needs none)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=False)
+        return
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+
+
+def _use_gpu(config: JobConfig) -> bool:
+    if config.gpu == "never":
+        return False
+    if config.gpu == "always":
+        return True
+    import ray
+
+    return ray.cluster_resources().get("GPU", 0) >= 1
+
+
+def make_plan(config: JobConfig, use_gpu: bool) -> Plan:
+    specs = tuple(method_spec(name, config.method_params(name)) for name in config.methods)
+    return Plan(
+        model=config.model,
+        specs=specs,
+        image_size=config.image_size,
+        resize=config.resize,
+        target=config.target,
+        use_gpu=use_gpu,
+        actor_cpus=config.actor_cpus,
+        metrics=tuple(config.metrics),
+        metric_options=dict(config.metric_options),
+    )
+
+
+def _check_resources(config: JobConfig, use_gpu: bool) -> None:
+    """Actors hold their CPUs for the whole job; leave at least one for the task stages."""
+    import ray
+
+    pools = 2 if config.metrics else 1
+    cpus = ray.cluster_resources().get("CPU", 0)
+    needed = pools * config.actors * config.actor_cpus + 1
+    if not use_gpu and cpus and needed > cpus:
+        raise RuntimeError(
+            f"{pools} actor pool(s) of {config.actors} actor(s) x {config.actor_cpus} CPU leave no CPU"
+            f" for decoding and solving on this cluster ({cpus:g} CPUs); lower actors or actor_cpus"
+        )
+
+
+def _versions() -> dict[str, str]:
+    import cvxpy
+    import pyarrow
+    import ray
+    import torch
+
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        legx = version("legx")
+    except PackageNotFoundError:
+        legx = "unknown"
+    return {
+        "legx": legx,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "ray": ray.__version__,
+        "pyarrow": pyarrow.__version__,
+        "cvxpy": cvxpy.__version__,
+    }
+
+
+def run_job(config: JobConfig, log=print) -> JobSummary:
+    """Run the job of ``config`` to completion (resuming its run id) and return the summary."""
+    import ray
+
+    started_at = datetime.now(timezone.utc)
+    started = time.perf_counter()
+    ensure_ray()
+    use_gpu = _use_gpu(config)
+    _check_resources(config, use_gpu)
+    plan = make_plan(config, use_gpu)
+
+    dataset, source_format = read_source(config)
+    annotations = read_annotations(config, source_format)
+
+    existing = written_keys(config.output, config.storage, config.run_id)
+    if existing:
+        log(f"resuming run {config.run_id}: {len(existing)} rows already written")
+    complete = _complete_images(existing, plan) if existing else frozenset()
+
+    annotations_ref = ray.put(annotations) if annotations is not None else None
+    skip_ref = ray.put(frozenset(complete)) if complete else None
+    written_ref = ray.put(frozenset(existing)) if existing else None
+
+    gpus = (0.5 if config.metrics else 1.0) if use_gpu else 0
+    dataset = dataset.map_batches(
+        decode_batch,
+        batch_size=config.decode_batch_size,
+        batch_format="pyarrow",
+        fn_kwargs={"plan": plan, "annotations_ref": annotations_ref, "skip_ref": skip_ref},
+        # A remote-args function keeps Ray from fusing decoding into the model actors (it
+        # fuses map stages with equal remote args), so decoding stays on CPU tasks.
+        ray_remote_args_fn=_decode_resources,
+    )
+    dataset = dataset.map_batches(
+        ExplainActor,
+        fn_constructor_args=(plan,),
+        batch_size=config.batch_size,
+        batch_format="pyarrow",
+        compute=_pool(config.actors),
+        num_cpus=config.actor_cpus,
+        num_gpus=gpus,
+    )
+    dataset = dataset.map_batches(
+        solve_batch, batch_size=config.solve_batch_size, batch_format="pyarrow", num_cpus=1
+    )
+    if config.metrics:
+        dataset = dataset.map_batches(
+            MetricsActor,
+            fn_constructor_args=(plan,),
+            batch_size=config.batch_size,
+            batch_format="pyarrow",
+            compute=_pool(config.actors),
+            num_cpus=config.actor_cpus,
+            num_gpus=gpus,
+        )
+    first = plan.specs[0]
+    writer = ParquetWriter(
+        config.output, config.storage, config.run_id, config.model,
+        anchor=(first.name, first.outputs[0]), written_ref=written_ref,
+    )
+    dataset = dataset.map_batches(
+        writer, batch_size=config.rows_per_file, batch_format="pyarrow", num_cpus=0.5
+    )
+
+    counts = {"rows": 0, "ok": 0, "errors": 0, "images": 0, "forwards": 0, "skipped": 0}
+    for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+        for name in counts:
+            counts[name] += sum(value or 0 for value in batch.column(name).to_pylist())
+    wall = time.perf_counter() - started
+
+    totals = read_run(config.output, config.storage, config.run_id, ["image_id", "status"])
+    statuses = totals.column("status").to_pylist()
+    summary = JobSummary(
+        run_id=config.run_id,
+        output=config.output,
+        images=counts["images"],
+        rows=counts["rows"],
+        ok=counts["ok"],
+        errors=counts["errors"],
+        forwards=counts["forwards"],
+        skipped_rows=counts["skipped"],
+        wall_s=wall,
+        total_images=len(set(totals.column("image_id").to_pylist())),
+        total_rows=totals.num_rows,
+        total_ok=statuses.count("ok"),
+        total_errors=statuses.count("error"),
+    )
+    previous = read_manifest(config.output, config.storage, config.run_id) or {}
+    attempts = previous.get("attempts", []) + [
+        {
+            "started_at": started_at.isoformat(),
+            "finished_at": datetime.now(timezone.utc).isoformat(),
+            "source_format": source_format,
+            "device": "cuda" if use_gpu else "cpu",
+            "resumed_rows": len(existing),
+            **{k: v for k, v in summary.as_dict().items() if not k.startswith("total_")},
+        }
+    ]
+    write_manifest(
+        config.output,
+        config.storage,
+        config.run_id,
+        {
+            "run_id": config.run_id,
+            "config": config.public_dict(),
+            "methods": [{"name": s.name, "params": s.params} for s in plan.specs],
+            "versions": _versions(),
+            "argv": sys.argv,
+            "counts": {
+                "images": summary.total_images,
+                "rows": summary.total_rows,
+                "ok": summary.total_ok,
+                "errors": summary.total_errors,
+            },
+            "attempts": attempts,
+        },
+    )
+    return summary
+
+
+def _decode_resources() -> dict[str, Any]:
+    return {"num_cpus": 1}
+
+
+def _pool(size: int):
+    import ray
+
+    return ray.data.ActorPoolStrategy(size=size)
+
+
+def _complete_images(existing: set[str], plan: Plan) -> frozenset[str]:
+    """Image ids whose every expected row is already written."""
+    image_ids = {key.split("\x1f", 1)[0] for key in existing}
+    return frozenset(
+        image_id
+        for image_id in image_ids
+        if all(row_key(*key) in existing for key in plan.expected_keys(image_id))
+    )

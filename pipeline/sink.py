@@ -1,0 +1,203 @@
+"""The job's output: Parquet files of the ``saliency`` table and one manifest per run.
+
+    OUTPUT/saliency/run_id=RUN_ID/part-<hash>.parquet
+    OUTPUT/runs/RUN_ID.json
+
+Each file holds the rows of one write batch and is named by a hash of its rows' keys
+(image_id, method, lam), so a retried task rewrites the same file. Files appear atomically
+(object-store uploads complete or do not exist; local files are renamed into place). A rerun of
+a run id reads the keys already written, skips the images that are complete and drops any row
+whose key exists, so a resumed run ends with exactly one row per key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import posixpath
+from datetime import datetime, timezone
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from pipeline.storage import StorageOptions, exists, resolve, write_bytes_atomic
+
+SALIENCY_DIR = "saliency"
+RUNS_DIR = "runs"
+
+
+def metric_names() -> list[str]:
+    """The metric columns of the table: every metric ``methods.metrics`` defines."""
+    try:
+        from methods.metrics import METRIC_NAMES
+    except ImportError:
+        return []
+    return list(METRIC_NAMES)
+
+
+def output_schema() -> pa.Schema:
+    """The ``saliency`` table (design notes, "Output schema")."""
+    fields = [
+        ("run_id", pa.string()),
+        ("image_id", pa.string()),
+        ("source_uri", pa.string()),
+        ("label", pa.int64()),
+        ("target", pa.int64()),
+        ("target_score", pa.float64()),
+        ("model_id", pa.string()),
+        ("method", pa.string()),
+        ("lam", pa.float64()),
+        ("params", pa.string()),
+        ("height", pa.int32()),
+        ("width", pa.int32()),
+        ("saliency", pa.list_(pa.float32())),
+    ]
+    fields += [(name, pa.float64()) for name in metric_names()]
+    fields += [
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("elapsed_s", pa.float64()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+    ]
+    return pa.schema(fields)
+
+
+def row_key(image_id: str, method: str, lam: float | None) -> str:
+    return f"{image_id}\x1f{method}\x1f{'' if lam is None else repr(float(lam))}"
+
+
+def run_directory(output: str, storage: StorageOptions, run_id: str) -> tuple[pafs.FileSystem, str]:
+    filesystem, root = resolve(output, storage)
+    return filesystem, posixpath.join(root, SALIENCY_DIR, f"run_id={run_id}")
+
+
+def written_keys(output: str, storage: StorageOptions, run_id: str) -> set[str]:
+    """Keys (image_id, method, lam) already written for ``run_id``."""
+    filesystem, directory = run_directory(output, storage, run_id)
+    if not exists(filesystem, directory):
+        return set()
+    dataset = pads.dataset(directory, filesystem=filesystem, format="parquet", exclude_invalid_files=False)
+    table = dataset.to_table(columns=["image_id", "method", "lam"])
+    return {
+        row_key(image_id, method, lam)
+        for image_id, method, lam in zip(
+            table.column("image_id").to_pylist(),
+            table.column("method").to_pylist(),
+            table.column("lam").to_pylist(),
+        )
+    }
+
+
+def read_run(output: str, storage: StorageOptions, run_id: str, columns: list[str]) -> pa.Table:
+    filesystem, directory = run_directory(output, storage, run_id)
+    if not exists(filesystem, directory):
+        return output_schema().empty_table().select(columns)
+    dataset = pads.dataset(directory, filesystem=filesystem, format="parquet")
+    return dataset.to_table(columns=columns)
+
+
+class ParquetWriter:
+    """The write stage: stage rows -> one Parquet file; returns a one-row summary."""
+
+    SUMMARY_SCHEMA = pa.schema(
+        [
+            ("rows", pa.int64()),
+            ("ok", pa.int64()),
+            ("errors", pa.int64()),
+            ("images", pa.int64()),
+            ("forwards", pa.int64()),
+            ("skipped", pa.int64()),
+        ]
+    )
+
+    def __init__(self, output: str, storage: StorageOptions, run_id: str, model_id: str,
+                 anchor: tuple[str, float | None], written_ref=None) -> None:
+        self.output = output
+        self.storage = storage
+        self.run_id = run_id
+        self.model_id = model_id
+        self.anchor = anchor
+        self.written_ref = written_ref
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from pipeline.stages import _shared
+
+        written = _shared(self.written_ref) if self.written_ref is not None else frozenset()
+        keys = [
+            row_key(i, m, lam)
+            for i, m, lam in zip(
+                batch.column("image_id").to_pylist(),
+                batch.column("method").to_pylist(),
+                batch.column("lam").to_pylist(),
+            )
+        ]
+        fresh = [key not in written for key in keys]
+        skipped = len(keys) - sum(fresh)
+        batch = batch.filter(pa.array(fresh, pa.bool_()))
+        keys = [key for key, keep in zip(keys, fresh) if keep]
+        forwards = int(pc.sum(batch.column("_forwards")).as_py() or 0) if batch.num_rows else 0
+        summary = {"rows": batch.num_rows, "ok": 0, "errors": 0, "images": 0,
+                   "forwards": forwards, "skipped": skipped}
+        if batch.num_rows:
+            table = self._to_output(batch)
+            statuses = table.column("status").to_pylist()
+            summary["ok"] = statuses.count("ok")
+            summary["errors"] = statuses.count("error")
+            anchor_method, anchor_lam = self.anchor
+            summary["images"] = sum(
+                1 for m, lam in zip(table.column("method").to_pylist(), table.column("lam").to_pylist())
+                if m == anchor_method and lam == anchor_lam
+            )
+            self._write(table, keys)
+        return pa.Table.from_pylist([summary], schema=self.SUMMARY_SCHEMA)
+
+    def _to_output(self, batch: pa.Table) -> pa.Table:
+        schema = output_schema()
+        count = batch.num_rows
+        now = datetime.now(timezone.utc)
+        columns = {}
+        for name in schema.names:
+            if name == "run_id":
+                columns[name] = pa.array([self.run_id] * count, pa.string())
+            elif name == "model_id":
+                columns[name] = pa.array([self.model_id] * count, pa.string())
+            elif name == "created_at":
+                columns[name] = pa.array([now] * count, schema.field(name).type)
+            elif name in batch.column_names:
+                columns[name] = batch.column(name).cast(schema.field(name).type)
+            else:
+                columns[name] = pa.nulls(count, schema.field(name).type)
+        return pa.table(columns, schema=schema)
+
+    def _write(self, table: pa.Table, keys: list[str]) -> None:
+        filesystem, directory = run_directory(self.output, self.storage, self.run_id)
+        digest = hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:24]
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer, compression="zstd")
+        if isinstance(filesystem, pafs.LocalFileSystem):
+            filesystem.create_dir(directory, recursive=True)
+        write_bytes_atomic(filesystem, posixpath.join(directory, f"part-{digest}.parquet"), buffer.getvalue())
+
+
+def write_manifest(output: str, storage: StorageOptions, run_id: str, manifest: dict[str, Any]) -> str:
+    """Write OUTPUT/runs/RUN_ID.json; returns its URI-relative path."""
+    filesystem, root = resolve(output, storage)
+    path = posixpath.join(root, RUNS_DIR, f"{run_id}.json")
+    if isinstance(filesystem, pafs.LocalFileSystem):
+        filesystem.create_dir(posixpath.dirname(path), recursive=True)
+    write_bytes_atomic(filesystem, path, json.dumps(manifest, indent=2, default=str).encode())
+    return path
+
+
+def read_manifest(output: str, storage: StorageOptions, run_id: str) -> dict[str, Any] | None:
+    filesystem, root = resolve(output, storage)
+    path = posixpath.join(root, RUNS_DIR, f"{run_id}.json")
+    if not exists(filesystem, path):
+        return None
+    with filesystem.open_input_stream(path) as stream:
+        return json.loads(stream.read())

@@ -1,0 +1,499 @@
+"""The job's Ray Data stages, each a pyarrow Table -> pyarrow Table function or actor.
+
+    decode   CPU tasks     bytes -> uint8 image at the job's size (+ ground truth), or an error
+    explain  actor pool    model loaded once per actor; LEG-family methods run their forwards
+                           (``sample``) and ship the statistics, other methods return maps
+    solve    CPU tasks     LEG closed form and LEG-TV linear programs from the statistics
+    metrics  actor pool    (only when metrics are configured) faithfulness/localisation scores
+    write    CPU tasks     Parquet files of the output schema (see ``pipeline.sink``)
+
+Every image leaves the explain stage with one row per expected output (method, and lambda for
+methods with ``lambdas``); an image that failed earlier gets error rows with the reason, so
+nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import pickle
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+import methods
+from pipeline.decode import DecodeError, decode_image, fit_box, fit_mask
+
+DECODED_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("source_uri", pa.string()),
+        ("label", pa.int64()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("decode_s", pa.float64()),
+        ("_image", pa.binary()),
+        ("_mask", pa.binary()),
+        ("_box", pa.list_(pa.float64())),
+    ]
+)
+
+# Rows between the explain stage and the sink: the output columns the stages know, plus
+# internal ones (leading underscore) that the sink drops.
+STAGE_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("source_uri", pa.string()),
+        ("label", pa.int64()),
+        ("target", pa.int64()),
+        ("target_score", pa.float64()),
+        ("method", pa.string()),
+        ("lam", pa.float64()),
+        ("params", pa.string()),
+        ("height", pa.int32()),
+        ("width", pa.int32()),
+        ("saliency", pa.list_(pa.float32())),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("elapsed_s", pa.float64()),
+        ("_forwards", pa.int64()),
+        ("_stats", pa.binary()),
+        ("_pending", pa.string()),
+        ("_image", pa.binary()),
+        ("_mask", pa.binary()),
+        ("_box", pa.list_(pa.float64())),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One requested method: its registry name, constructor parameters and its outputs per
+    image (one per lambda for methods with ``lambdas``, else one with lam None)."""
+
+    name: str
+    params: dict[str, Any]
+    lambdas: tuple[float, ...] | None
+
+    @property
+    def outputs(self) -> list[float | None]:
+        return list(self.lambdas) if self.lambdas else [None]
+
+    def build(self):
+        return methods.get_explainer(self.name, **self.params)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the stages need from the config, in a picklable form."""
+
+    model: str
+    specs: tuple[MethodSpec, ...]
+    image_size: int
+    resize: str
+    target: str
+    use_gpu: bool
+    actor_cpus: float
+    metrics: tuple[str, ...] = ()
+    metric_options: dict[str, Any] = field(default_factory=dict)
+
+    def expected_keys(self, image_id: str) -> list[tuple[str, str, float | None]]:
+        return [(image_id, spec.name, lam) for spec in self.specs for lam in spec.outputs]
+
+
+def method_spec(name: str, params: dict[str, Any]) -> MethodSpec:
+    """The spec of a method, with its full parameter set as the explainer reports it."""
+    explainer = methods.get_explainer(name, **params)
+    full = json.loads(json.dumps(explainer.params()))
+    lambdas = full.get("lambdas")
+    return MethodSpec(name, full, tuple(float(v) for v in lambdas) if lambdas is not None else None)
+
+
+def _is_leg_family(explainer) -> bool:
+    from methods.leg import LEG
+
+    return isinstance(explainer, LEG)
+
+
+def _sampling_key(explainer) -> str:
+    """LEG's sampling parameters: two LEG-family methods with equal keys share forwards."""
+    from methods.leg import LEG
+
+    names = set(inspect.signature(LEG.__init__).parameters) - {"self", "absolute"}
+    return json.dumps({k: v for k, v in explainer.params().items() if k in names}, sort_keys=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# decode
+
+
+def decode_batch(
+    batch: pa.Table,
+    plan: Plan,
+    annotations_ref=None,
+    skip_ref=None,
+) -> pa.Table:
+    """Source rows -> DECODED_SCHEMA rows; images already complete (resume) are dropped."""
+    skip = _shared(skip_ref) if skip_ref is not None else frozenset()
+    annotations = _annotation_index(annotations_ref) if annotations_ref is not None else {}
+    rows = []
+    ids = batch.column("image_id").to_pylist()
+    uris = batch.column("source_uri").to_pylist()
+    labels = batch.column("label").to_pylist()
+    data = batch.column("data")
+    for position, image_id in enumerate(ids):
+        if image_id in skip:
+            continue
+        started = time.perf_counter()
+        row = {
+            "image_id": image_id,
+            "source_uri": uris[position],
+            "label": labels[position],
+            "status": "ok",
+            "error": None,
+            "_image": None,
+            "_mask": None,
+            "_box": None,
+        }
+        annotation = annotations.get(image_id)
+        if annotation is not None and annotation.get("label") is not None:
+            row["label"] = int(annotation["label"])
+        try:
+            encoded = data[position].as_py() or b""
+            row["_image"] = decode_image(encoded, plan.image_size, plan.resize).tobytes()
+        except DecodeError as error:
+            row["status"], row["error"] = "error", f"decode: {error}"
+        if row["status"] == "ok" and annotation is not None:
+            row["_mask"], row["_box"] = _fit_annotation(annotation, plan)
+        row["decode_s"] = time.perf_counter() - started
+        rows.append(row)
+    return pa.Table.from_pylist(rows, schema=DECODED_SCHEMA)
+
+
+def _fit_annotation(annotation: dict[str, Any], plan: Plan) -> tuple[bytes | None, list | None]:
+    height, width = annotation.get("height"), annotation.get("width")
+    mask, box = annotation.get("mask"), annotation.get("box")
+    fitted_mask = fitted_box = None
+    if mask is not None and height and width and len(mask) == height * width:
+        array = np.asarray(mask, dtype=np.uint8).reshape(height, width)
+        fitted_mask = fit_mask(array, plan.image_size, plan.resize).tobytes()
+    if box is not None and height and width and len(box) == 4:
+        fitted_box = fit_box(np.asarray(box), height, width, plan.image_size, plan.resize).tolist()
+    return fitted_mask, fitted_box
+
+
+_SHARED_CACHE: dict[str, Any] = {}
+
+
+def _shared(ref):
+    """A broadcast object, fetched once per worker process."""
+    import ray
+
+    key = ref.hex()
+    if key not in _SHARED_CACHE:
+        _SHARED_CACHE[key] = ray.get(ref)
+    return _SHARED_CACHE[key]
+
+
+def _annotation_index(ref) -> dict[str, dict[str, Any]]:
+    key = ref.hex() + ":index"
+    if key not in _SHARED_CACHE:
+        table = _shared(ref)
+        _SHARED_CACHE[key] = {row["image_id"]: row for row in table.to_pylist()}
+    return _SHARED_CACHE[key]
+
+
+# ---------------------------------------------------------------------------------------------
+# explain
+
+
+def _error_rows(base: dict[str, Any], spec: MethodSpec, error: str, params_text: str) -> list[dict]:
+    return [
+        {**base, "method": spec.name, "lam": lam, "params": params_text, "status": "error", "error": error}
+        for lam in spec.outputs
+    ]
+
+
+def _images_tensor(images: list[bytes], size: int):
+    import torch
+
+    array = np.stack([np.frombuffer(b, dtype=np.uint8).reshape(size, size, 3) for b in images])
+    return torch.from_numpy(array).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+class ExplainActor:
+    """Holds the model (loaded once) and the explainers; one call explains a batch of images.
+
+    LEG-family methods whose sampling parameters agree share one ``sample`` call, so LEG and
+    LEG-TV of the same budget cost the forwards once.
+    """
+
+    def __init__(self, plan: Plan) -> None:
+        import torch
+
+        torch.set_num_threads(max(1, int(plan.actor_cpus)))
+        self.plan = plan
+        self.device = "cuda" if plan.use_gpu and torch.cuda.is_available() else "cpu"
+        self.model = methods.load_model(plan.model, device=self.device)
+        self.explainers = {spec.name: spec.build() for spec in plan.specs}
+        self.params_text = {spec.name: json.dumps(spec.params, sort_keys=True) for spec in plan.specs}
+        self.samplers: dict[str, list[MethodSpec]] = {}
+        self.direct: list[MethodSpec] = []
+        for spec in plan.specs:
+            explainer = self.explainers[spec.name]
+            if _is_leg_family(explainer):
+                self.samplers.setdefault(_sampling_key(explainer), []).append(spec)
+            else:
+                self.direct.append(spec)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        import torch
+
+        rows: list[dict[str, Any]] = []
+        records = batch.to_pylist()
+        good = [r for r in records if r["status"] == "ok"]
+        for record in records:
+            if record["status"] != "ok":
+                base = self._base(record, None, None)
+                for spec in self.plan.specs:
+                    rows.extend(_error_rows(base, spec, record["error"], self.params_text[spec.name]))
+        if good:
+            images = _images_tensor([r["_image"] for r in good], self.plan.image_size)
+            with torch.inference_mode():
+                targets, scores = self._targets(images, good)
+            bases = [self._base(r, int(t), float(s)) for r, t, s in zip(good, targets, scores)]
+            for members in self.samplers.values():
+                rows.extend(self._sample(members, images, targets, bases))
+            for spec in self.direct:
+                rows.extend(self._explain(spec, images, targets, bases))
+        return pa.Table.from_pylist(rows, schema=STAGE_SCHEMA)
+
+    def _base(self, record: dict[str, Any], target: int | None, score: float | None) -> dict[str, Any]:
+        carry = bool(self.plan.metrics)
+        return {
+            "image_id": record["image_id"],
+            "source_uri": record["source_uri"],
+            "label": record["label"],
+            "target": target,
+            "target_score": score,
+            "elapsed_s": record.get("decode_s") or 0.0,
+            "_image": record["_image"] if carry else None,
+            "_mask": record["_mask"] if carry else None,
+            "_box": record["_box"] if carry else None,
+        }
+
+    def _targets(self, images, records: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+        """The explained class per image (clean top-1, or the label where asked and known) and
+        its softmax probability."""
+        from methods.base import predict_logits
+
+        logits = predict_logits(self.model, images, batch_size=len(records)).cpu()
+        targets = logits.argmax(dim=1).numpy()
+        if self.plan.target == "label":
+            for position, record in enumerate(records):
+                label = record["label"]
+                if label is not None and 0 <= label < logits.shape[1]:
+                    targets[position] = label
+        probabilities = logits.softmax(dim=1).numpy()
+        return targets.astype(np.int64), probabilities[np.arange(len(records)), targets]
+
+    def _per_image(self, call, images, targets, bases):
+        """``call(images, targets)`` on the batch; if it raises, once per image so that one bad
+        image costs only its own rows. Yields (position, result or None, error or None, seconds)."""
+        started = time.perf_counter()
+        try:
+            result = call(images, targets)
+            share = (time.perf_counter() - started) / len(bases)
+            return [(i, result, None, share) for i in range(len(bases))], True
+        except Exception:  # noqa: BLE001 - any failure is isolated per image below
+            pass
+        outcomes = []
+        for position in range(len(bases)):
+            started = time.perf_counter()
+            try:
+                result = call(images[position : position + 1], targets[position : position + 1])
+                outcomes.append((position, result, None, time.perf_counter() - started))
+            except Exception as error:  # noqa: BLE001 - reported in the image's rows
+                outcomes.append((position, None, f"{type(error).__name__}: {error}", time.perf_counter() - started))
+        return outcomes, False
+
+    def _sample(self, members: list[MethodSpec], images, targets, bases) -> list[dict[str, Any]]:
+        sampler = self.explainers[members[0].name]
+        outcomes, batched = self._per_image(
+            lambda x, t: sampler.sample(self.model, x, t), images, targets, bases
+        )
+        pending = json.dumps([[spec.name, spec.params] for spec in members])
+        rows = []
+        for position, stats, error, seconds in outcomes:
+            base = bases[position]
+            if error is not None:
+                for spec in members:
+                    rows.extend(_error_rows(base, spec, f"sample: {error}", self.params_text[spec.name]))
+                continue
+            single = stats[position] if batched else stats
+            rows.append(
+                {
+                    **base,
+                    "method": members[0].name,
+                    "status": "ok",
+                    "elapsed_s": base["elapsed_s"] + seconds,
+                    "_forwards": int(single.n_forwards),
+                    "_stats": pickle.dumps(single),
+                    "_pending": pending,
+                }
+            )
+        return rows
+
+    def _explain(self, spec: MethodSpec, images, targets, bases) -> list[dict[str, Any]]:
+        explainer = self.explainers[spec.name]
+        outcomes, batched = self._per_image(
+            lambda x, t: explainer.explain(self.model, x, t), images, targets, bases
+        )
+        rows = []
+        for position, maps, error, seconds in outcomes:
+            base = {**bases[position], "elapsed_s": bases[position]["elapsed_s"] + seconds}
+            if error is not None:
+                rows.extend(_error_rows(base, spec, f"explain: {error}", self.params_text[spec.name]))
+                continue
+            image_maps = np.asarray(maps[position] if batched else maps[0], dtype=np.float32)
+            if spec.lambdas is None:
+                image_maps = image_maps[None]
+            for lam, saliency in zip(spec.outputs, image_maps):
+                rows.append(map_row(base, spec.name, lam, self.params_text[spec.name], saliency))
+        return rows
+
+
+def map_row(base: dict[str, Any], method: str, lam: float | None, params_text: str, saliency: np.ndarray) -> dict[str, Any]:
+    """An output row for one map; a map with non-finite values is an error, not a result."""
+    saliency = np.asarray(saliency, dtype=np.float32)
+    if not np.isfinite(saliency).all():
+        return {**base, "method": method, "lam": lam, "params": params_text, "status": "error",
+                "error": "map has non-finite values"}
+    return {
+        **base,
+        "method": method,
+        "lam": lam,
+        "params": params_text,
+        "height": int(saliency.shape[0]),
+        "width": int(saliency.shape[1]),
+        "saliency": saliency.ravel(),
+        "status": "ok",
+        "error": None,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# solve
+
+_EXPLAINER_CACHE: dict[str, Any] = {}
+
+
+def _cached_explainer(name: str, params: dict[str, Any]):
+    key = name + json.dumps(params, sort_keys=True)
+    if key not in _EXPLAINER_CACHE:
+        _EXPLAINER_CACHE[key] = methods.get_explainer(name, **params)
+    return _EXPLAINER_CACHE[key]
+
+
+def solve_batch(batch: pa.Table) -> pa.Table:
+    """Rows with LEG statistics -> one row per method and lambda; other rows pass through."""
+    from methods.leg import leg_maps
+
+    rows = []
+    for record in batch.to_pylist():
+        if record["_stats"] is None:
+            rows.append(record)
+            continue
+        stats = pickle.loads(record["_stats"])
+        base = {key: value for key, value in record.items() if key not in ("_stats", "_pending", "_forwards")}
+        forwards = record["_forwards"]
+        start = len(rows)
+        for name, params in json.loads(record["_pending"]):
+            explainer = _cached_explainer(name, params)
+            params_text = json.dumps(params, sort_keys=True)
+            spec_rows = []
+            started = time.perf_counter()
+            try:
+                if hasattr(explainer, "solve"):
+                    for solution in explainer.solve(stats)[0]:
+                        solved = {**base, "elapsed_s": base["elapsed_s"] + solution.solve_s}
+                        if solution.status == "ok":
+                            spec_rows.append(map_row(solved, name, solution.lam, params_text, solution.map))
+                        else:
+                            spec_rows.append({**solved, "method": name, "lam": solution.lam,
+                                              "params": params_text, "status": "error",
+                                              "error": f"solve: {solution.error}"})
+                else:
+                    saliency = leg_maps(stats, absolute=getattr(explainer, "absolute", True))[0]
+                    solved = {**base, "elapsed_s": base["elapsed_s"] + time.perf_counter() - started}
+                    spec_rows.append(map_row(solved, name, None, params_text, saliency))
+            except Exception as error:  # noqa: BLE001 - reported in the image's rows
+                spec = MethodSpec(name, params, tuple(params["lambdas"]) if "lambdas" in params else None)
+                spec_rows = _error_rows(base, spec, f"solve: {type(error).__name__}: {error}", params_text)
+            rows.extend(spec_rows)
+        # The forwards were shared by the group: count them once, on its first row.
+        for offset, row in enumerate(rows[start:]):
+            row["_forwards"] = forwards if offset == 0 else None
+    for row in rows:
+        row.setdefault("_forwards", None)
+        row.setdefault("_stats", None)
+        row.setdefault("_pending", None)
+    return pa.Table.from_pylist(rows, schema=STAGE_SCHEMA)
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics
+
+
+class MetricsActor:
+    """Scores every 'ok' map with ``methods.metrics.compute_metrics`` (the model loaded once)."""
+
+    def __init__(self, plan: Plan) -> None:
+        import torch
+
+        torch.set_num_threads(max(1, int(plan.actor_cpus)))
+        self.plan = plan
+        self.device = "cuda" if plan.use_gpu and torch.cuda.is_available() else "cpu"
+        self.model = methods.load_model(plan.model, device=self.device)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from methods.metrics import compute_metrics
+
+        records = batch.to_pylist()
+        scores = {name: [None] * len(records) for name in self.plan.metrics}
+        groups: dict[tuple[int, int], list[int]] = {}
+        for position, record in enumerate(records):
+            if record["status"] == "ok" and record["_image"] is not None:
+                groups.setdefault((record["height"], record["width"]), []).append(position)
+        size = self.plan.image_size
+        for (height, width), positions in groups.items():
+            chosen = [records[p] for p in positions]
+            images = _images_tensor([r["_image"] for r in chosen], size)
+            maps = np.stack([np.asarray(r["saliency"], np.float32).reshape(height, width) for r in chosen])
+            masks = boxes = None
+            if any(r["_mask"] is not None for r in chosen):
+                masks = np.stack([
+                    np.frombuffer(r["_mask"], np.uint8).reshape(size, size).astype(bool)
+                    if r["_mask"] is not None else np.zeros((size, size), bool)
+                    for r in chosen
+                ])
+            elif any(r["_box"] is not None for r in chosen):
+                boxes = np.array([r["_box"] if r["_box"] is not None else [np.nan] * 4 for r in chosen])
+            targets = np.array([r["target"] for r in chosen], dtype=np.int64)
+            try:
+                values = compute_metrics(self.model, images, maps, targets, names=list(self.plan.metrics),
+                                         masks=masks, boxes=boxes, **self.plan.metric_options)
+            except Exception as error:  # noqa: BLE001 - metrics stay null; the map is kept
+                for position in positions:
+                    records[position]["error"] = f"metrics: {type(error).__name__}: {error}"
+                continue
+            for name, column in values.items():
+                for position, value in zip(positions, column):
+                    scores[name][position] = None if not np.isfinite(value) else float(value)
+        table = pa.Table.from_pylist(records, schema=STAGE_SCHEMA)
+        for name in self.plan.metrics:
+            table = table.append_column(name, pa.array(scores[name], pa.float64()))
+        return table
