@@ -14,6 +14,14 @@ from methods.base import Explainer, upsample_maps
 _REGISTRY: dict[str, str] = {
     "leg": "methods.leg:LEG",
     "leg-tv": "methods.legtv:LEGTV",
+    "meaningful-perturbation": "methods.meaningful_perturbation:MeaningfulPerturbation",
+    "cnn-perturbation": "methods.cnn_perturbation:CNNPerturbation",
+    "lime": "methods.lime:LIME",
+    "kernel-shap": "methods.kernel_shap:KernelSHAP",
+    "partition-shap": "methods.partition_shap:PartitionSHAP",
+    "grad-cam": "methods.grad_cam:GradCAM",
+    "guided-grad-cam": "methods.grad_cam:GuidedGradCAM",
+    "expected-gradients": "methods.expected_gradients:ExpectedGradients",
 }
 
 
