@@ -1,0 +1,60 @@
+"""CNN perturbation: the learned generator changes the textured square the model reads."""
+
+import numpy as np
+import pytest
+import torch
+from saliency_toys import TEXTURE_SQUARE, TextureModel, mass_in_region, region_mask, texture_images
+
+from methods import get_explainer
+from methods.cnn_perturbation import CNNPerturbation
+
+SETTINGS = dict(n_iterations=30, batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def case():
+    model, images = TextureModel().eval(), texture_images(3)
+    return model, images, CNNPerturbation(**SETTINGS).explain(model, images)
+
+
+def test_map_marks_the_texture_the_model_reads(case):
+    _, _, maps = case
+    assert (mass_in_region(maps, TEXTURE_SQUARE) > 0.6).all()
+    inside = region_mask(TEXTURE_SQUARE)
+    assert (maps[:, inside].mean(axis=1) > 10 * maps[:, ~inside].mean(axis=1)).all()
+
+
+def test_generator_lowers_the_target_score(case):
+    model, images, _ = case
+    explainer = CNNPerturbation(**SETTINGS)
+    with torch.enable_grad():
+        perturbed = explainer._optimise(model, images, torch.zeros(3, dtype=torch.long))
+    with torch.no_grad():
+        before = torch.softmax(model(images), 1)[:, 0]
+        after = torch.softmax(model(perturbed), 1)[:, 0]
+    assert (after < before - 0.1).all()
+    assert perturbed.min() >= images.min() - 1e-6 and perturbed.max() <= images.max() + 1e-6
+
+
+def test_shape_edges_and_registry(case):
+    _, _, maps = case
+    assert maps.shape == (3, 32, 32) and maps.dtype == np.float32
+    assert np.isfinite(maps).all() and maps.min() >= 0
+    # the border (10% of each side, widened by the dilation) carries nothing
+    assert maps[:, 0, :].max() == 0 and maps[:, :, -1].max() == 0
+    assert isinstance(get_explainer("cnn-perturbation", n_iterations=5), CNNPerturbation)
+
+
+def test_same_seed_same_map_other_seed_other_map(case):
+    model, images, maps = case
+    again = CNNPerturbation(**SETTINGS).explain(model, images[:1])
+    other = CNNPerturbation(**SETTINGS, seed=1).explain(model, images[:1])
+    np.testing.assert_allclose(again[0], maps[0], rtol=1e-4, atol=1e-4 * maps[0].max())
+    assert not np.allclose(other[0], maps[0], rtol=1e-2, atol=1e-2 * maps[0].max())
+
+
+def test_batch_equals_one_image_at_a_time(case):
+    # Equal up to the rounding of batched model forwards, which a long optimisation amplifies.
+    model, images, maps = case
+    single = CNNPerturbation(**SETTINGS).explain(model, images[2:3])
+    np.testing.assert_allclose(single[0], maps[2], rtol=1e-3, atol=1e-3 * maps[2].max())
