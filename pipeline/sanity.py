@@ -17,14 +17,20 @@ weights instead; both replace the learned weights by ones independent of the dat
 
 Rows are written to ``OUTPUT/sanity/`` as Parquet by ``write_sanity_table``; the report plots
 mean correlation per method against the number of randomised layers.
+
+``legx sanity`` (same config and flags as ``legx run``, plus ``--images`` and ``--max-layers``)
+runs it for every configured method on the first images of the input.
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
+import sys
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -33,6 +39,9 @@ from scipy.stats import rankdata
 
 from methods.base import Explainer, check_images, model_device, resolve_targets
 from pipeline.storage import StorageOptions, join, resolve
+
+if TYPE_CHECKING:
+    from pipeline.config import JobConfig
 
 SANITY_SCHEMA = pa.schema(
     [
@@ -109,19 +118,22 @@ def cascading_randomization(
     targets: Sequence[int] | torch.Tensor | None = None,
     seed: int = 0,
     batch_size: int = 64,
+    max_layers: int | None = None,
 ) -> list[dict]:
     """Rows {method, lam, layer, layer_index, image_index, spearman, spearman_abs}: for k = 1..L
     (``layer_index``), the correlation of each image's map after re-initialising the top k
     parameterised layers (``layer`` names the k-th) with its map on the trained model.
     ``spearman_abs`` compares |maps| (Adebayo et al. report both). ``lam`` is the explainer's
-    lambda for multi-map explainers (LEG-TV), else None. ``model`` is not modified."""
+    lambda for multi-map explainers (LEG-TV), else None. ``max_layers`` stops after that many
+    layers (deep models have dozens; the top ones matter most). ``model`` is not modified."""
     check_images(images)
     targets, _ = resolve_targets(model, images, targets, batch_size)
     lambdas = list(getattr(explainer, "lambdas", []))
     original = _as_map_stack(explainer.explain(model, images, targets))
     randomised = copy.deepcopy(model).eval()
     rows: list[dict] = []
-    for layer_index, (layer, module) in enumerate(parameterised_layers(randomised), start=1):
+    layers = parameterised_layers(randomised)[:max_layers]
+    for layer_index, (layer, module) in enumerate(layers, start=1):
         reinitialise(module, seed * 100003 + layer_index)
         maps = _as_map_stack(explainer.explain(randomised, images, targets))
         for map_index in range(original.shape[1]):
@@ -178,3 +190,82 @@ def write_sanity_table(
     filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
     pq.write_table(table, path, filesystem=filesystem)
     return uri
+
+
+def load_images(config: JobConfig, count: int) -> tuple[list[str], torch.Tensor]:
+    """The first ``count`` decodable images of the job's input, decoded as the job decodes them:
+    (image ids, float tensor (N, 3, S, S) in [0, 1])."""
+    from pipeline.decode import DecodeError, decode_image
+    from pipeline.job import ensure_ray
+    from pipeline.sources import read_source
+
+    ensure_ray()
+    dataset, _ = read_source(config)
+    ids, pixels = [], []
+    for row in dataset.iter_rows():
+        try:
+            pixels.append(decode_image(row["data"], config.image_size, config.resize))
+        except DecodeError:
+            continue
+        ids.append(row["image_id"])
+        if len(ids) == count:
+            break
+    if not ids:
+        raise ValueError(f"no decodable image in {config.input!r}")
+    stacked = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float() / 255.0
+    return ids, stacked
+
+
+def run_sanity(
+    config: JobConfig,
+    model: torch.nn.Module,
+    n_images: int = 4,
+    seed: int = 0,
+    max_layers: int | None = None,
+    log=print,
+) -> str:
+    """Cascading randomisation of every method in ``config`` on the first ``n_images`` images
+    of its input; writes one Parquet file under OUTPUT/sanity/ and returns its URI."""
+    import methods
+
+    image_ids, images = load_images(config, n_images)
+    rows: list[dict] = []
+    for name in config.methods:
+        explainer = methods.get_explainer(name, **config.method_params(name))
+        log(f"sanity: {name} on {len(image_ids)} image(s)")
+        rows += cascading_randomization(model, images, explainer, seed=seed, max_layers=max_layers)
+    return write_sanity_table(rows, config.output, config.run_id, config.model, image_ids, config.storage)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from pipeline.cli_run import add_arguments as add_job_arguments
+
+    add_job_arguments(parser)
+    parser.add_argument("--images", type=int, default=4, help="images to check (default 4)")
+    parser.add_argument("--max-layers", type=int, help="randomise at most this many layers from the top")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the re-initialisations")
+    parser.add_argument("--device", help="device of the model (default: cuda when available)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import methods
+    from pipeline.cli_run import DEMO_DATA_DIR, ensure_demo_data, resolve_config
+    from pipeline.config import ConfigError
+
+    try:
+        config, embedded = resolve_config(args)
+    except ConfigError as error:
+        print(f"legx: {error}", file=sys.stderr)
+        return 2
+    if embedded and config.input == DEMO_DATA_DIR:
+        ensure_demo_data(DEMO_DATA_DIR)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = methods.load_model(config.model, device=device)
+    try:
+        uri = run_sanity(config, model, args.images, args.seed, args.max_layers,
+                         log=lambda message: print(f"legx: {message}", flush=True))
+    except (OSError, ValueError) as error:
+        print(f"legx: {error}", file=sys.stderr)
+        return 1
+    print(f"legx: wrote {uri}; 'legx report {config.output}' shows the curves")
+    return 0

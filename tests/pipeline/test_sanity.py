@@ -130,3 +130,27 @@ def test_write_sanity_table_reads_back(tmp_path, trained):
     assert table.num_rows == len(rows)
     assert set(table.column("image_id").to_pylist()) == {"a.png", "b.png"}
     assert table.column("method").to_pylist()[0] == "input-gradient"
+
+
+def test_run_sanity_job_mode_writes_rows(trained, tmp_path, ray_local):
+    from PIL import Image
+
+    from pipeline.config import build_config
+    from pipeline.sanity import run_sanity
+
+    model, images = trained
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index, image in enumerate(images[:3]):
+        pixels = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"square{index}.png")
+    config = build_config({
+        "input": str(folder), "output": str(tmp_path / "out"), "model": "tiny", "run_id": "sanity-1",
+        "image_size": SIDE, "methods": ["leg"], "leg": {"n_samples": 64, "grid_size": 4, "batch_size": 64},
+    })
+    uri = run_sanity(config, model, n_images=2, max_layers=2, log=lambda message: None)
+    table = pq.read_table(uri)
+    assert table.num_rows == 2 * 2  # images x layers
+    assert set(table.column("layer").to_pylist()) == {"5", "2"}
+    assert set(table.column("image_id").to_pylist()) <= {f"square{i}.png" for i in range(3)}
+    assert set(table.column("method").to_pylist()) == {"leg"}
