@@ -6,6 +6,9 @@
     legx query OUTPUT "SQL"                    DuckDB over the output (view ``saliency``)
     legx show OUTPUT IMAGE_ID [--method M] [--style overlay|heatmap|gray] [--signed] -o out.png
     legx demo-data DIR --count N               write the demo dataset
+    legx report OUTPUT [-o report.html] [--model SPEC] [--compare DIR]
+    legx compare OUTPUT_A OUTPUT_B [-o DIR]    how maps and metrics moved between two outputs
+    legx sanity [CONFIG.yaml] [--images N] [--max-layers K]   OUTPUT/sanity/ for the report
 
 A subcommand is a module with ``add_arguments(parser)`` and ``run(args) -> int``, listed in
 ``SUBCOMMANDS``; modules are imported only when their command runs.
@@ -28,6 +31,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo-data": ("pipeline.cli_demo", "write the synthetic demo dataset to a folder"),
     "report": ("pipeline.report", "render the HTML report of a job's output"),
     "compare": ("pipeline.compare", "compare the maps and metrics of two outputs"),
+    "sanity": ("pipeline.sanity", "cascading-randomisation sanity check of the configured methods"),
 }
 
 
