@@ -16,6 +16,7 @@ per ``batch_size`` images; no sampling, so no seed.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import warnings
 from collections.abc import Iterator, Sequence
@@ -62,8 +63,9 @@ class _CamExplainer(Explainer):
         self.layer = layer
         self.batch_size = batch_size
 
+    @abc.abstractmethod
     def _attribute(self, model, layer, images, targets) -> torch.Tensor:
-        raise NotImplementedError
+        """Maps (n, h, w) of ``images`` for ``targets`` at ``layer``."""
 
     def explain(
         self,
