@@ -62,7 +62,8 @@ def output_schema() -> pa.Schema:
         ("status", pa.string()),
         ("error", pa.string()),
         ("elapsed_s", pa.float64()),
-        ("created_at", pa.timestamp("us", tz="UTC")),
+        # UTC, stored without a zone: DuckDB returns zoned timestamps to Python only with pytz.
+        ("created_at", pa.timestamp("us")),
     ]
     return pa.schema(fields)
 
@@ -159,7 +160,7 @@ class ParquetWriter:
     def _to_output(self, batch: pa.Table) -> pa.Table:
         schema = output_schema()
         count = batch.num_rows
-        now = datetime.now(timezone.utc)
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
         columns = {}
         for name in schema.names:
             if name == "run_id":
@@ -175,22 +176,19 @@ class ParquetWriter:
         return pa.table(columns, schema=schema)
 
     def _write(self, table: pa.Table, keys: list[str]) -> None:
-        filesystem, directory = run_directory(self.output, self.storage, self.run_id)
+        _, directory = run_directory(self.output, self.storage, self.run_id)
         digest = hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:24]
         buffer = io.BytesIO()
         pq.write_table(table, buffer, compression="zstd")
-        if isinstance(filesystem, pafs.LocalFileSystem):
-            filesystem.create_dir(directory, recursive=True)
-        write_bytes_atomic(filesystem, posixpath.join(directory, f"part-{digest}.parquet"), buffer.getvalue())
+        path = posixpath.join(directory, f"part-{digest}.parquet")
+        write_bytes_atomic(self.output, self.storage, path, buffer.getvalue())
 
 
 def write_manifest(output: str, storage: StorageOptions, run_id: str, manifest: dict[str, Any]) -> str:
     """Write OUTPUT/runs/RUN_ID.json; returns its URI-relative path."""
     filesystem, root = resolve(output, storage)
     path = posixpath.join(root, RUNS_DIR, f"{run_id}.json")
-    if isinstance(filesystem, pafs.LocalFileSystem):
-        filesystem.create_dir(posixpath.dirname(path), recursive=True)
-    write_bytes_atomic(filesystem, path, json.dumps(manifest, indent=2, default=str).encode())
+    write_bytes_atomic(output, storage, path, json.dumps(manifest, indent=2, default=str).encode())
     return path
 
 

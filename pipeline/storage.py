@@ -132,13 +132,15 @@ def read_bytes(uri: str, storage: StorageOptions) -> bytes:
         return stream.read()
 
 
-def write_bytes_atomic(filesystem: pafs.FileSystem, path: str, data: bytes) -> None:
-    """Write a file so that readers see all of it or nothing.
+def write_bytes_atomic(uri: str, storage: StorageOptions, path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` (as ``resolve`` returns it) on the storage of ``uri`` so that
+    readers see all of it or nothing.
 
-    Object stores publish an object only when its upload completes; on a local disk the data
-    goes to a hidden temporary name first and is then renamed.
+    Object stores publish an object only when its upload completes (one PUT through fsspec;
+    pyarrow's multipart uploads are not accepted by every S3 implementation); on a local disk
+    the data goes to a hidden temporary name first and is then renamed.
     """
-    if isinstance(filesystem, pafs.LocalFileSystem):
+    if scheme_of(uri) == "file":
         directory, name = os.path.split(path)
         os.makedirs(directory, exist_ok=True)
         temporary = os.path.join(directory, f".{name}.{os.getpid()}.partial")
@@ -146,8 +148,7 @@ def write_bytes_atomic(filesystem: pafs.FileSystem, path: str, data: bytes) -> N
             handle.write(data)
         os.replace(temporary, path)
         return
-    with filesystem.open_output_stream(path) as stream:
-        stream.write(data)
+    fsspec_filesystem(uri, storage).pipe_file(path, data)
 
 
 def exists(filesystem: pafs.FileSystem, path: str) -> bool:

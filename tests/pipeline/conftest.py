@@ -23,14 +23,14 @@ def odd_inputs() -> dict[str, tuple[bytes, str]]:
     gray16 = Image.fromarray((rng.integers(0, 65536, (24, 24))).astype(np.uint16))
     jpeg = _encode(rgb, "JPEG", quality=90)
     return {
-        "bad/truncated.jpg": (jpeg[: len(jpeg) // 2], "error"),
-        "bad/text.jpg": (b"this is not an image, just text\n" * 4, "error"),
-        "bad/empty.jpg": (b"", "error"),
-        "odd/one_pixel.png": (_encode(Image.new("RGB", (1, 1), (200, 10, 10)), "PNG"), "ok"),
-        "odd/gray.png": (_encode(rgb.convert("L"), "PNG"), "ok"),
-        "odd/cmyk.jpg": (_encode(rgb.convert("CMYK"), "JPEG"), "ok"),
-        "odd/sixteen_bit.png": (_encode(gray16, "PNG"), "ok"),
-        "odd/rgba.png": (_encode(rgb.convert("RGBA"), "PNG"), "ok"),
+        "bad_truncated.jpg": (jpeg[: len(jpeg) // 2], "error"),
+        "bad_text.jpg": (b"this is not an image, just text\n" * 4, "error"),
+        "bad_empty.jpg": (b"", "error"),
+        "odd_one_pixel.png": (_encode(Image.new("RGB", (1, 1), (200, 10, 10)), "PNG"), "ok"),
+        "odd_gray.png": (_encode(rgb.convert("L"), "PNG"), "ok"),
+        "odd_cmyk.jpg": (_encode(rgb.convert("CMYK"), "JPEG"), "ok"),
+        "odd_sixteen_bit.png": (_encode(gray16, "PNG"), "ok"),
+        "odd_rgba.png": (_encode(rgb.convert("RGBA"), "PNG"), "ok"),
     }
 
 

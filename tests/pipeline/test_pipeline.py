@@ -1,0 +1,219 @@
+"""The job end to end, with real parts: `legx run` in a subprocess (its own local Ray), a moto
+S3 server on 127.0.0.1, Parquet read back with DuckDB.
+
+The model is a TorchScript file whose score depends only on the top-left quadrant of the image,
+so the right LEG map is known: its mass belongs in that quadrant.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.demo_data import write_demo_dataset
+from pipeline.query import connect
+from pipeline.storage import StorageOptions
+
+GRID = 4
+SMALL_JOB = [
+    "--set", "image_size=16",
+    "--set", "batch_size=4",
+    "--set", f"leg.grid_size={GRID}",
+    "--set", "leg.n_samples=256",
+    "--set", f"leg-tv.grid_size={GRID}",
+    "--set", "leg-tv.n_samples=256",
+    "--set", "leg-tv.lambdas=[0.1, 0.3]",
+]
+ROWS_PER_IMAGE = 3  # leg + leg-tv at two lambdas
+
+
+class TopLeftModel(torch.nn.Module):
+    """Class 0's logit grows with the mean of the top-left quadrant; nothing else matters."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        half_height, half_width = images.shape[2] // 2, images.shape[3] // 2
+        region = images[:, :, :half_height, :half_width].mean(dim=(1, 2, 3))
+        score = 6.0 * (region - 0.5)
+        return torch.stack([score, -score, torch.zeros_like(score)], dim=1)
+
+
+@pytest.fixture(scope="module")
+def top_left_model(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("model") / "top_left.pt"
+    torch.jit.script(TopLeftModel()).save(str(path))
+    return str(path)
+
+
+def legx(*args: str, **options) -> subprocess.Popen:
+    """`legx ARGS` as a new process group (so a test can kill it with its local Ray)."""
+    command = [shutil.which("legx")] if shutil.which("legx") else [sys.executable, "-m", "pipeline.cli"]
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    env["RAY_AUTH_MODE"] = "disabled"
+    return subprocess.Popen(
+        command + list(args), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True, **options,
+    )
+
+
+def finish(process: subprocess.Popen, timeout: float = 400) -> str:
+    output, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, output[-4000:]
+    return output
+
+
+def _upload(directory: Path, bucket: str, prefix: str, endpoint: str) -> None:
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=endpoint)
+    for path in sorted(directory.rglob("*")):
+        if path.is_file():
+            client.put_object(Bucket=bucket, Key=f"{prefix}/{path.relative_to(directory).as_posix()}",
+                              Body=path.read_bytes())
+
+
+def test_s3_in_s3_out_with_odd_inputs(s3_endpoint, s3_bucket, tmp_path, top_left_model, odd_files):
+    demo = tmp_path / "demo"
+    write_demo_dataset(str(demo), 4, seed=0, image_size=32)
+    odd = odd_files
+    for name, (data, _) in odd.items():
+        (demo / name).write_bytes(data)
+    _upload(demo, s3_bucket, "in", s3_endpoint)
+    output = f"s3://{s3_bucket}/out"
+
+    log = finish(legx("run", "--input", f"s3://{s3_bucket}/in", "--output", output,
+                      "--model", top_left_model, "--methods", "leg,leg-tv", "--run-id", "e2e",
+                      *SMALL_JOB))
+    assert "images/s" in log and "forwards/s" in log
+
+    connection = connect(output, StorageOptions())
+    rows = connection.execute(
+        "select image_id, method, lam, status, error, label, height, width, saliency, run_id, "
+        "target, target_score from saliency order by image_id, method, lam"
+    ).fetchall()
+    demo_ids = [f for f in os.listdir(demo) if f.endswith(".png") and not f.startswith(("bad_", "odd_"))]
+    n_images = len(demo_ids) + len(odd)
+    assert len(rows) == n_images * ROWS_PER_IMAGE
+    by_image: dict[str, list] = {}
+    for row in rows:
+        by_image.setdefault(row[0], []).append(row)
+    assert set(by_image) == set(demo_ids) | set(odd)
+
+    import pyarrow.parquet as pq
+
+    labels = dict(zip(*pq.read_table(demo / "annotations.parquet", columns=["image_id", "label"])
+                      .to_pydict().values()))
+    quadrant_shares = []
+    for image_id, image_rows in by_image.items():
+        assert [(r[1], r[2]) for r in image_rows] == [("leg", None), ("leg-tv", 0.1), ("leg-tv", 0.3)]
+        expected = odd[image_id][1] if image_id in odd else "ok"
+        for _, method, lam, status, error, label, height, width, saliency, run_id, target, score in image_rows:
+            assert status == expected, (image_id, method, error)
+            assert run_id == "e2e"
+            if status == "error":
+                assert error.startswith("decode: ") and saliency is None
+                continue
+            assert error is None and target in (0, 1) and 1 / 3 < score < 1  # top-1 of 3 classes
+            assert (height, width) == (GRID, GRID) and len(saliency) == GRID * GRID
+            values = np.asarray(saliency)
+            assert np.isfinite(values).all() and values.max() > 0
+            if method == "leg":
+                grid = np.abs(values.reshape(GRID, GRID))
+                quadrant_shares.append(grid[: GRID // 2, : GRID // 2].sum() / grid.sum())
+            if image_id in labels:
+                assert label == labels[image_id]
+    # Known answer: the score only sees the top-left quadrant (a quarter of the map).
+    assert np.median(quadrant_shares) > 0.6
+
+    manifest = json.loads(_read_s3(f"{output}/runs/e2e.json"))
+    assert manifest["counts"]["images"] == n_images
+    assert manifest["counts"]["errors"] == 3 * ROWS_PER_IMAGE
+    assert "secret" not in json.dumps(manifest).lower()
+
+    from pipeline.cli import main
+
+    query_out = io.StringIO()
+    with _stdout(query_out):
+        assert main(["query", output, "select status, count(*) as n from saliency group by 1 order by 1",
+                     "--format", "csv"]) == 0
+    assert query_out.getvalue().splitlines()[1:] == [
+        f"error,{3 * ROWS_PER_IMAGE}", f"ok,{(n_images - 3) * ROWS_PER_IMAGE}"
+    ]
+    picture = tmp_path / "show.png"
+    with _stdout(io.StringIO()):
+        assert main(["show", output, demo_ids[0], "--method", "leg-tv", "--lam", "0.3",
+                     "-o", str(picture)]) == 0
+    from PIL import Image
+
+    assert Image.open(picture).size[0] > 100
+
+
+def _read_s3(uri: str) -> bytes:
+    from pipeline.storage import read_bytes
+
+    return read_bytes(uri, StorageOptions())
+
+
+class _stdout:
+    def __init__(self, stream):
+        self.stream = stream
+
+    def __enter__(self):
+        self.saved, sys.stdout = sys.stdout, self.stream
+
+    def __exit__(self, *exc):
+        sys.stdout = self.saved
+
+
+def _run_rows(output: Path, run_id: str):
+    import pyarrow.dataset as pads
+
+    directory = output / "saliency" / f"run_id={run_id}"
+    if not directory.exists():
+        return []
+    table = pads.dataset(str(directory), format="parquet").to_table(columns=["image_id", "method", "lam"])
+    return list(zip(*table.to_pydict().values()))
+
+
+def test_resume_after_killing_the_driver(tmp_path, top_left_model):
+    images = tmp_path / "images"
+    write_demo_dataset(str(images), 40, seed=1, image_size=32)
+    output = tmp_path / "out"
+    job = ["run", "--input", str(images), "--output", str(output), "--model", top_left_model,
+           "--methods", "leg,leg-tv", "--run-id", "resume", *SMALL_JOB,
+           "--set", "rows_per_file=3", "--set", "batch_size=1", "--set", "decode_batch_size=1",
+           "--set", "solve_batch_size=1", "--set", "leg.n_samples=2000", "--set", "leg-tv.n_samples=2000"]
+    expected = 40 * ROWS_PER_IMAGE
+
+    first = legx(*job)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and first.poll() is None and len(_run_rows(output, "resume")) < 6:
+        time.sleep(0.2)
+    assert first.poll() is None, "the job ended before it could be interrupted"
+    os.killpg(first.pid, signal.SIGKILL)
+    first.communicate()
+    written_before = len(_run_rows(output, "resume"))
+    assert 0 < written_before < expected
+
+    finish(legx(*job))
+    keys = _run_rows(output, "resume")
+    assert len(keys) == expected and len(set(keys)) == expected
+    per_image: dict[str, int] = {}
+    for image_id, _, _ in keys:
+        per_image[image_id] = per_image.get(image_id, 0) + 1
+    assert len(per_image) == 40 and set(per_image.values()) == {ROWS_PER_IMAGE}
+
+    manifest = json.loads((output / "runs" / "resume.json").read_text())
+    resumed = manifest["attempts"][-1]
+    assert resumed["resumed_rows"] >= written_before
+    assert resumed["rows"] == expected - resumed["resumed_rows"]
