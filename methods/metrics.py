@@ -117,24 +117,25 @@ class _Ranked:
         return self._noise
 
     def fill(self, background: str, index: torch.Tensor) -> torch.Tensor:
-        """The replacement values of ``background`` for the images ``index``: (M, 3, H, W)."""
-        images = self.images[index]
+        """The replacement values of ``background`` for the images ``index``, broadcastable to
+        (M, 3, H, W) (flat backgrounds stay small: they are only read by ``torch.where``)."""
         if background == "mean":
-            return images.mean(dim=(2, 3), keepdim=True).expand_as(images)
-        if background == "black":
-            return torch.zeros_like(images)
-        if background == "white":
-            return torch.ones_like(images)
+            return self.images[index].mean(dim=(2, 3), keepdim=True)
+        if background in ("black", "white"):
+            value = 0.0 if background == "black" else 1.0
+            return torch.full((1, 1, 1, 1), value, dtype=self.images.dtype, device=self.images.device)
         if background == "noise":
             return self.noise()[index]
         if background in _DIST_SHIFTS:
-            return (images + _DIST_SHIFTS[background] * self.direction[index]).clamp(0.0, 1.0)
+            shifted = self.images[index] + _DIST_SHIFTS[background] * self.direction[index]
+            return shifted.clamp_(0.0, 1.0)
         raise ValueError(f"unknown background {background!r}; known: {', '.join(BACKGROUNDS)}")
 
     def paste(
         self, top: torch.Tensor, rest: torch.Tensor, index: torch.Tensor, counts: torch.Tensor
     ) -> torch.Tensor:
-        """``top`` on the first ``counts`` pixels of each ranking, ``rest`` elsewhere."""
+        """``top`` on the first ``counts`` pixels of each ranking, ``rest`` (M, 3, H, W) elsewhere;
+        ``top`` broadcasts to ``rest``."""
         n_images, channels, height, width = rest.shape
         chosen = self.ranks[index] < counts.unsqueeze(1)
         return torch.where(chosen.reshape(n_images, 1, height, width), top, rest)
@@ -218,7 +219,7 @@ def _key_size_ranked(
         counts = torch.as_tensor(pixel_counts[grid_index], device=device)
 
         def build(part: slice) -> torch.Tensor:
-            out = ranked.images[image_index[part]].clone()
+            out = ranked.images.new_empty((part.stop - part.start, *ranked.images.shape[1:]))
             part_backgrounds = background_index[part]
             for code in np.unique(part_backgrounds):
                 rows = np.flatnonzero(part_backgrounds == code)
@@ -359,7 +360,7 @@ def _deletion_insertion_ranked(
 
     def deleted(part: slice) -> torch.Tensor:
         index = image_index[part]
-        return ranked.paste(torch.zeros_like(images[index]), images[index], index, step_counts[part])
+        return ranked.paste(images.new_zeros((1, 1, 1, 1)), images[index], index, step_counts[part])
 
     def inserted(part: slice) -> torch.Tensor:
         index = image_index[part]
