@@ -217,12 +217,11 @@ def _moved_most(joiner, pairs: pa.Table, top_k: int) -> list[dict]:
 
 
 def _write(out_dir: str, storage: StorageOptions, pairs: pa.Table, summary: dict) -> None:
-    filesystem, root = resolve(out_dir, storage)
-    filesystem.create_dir(root, recursive=True)
+    _, root = resolve(out_dir, storage)
     sink = pa.BufferOutputStream()
     pq.write_table(pairs, sink)
-    write_bytes_atomic(filesystem, f"{root}/{PAIRS_FILE}", sink.getvalue().to_pybytes())
-    write_bytes_atomic(filesystem, f"{root}/{SUMMARY_FILE}", json.dumps(summary, indent=2).encode())
+    write_bytes_atomic(out_dir, storage, f"{root}/{PAIRS_FILE}", sink.getvalue().to_pybytes())
+    write_bytes_atomic(out_dir, storage, f"{root}/{SUMMARY_FILE}", json.dumps(summary, indent=2).encode())
 
 
 def read_summary(out_dir: str, storage: StorageOptions | None = None) -> dict:

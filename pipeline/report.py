@@ -608,6 +608,36 @@ def write_report(
     return report
 
 
+def summary_markdown(output_uri: str, storage: StorageOptions | None = None) -> str:
+    """The per-method summary as a Markdown table (for a README): maps, key size mean / median
+    per background, deletion and insertion AUC means; only the metrics the output holds."""
+    connection = connect(output_uri, storage or StorageOptions())
+    columns = _columns(connection)
+    several_runs = connection.execute("select count(distinct run_id) from saliency").fetchall()[0][0] > 1
+    variants = _variants(connection, several_runs)
+    wanted = [f"key_size_{name}" for name in BACKGROUNDS] + ["deletion_auc", "insertion_auc"]
+    metrics = [name for name in wanted if name in columns]
+    summary = _summary(connection, variants, metrics)
+    header = ["method", "maps"]
+    for name in metrics:
+        if name.startswith("key_size_"):
+            header.append(f"key size {name.removeprefix('key_size_')} (mean / median)")
+        else:
+            header.append(f"{name} {'↑' if HIGHER_IS_BETTER[name] else '↓'}")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, entry in summary.items():
+        cells = [label, str(entry["ok"])]
+        for name in metrics:
+            values = entry["metrics"][name]
+            cells.append(
+                f"{_number(values['mean'])} / {_number(values['median'])}"
+                if name.startswith("key_size_")
+                else _number(values["mean"])
+            )
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from pipeline.cli import add_storage_arguments
 
@@ -618,6 +648,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compare", help="a folder written by 'legx compare' to include")
     parser.add_argument("--sensitivity-images", type=int, default=4, help="images per method (default 4)")
     parser.add_argument("--seed", type=int, default=0, help="picks the random gallery and sensitivity images")
+    parser.add_argument("--markdown", help="also write the key-size / deletion / insertion table as Markdown here")
     add_storage_arguments(parser)
 
 
@@ -639,5 +670,10 @@ def run(args: argparse.Namespace) -> int:
     )
     for note in report.notes:
         print(f"legx: note: {note}")
+    if args.markdown:
+        table = summary_markdown(args.output, storage_from(args))
+        with open(args.markdown, "w", encoding="utf-8") as handle:
+            handle.write(table)
+        print(f"legx: wrote {args.markdown}")
     return 0
 

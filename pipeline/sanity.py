@@ -38,7 +38,7 @@ import torch
 from scipy.stats import rankdata
 
 from methods.base import Explainer, check_images, model_device, resolve_targets
-from pipeline.storage import StorageOptions, join, resolve
+from pipeline.storage import StorageOptions, join, resolve, write_bytes_atomic
 
 if TYPE_CHECKING:
     from pipeline.config import JobConfig
@@ -55,7 +55,8 @@ SANITY_SCHEMA = pa.schema(
         ("image_index", pa.int32()),
         ("spearman", pa.float64()),
         ("spearman_abs", pa.float64()),
-        ("created_at", pa.timestamp("us", tz="UTC")),
+        # Naive UTC, as in the saliency table: zoned timestamps need pytz to reach Python.
+        ("created_at", pa.timestamp("us")),
     ]
 )
 
@@ -168,7 +169,7 @@ def write_sanity_table(
     ``image_ids[image_index]`` names the images."""
     import pyarrow.parquet as pq
 
-    created_at = datetime.now(timezone.utc)
+    created_at = datetime.now(timezone.utc).replace(tzinfo=None)
     columns = {name: [] for name in SANITY_SCHEMA.names}
     for row in rows:
         index = int(row["image_index"])
@@ -185,10 +186,12 @@ def write_sanity_table(
                 value = None
             columns[name].append(value)
     table = pa.table(columns, schema=SANITY_SCHEMA)
+    storage = storage or StorageOptions()
     uri = join(output_uri, "sanity", f"{run_id}-{uuid.uuid4().hex[:8]}.parquet")
-    filesystem, path = resolve(uri, storage or StorageOptions())
-    filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    pq.write_table(table, path, filesystem=filesystem)
+    _, path = resolve(uri, storage)
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer)
+    write_bytes_atomic(uri, storage, path, buffer.getvalue().to_pybytes())
     return uri
 
 

@@ -149,8 +149,13 @@ def test_report_with_comparison_and_cli(output, tmp_path, capsys):
     other = write_output(str(tmp_path / "other"), paths, maps, run_id="run-b", metric_offset=0.05)
     compare_runs(output, other, str(tmp_path / "cmp"))
     path = str(tmp_path / "cli.html")
-    assert legx(["report", output, "-o", path, "--compare", str(tmp_path / "cmp")]) == 0
+    markdown = tmp_path / "summary.md"
+    assert legx(["report", output, "-o", path, "--compare", str(tmp_path / "cmp"),
+                 "--markdown", str(markdown)]) == 0
     assert "wrote" in capsys.readouterr().out
+    lines = markdown.read_text().splitlines()
+    assert lines[0].startswith("| method | maps | key size mean (mean / median)")
+    assert lines[2].startswith("| leg | 5 | 0.020 / 0.020 | 0.120 / 0.120")
     tables = _tables(path)
     moved = tables["moved"][1]
     assert moved[:3] == ["img3.png", "leg", "-1.000"]
