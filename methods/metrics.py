@@ -12,8 +12,9 @@ top-1 class differs from the clean image's top-1 class, and 1 if it never does. 
 Backgrounds (pixel values on the [0, 1] scale):
 
 * ``mean``: the image's mean colour; ``black``: 0; ``white``: 1;
-* ``noise``: uniform random colours, one fixed draw per image (from ``seed``), so that a pixel
-  keeps its replacement value as the fraction grows;
+* ``noise``: uniform random colours, one fixed draw (from ``seed``, the same for every image of
+  a size), so that a pixel keeps its replacement value as the fraction grows and an image's
+  score does not depend on the other images of its batch;
 * ``dist50`` / ``dist100``: the pixel shifted by k/255 against the sign of its saliency
   (darker where the map is >= 0, brighter where it is < 0; clipped to [0, 1]), the reference's
   ``dist-k``: the first-order direction that lowers the explained score.
@@ -53,7 +54,6 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torchvision.transforms.functional import gaussian_blur
 
 from methods.base import batches, check_images, model_device, predict_logits, upsample_maps
@@ -110,9 +110,10 @@ class _Ranked:
 
     def noise(self) -> torch.Tensor:
         if self._noise is None:
-            # Drawn on the CPU so that the noise, and so the metric, does not depend on the device.
+            # One draw shared by all images, on the CPU: an image's score depends on neither the
+            # device nor the other images of its batch.
             generator = torch.Generator().manual_seed(self.seed)
-            draw = torch.rand(tuple(self.images.shape), generator=generator)
+            draw = torch.rand((1, *self.images.shape[1:]), generator=generator)
             self._noise = draw.to(device=self.images.device, dtype=self.images.dtype)
         return self._noise
 
@@ -125,7 +126,7 @@ class _Ranked:
             value = 0.0 if background == "black" else 1.0
             return torch.full((1, 1, 1, 1), value, dtype=self.images.dtype, device=self.images.device)
         if background == "noise":
-            return self.noise()[index]
+            return self.noise()
         if background in _DIST_SHIFTS:
             shifted = self.images[index] + _DIST_SHIFTS[background] * self.direction[index]
             return shifted.clamp_(0.0, 1.0)
@@ -136,7 +137,7 @@ class _Ranked:
     ) -> torch.Tensor:
         """``top`` on the first ``counts`` pixels of each ranking, ``rest`` (M, 3, H, W) elsewhere;
         ``top`` broadcasts to ``rest``."""
-        n_images, channels, height, width = rest.shape
+        n_images, _, height, width = rest.shape
         chosen = self.ranks[index] < counts.unsqueeze(1)
         return torch.where(chosen.reshape(n_images, 1, height, width), top, rest)
 

@@ -225,3 +225,12 @@ def test_same_metrics_on_cuda():
     on_gpu = compute_metrics(PatchModel().cuda(), images, maps, [0, 0, 0])
     for name in METRIC_NAMES:
         np.testing.assert_allclose(on_gpu[name], on_cpu[name], atol=1e-5, equal_nan=True)
+
+
+def test_an_image_scores_the_same_alone_and_in_a_batch():
+    model, images, maps = PatchModel(), _images(4), _right_maps(4)
+    maps[:, PATCH[0], PATCH[1]] += np.random.default_rng(7).uniform(0, 0.4, size=(4, 4, 4))
+    together = compute_metrics(model, images, maps, [0] * 4, batch_size=5)
+    alone = compute_metrics(model, images[2:3], maps[2:3], [0], batch_size=3)
+    for name in METRIC_NAMES:
+        np.testing.assert_allclose(alone[name], together[name][2:3], equal_nan=True, err_msg=name)
