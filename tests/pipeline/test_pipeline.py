@@ -93,13 +93,15 @@ def test_s3_in_s3_out_with_odd_inputs(s3_endpoint, s3_bucket, tmp_path, top_left
 
     log = finish(legx("run", "--input", f"s3://{s3_bucket}/in", "--output", output,
                       "--model", top_left_model, "--methods", "leg,leg-tv", "--run-id", "e2e",
-                      *SMALL_JOB))
+                      *SMALL_JOB, "--set", "metrics=[gini,pointing_game,mask_energy]",
+                      "--set", "actor_cpus=0.5"))
     assert "images/s" in log and "forwards/s" in log
 
     connection = connect(output, StorageOptions())
     rows = connection.execute(
         "select image_id, method, lam, status, error, label, height, width, saliency, run_id, "
-        "target, target_score from saliency order by image_id, method, lam"
+        "target, target_score, gini, pointing_game, mask_energy "
+        "from saliency order by image_id, method, lam"
     ).fetchall()
     demo_ids = [f for f in os.listdir(demo) if f.endswith(".png") and not f.startswith(("bad_", "odd_"))]
     n_images = len(demo_ids) + len(odd)
@@ -117,12 +119,20 @@ def test_s3_in_s3_out_with_odd_inputs(s3_endpoint, s3_bucket, tmp_path, top_left
     for image_id, image_rows in by_image.items():
         assert [(r[1], r[2]) for r in image_rows] == [("leg", None), ("leg-tv", 0.1), ("leg-tv", 0.3)]
         expected = odd[image_id][1] if image_id in odd else "ok"
-        for _, method, lam, status, error, label, height, width, saliency, run_id, target, score in image_rows:
+        for (_, method, lam, status, error, label, height, width, saliency, run_id, target, score,
+             gini, pointing, energy) in image_rows:
             assert status == expected, (image_id, method, error)
             assert run_id == "e2e"
             if status == "error":
                 assert error.startswith("decode: ") and saliency is None
+                assert gini is None and pointing is None
                 continue
+            assert 0 <= gini < 1
+            # Only the demo images have masks (annotations.parquet): localisation needs one.
+            if image_id in labels:
+                assert pointing in (0.0, 1.0) and 0 <= energy <= 1
+            else:
+                assert pointing is None and energy is None
             assert error is None and target in (0, 1) and 1 / 3 < score < 1  # top-1 of 3 classes
             assert (height, width) == (GRID, GRID) and len(saliency) == GRID * GRID
             values = np.asarray(saliency)
