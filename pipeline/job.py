@@ -236,12 +236,17 @@ def run_job(config: JobConfig, log=print) -> JobSummary:
     previous = read_manifest(config.output, config.storage, config.run_id) or {}
     attempts = previous.get("attempts", []) + [
         {
-            "started_at": started_at.isoformat(),
-            "finished_at": datetime.now(timezone.utc).isoformat(),
+            # Naive UTC: DuckDB hands zoned timestamps to Python only with pytz installed.
+            "started_at_utc": started_at.strftime("%Y-%m-%d %H:%M:%S"),
+            "finished_at_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
             "source_format": source_format,
             "device": "cuda" if use_gpu else "cpu",
             "resumed_rows": len(existing),
-            **{k: v for k, v in summary.as_dict().items() if not k.startswith("total_")},
+            **{
+                key: value
+                for key, value in summary.as_dict().items()
+                if not key.startswith("total_") and key not in ("run_id", "output")
+            },
         }
     ]
     write_manifest(
