@@ -97,13 +97,18 @@ def run(args: argparse.Namespace) -> int:
         ensure_demo_data(DEMO_DATA_DIR)
 
     from pipeline.job import run_job
+    from pipeline.sources import SourceError
     from pipeline.sink import RUNS_DIR, SALIENCY_DIR
     from pipeline.storage import join
 
     methods_text = ", ".join(config.methods)
     print(f"legx: run {config.run_id}: {config.input} -> {config.output} "
           f"(model {config.model}; methods {methods_text})", flush=True)
-    summary = run_job(config, log=lambda message: print(f"legx: {message}", flush=True))
+    try:
+        summary = run_job(config, log=lambda message: print(f"legx: {message}", flush=True))
+    except (ConfigError, SourceError) as error:
+        print(f"legx: {error}", file=sys.stderr)
+        return 2
     print()
     print(f"legx: run {summary.run_id} finished in {summary.wall_s:.1f} s")
     print(f"  this invocation: {summary.images} images, {summary.rows} rows "

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from pipeline.config import JobConfig
+from pipeline.config import ConfigError, JobConfig
 from pipeline.sink import (
     ParquetWriter,
     read_manifest,
@@ -30,7 +30,15 @@ from pipeline.sink import (
     written_keys,
 )
 from pipeline.sources import read_annotations, read_source
-from pipeline.stages import ExplainActor, MetricsActor, Plan, decode_batch, method_spec, solve_batch
+from pipeline.stages import (
+    ExplainActor,
+    MetricsActor,
+    Plan,
+    decode_batch,
+    load_job_model,
+    method_spec,
+    solve_batch,
+)
 
 
 # Decoding workers are Python processes with torch imported (~0.4 GiB resident).
@@ -107,6 +115,7 @@ def make_plan(config: JobConfig, use_gpu: bool) -> Plan:
         actor_cpus=config.actor_cpus,
         metrics=tuple(config.metrics),
         metric_options=dict(config.metric_options),
+        storage=config.storage,
     )
 
 
@@ -156,6 +165,11 @@ def run_job(config: JobConfig, log=print) -> JobSummary:
     use_gpu = _use_gpu(config)
     _check_resources(config, use_gpu)
     plan = make_plan(config, use_gpu)
+    # Load the model once here so that a bad spec fails now with its reason, not in the actors.
+    try:
+        model_id = getattr(load_job_model(plan, "cpu"), "model_id", config.model)
+    except (ValueError, OSError) as error:
+        raise ConfigError([f"model: {error}"]) from error
 
     dataset, source_format = read_source(config)
     annotations = read_annotations(config, source_format)
@@ -256,6 +270,7 @@ def run_job(config: JobConfig, log=print) -> JobSummary:
         {
             "run_id": config.run_id,
             "config": config.public_dict(),
+            "model_id": model_id,
             "methods": [{"name": s.name, "params": s.params} for s in plan.specs],
             "versions": _versions(),
             "argv": sys.argv,

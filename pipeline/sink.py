@@ -166,7 +166,9 @@ class ParquetWriter:
             if name == "run_id":
                 columns[name] = pa.array([self.run_id] * count, pa.string())
             elif name == "model_id":
-                columns[name] = pa.array([self.model_id] * count, pa.string())
+                # The loaded model's id (spec and weights hash) where the actor set it.
+                given = batch.column(name) if name in batch.column_names else pa.nulls(count, pa.string())
+                columns[name] = pc.fill_null(given.cast(pa.string()), self.model_id)
             elif name == "created_at":
                 columns[name] = pa.array([now] * count, schema.field(name).type)
             elif name in batch.column_names:

@@ -26,6 +26,7 @@ import pyarrow as pa
 
 import methods
 from pipeline.decode import DecodeError, decode_image, fit_box, fit_mask
+from pipeline.storage import StorageOptions
 
 DECODED_SCHEMA = pa.schema(
     [
@@ -50,6 +51,7 @@ STAGE_SCHEMA = pa.schema(
         ("label", pa.int64()),
         ("target", pa.int64()),
         ("target_score", pa.float64()),
+        ("model_id", pa.string()),
         ("method", pa.string()),
         ("lam", pa.float64()),
         ("params", pa.string()),
@@ -99,9 +101,30 @@ class Plan:
     actor_cpus: float
     metrics: tuple[str, ...] = ()
     metric_options: dict[str, Any] = field(default_factory=dict)
+    storage: StorageOptions = field(default_factory=StorageOptions)
 
     def expected_keys(self, image_id: str) -> list[tuple[str, str, float | None]]:
         return [(image_id, spec.name, lam) for spec in self.specs for lam in spec.outputs]
+
+
+def load_job_model(plan: Plan, device: str):
+    """The job's model on ``device``; weights in object storage are read with the job's
+    storage options."""
+    from methods.models import load_model
+
+    spec = plan.model
+    weights = spec.partition("@")[2] if spec.startswith("torchvision:") else spec
+    options = None
+    if weights.startswith("s3://"):
+        endpoint = plan.storage.resolved_endpoint()
+        options = {"anon": plan.storage.anonymous}
+        if endpoint:
+            options["endpoint_url"] = endpoint
+        if plan.storage.region:
+            options["client_kwargs"] = {"region_name": plan.storage.region}
+    elif weights.startswith("gs://") and plan.storage.anonymous:
+        options = {"token": "anon"}
+    return load_model(spec, device=device, storage_options=options)
 
 
 def method_spec(name: str, params: dict[str, Any]) -> MethodSpec:
@@ -237,7 +260,8 @@ class ExplainActor:
         torch.set_num_threads(max(1, int(plan.actor_cpus)))
         self.plan = plan
         self.device = "cuda" if plan.use_gpu and torch.cuda.is_available() else "cpu"
-        self.model = methods.load_model(plan.model, device=self.device)
+        self.model = load_job_model(plan, self.device)
+        self.model_id = getattr(self.model, "model_id", plan.model)
         self.explainers = {spec.name: spec.build() for spec in plan.specs}
         self.params_text = {spec.name: json.dumps(spec.params, sort_keys=True) for spec in plan.specs}
         self.samplers: dict[str, list[MethodSpec]] = {}
@@ -279,6 +303,7 @@ class ExplainActor:
             "label": record["label"],
             "target": target,
             "target_score": score,
+            "model_id": self.model_id,
             "elapsed_s": record.get("decode_s") or 0.0,
             "_image": record["_image"] if carry else None,
             "_mask": record["_mask"] if carry else None,
@@ -457,7 +482,7 @@ class MetricsActor:
         torch.set_num_threads(max(1, int(plan.actor_cpus)))
         self.plan = plan
         self.device = "cuda" if plan.use_gpu and torch.cuda.is_available() else "cpu"
-        self.model = methods.load_model(plan.model, device=self.device)
+        self.model = load_job_model(plan, self.device)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from methods.metrics import compute_metrics
