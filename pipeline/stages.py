@@ -327,7 +327,8 @@ class ExplainActor:
 
     def _per_image(self, call, images, targets, bases):
         """``call(images, targets)`` on the batch; if it raises, once per image so that one bad
-        image costs only its own rows. Yields (position, result or None, error or None, seconds)."""
+        image costs only its own rows. Returns ([(position, result or None, error or None,
+        seconds)], whether the result is the whole batch's)."""
         started = time.perf_counter()
         try:
             result = call(images, targets)
