@@ -227,3 +227,34 @@ def test_resume_after_killing_the_driver(tmp_path, top_left_model):
     resumed = manifest["attempts"][-1]
     assert resumed["resumed_rows"] >= written_before
     assert resumed["rows"] == expected - resumed["resumed_rows"]
+
+
+def test_webdataset_job_in_process_and_rerun_of_a_complete_run(ray_local, tmp_path, top_left_model):
+    """run_job on the session's Ray: tar shards in, one row per image; a rerun of the finished
+    run id writes nothing."""
+    import tarfile
+
+    from pipeline.config import load_config
+    from pipeline.job import run_job
+
+    demo = tmp_path / "demo"
+    write_demo_dataset(str(demo), 6, seed=2, image_size=32)
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    names = sorted(p.name for p in demo.glob("*.png"))
+    for shard, part in enumerate((names[:4], names[4:])):
+        with tarfile.open(shards / f"shard-{shard}.tar", "w") as archive:
+            for name in part:
+                archive.add(demo / name, arcname=name)
+    config = load_config(None, [f"input={shards}", f"output={tmp_path / 'out'}", f"model={top_left_model}",
+                                "methods=[leg]", "leg.n_samples=64", f"leg.grid_size={GRID}",
+                                "image_size=16", "run_id=wds"])
+    first = run_job(config, log=lambda message: None)
+    assert (first.images, first.rows, first.ok, first.errors) == (6, 6, 6, 0)
+    assert first.forwards == 6 * 64
+    keys = _run_rows(tmp_path / "out", "wds")
+    assert sorted(k[0] for k in keys) == sorted(n[: -len(".png")] for n in names)
+
+    again = run_job(config, log=lambda message: None)
+    assert (again.images, again.rows, again.total_rows) == (0, 0, 6)
+    assert len(_run_rows(tmp_path / "out", "wds")) == 6
