@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> str:
 
     device_name = torch.cuda.get_device_name(0) if device == "cuda" else "CPU"
     header = [
-        f"Demo model, {count} demo images (64 px), maps of the true label, "
+        f"Model `{getattr(model, 'model_id', 'demo')}`, {count} demo images (64 px, seed "
+        f"{args.seed}), maps of the true label, "
         f"budget {budget} forward-equivalents per image, {device_name} "
         f"({torch.get_num_threads()} threads); model top-1 accuracy {accuracy:.3f}.",
         "",
