@@ -52,7 +52,9 @@ def method_settings(budget: int, seed: int) -> dict[str, tuple[dict, int]]:
     }
 
 
-def load_demo(directory: Path, count: int, seed: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+def load_demo(
+    directory: Path, count: int, seed: int
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """Images (N, 3, H, W) in [0, 1], labels (N,) and object masks (N, H, W) of the demo data."""
     write_demo_dataset(directory, count, seed=seed)
     table = pq.read_table(directory / ANNOTATIONS_FILE).to_pylist()
@@ -113,9 +115,10 @@ def main(argv: list[str] | None = None) -> str:
             problems.append(f"- `{name}`: {type(error).__name__}: {error}")
             continue
         pointing, energy = localisation(maps, masks=masks)
+        budget_text = "?" if forwards is None else str(forwards)
         rows.append(
-            f"| {name} | {forwards if forwards is not None else '?'} | {maps.shape[1]}x{maps.shape[2]}"
-            f" | {np.nanmean(pointing):.3f} | {np.nanmean(energy):.3f} | {seconds * 1000:.1f} |"
+            f"| {name} | {budget_text} | {maps.shape[1]}x{maps.shape[2]} | "
+            f"{np.nanmean(pointing):.3f} | {np.nanmean(energy):.3f} | {seconds * 1000:.1f} |"
         )
         print(f"{name}: done in {seconds * count:.1f} s", flush=True)
 

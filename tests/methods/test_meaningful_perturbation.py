@@ -30,9 +30,8 @@ def test_shape_range_and_registry(case):
     assert isinstance(get_explainer("meaningful-perturbation"), MeaningfulPerturbation)
     tiny = MeaningfulPerturbation(n_iterations=2).explain(RegionModel(), region_images(1))
     assert tiny.shape == (1, 28, 28)
-    small = MeaningfulPerturbation(n_iterations=2).explain(
-        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2)), torch.rand(1, 3, 8, 8)
-    )
+    linear = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
+    small = MeaningfulPerturbation(n_iterations=2).explain(linear, torch.rand(1, 3, 8, 8))
     assert small.shape == (1, 8, 8)
 
 
