@@ -258,3 +258,16 @@ def test_webdataset_job_in_process_and_rerun_of_a_complete_run(ray_local, tmp_pa
     again = run_job(config, log=lambda message: None)
     assert (again.images, again.rows, again.total_rows) == (0, 0, 6)
     assert len(_run_rows(tmp_path / "out", "wds")) == 6
+
+
+def test_embedded_default_runs_from_an_empty_folder(tmp_path):
+    """`legx run` with no input: demo images generated in the working folder, bundled demo
+    model, LEG and LEG-TV (here limited to 4 images and 16 samples to stay quick)."""
+    process = legx("run", "--limit", "4", "--samples", "16", "--run-id", "embedded", cwd=tmp_path)
+    log = finish(process)
+    assert (tmp_path / "legx-demo-data" / "annotations.parquet").exists()
+    assert "this invocation: 4 images, 12 rows (12 ok, 0 errors)" in log
+    manifest = json.loads((tmp_path / "legx-output" / "runs" / "embedded.json").read_text())
+    assert manifest["model_id"].startswith("demo@")
+    rows = _run_rows(tmp_path / "legx-output", "embedded")
+    assert sorted({(method, lam) for _, method, lam in rows}) == [("leg", None), ("leg-tv", 0.1), ("leg-tv", 0.3)]
