@@ -7,8 +7,10 @@ Modules are imported on first use so that ``import methods`` stays light.
 from __future__ import annotations
 
 import importlib
+import inspect
 
 from methods.base import Explainer, upsample_maps
+from methods.models import load_model
 
 # name -> "module:Class"; each explainer is one module with one entry point.
 _REGISTRY: dict[str, str] = {
@@ -42,19 +44,10 @@ def get_explainer(name: str, **params) -> Explainer:
     try:
         return explainer_class(**params)
     except TypeError as error:
-        import inspect
-
         accepted = [p for p in inspect.signature(explainer_class).parameters if p != "self"]
         raise ValueError(
             f"bad parameters for method {name!r}: {error}; accepted: {', '.join(accepted)}"
         ) from error
-
-
-def load_model(spec: str, device: str | None = None):
-    """See ``methods.models.load_model``."""
-    from methods.models import load_model as _load_model
-
-    return _load_model(spec, device=device)
 
 
 __all__ = ["Explainer", "available", "get_explainer", "load_model", "upsample_maps"]
