@@ -1,9 +1,13 @@
 """The bundled demo classifier: a small CNN for the synthetic shapes of ``pipeline.demo_data``.
 
-It takes [0, 1] RGB images of any size (global average pooling before the head) and returns
+It takes [0, 1] RGB images of any size (attention pooling before the head) and returns
 logits over the six shape classes; the normalisation is inside the module. Grad-CAM's default
 layer, the last Conv2d, is ``model.features[12]`` (also reachable as ``model.last_conv``).
 Trained by ``scripts/train_demo_model.py``; weights in ``methods/assets/demo_cnn.pt``.
+
+The head pools the last feature map with a spatial softmax attention (a 1x1 convolution gives
+one logit per cell) instead of a plain average: with the object a small part of a cluttered
+image, an average would dilute its features with the background's.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ DEMO_CLASS_NAMES = ["circle", "square", "triangle", "star", "cross", "ring"]
 
 class DemoCNN(nn.Module):
     """Four 3x3 conv blocks (16-32-64-64 channels, BatchNorm, ReLU, 2x max-pool after the first
-    three), global average pooling and a linear head. At 64 px the last feature map is 8 x 8."""
+    three), softmax attention pooling over the cells of the last feature map and a linear head.
+    At 64 px the last feature map is 8 x 8."""
 
     def __init__(self, n_classes: int = len(DEMO_CLASS_NAMES)) -> None:
         super().__init__()
@@ -29,13 +34,19 @@ class DemoCNN(nn.Module):
             if index < 3:
                 layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.attention = nn.Conv2d(widths[-1], 1, kernel_size=1)
         self.classifier = nn.Linear(widths[-1], n_classes)
 
     @property
     def last_conv(self) -> nn.Conv2d:
         return self.features[12]
 
+    def forward_with_attention(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (N, K) and the attention logits (N, 1, h, w) of the last feature map's cells."""
+        features = self.features((images - self.mean) / self.std)
+        attention_logits = self.attention(features)
+        weights = attention_logits.flatten(1).softmax(dim=1).view_as(attention_logits)
+        return self.classifier((features * weights).sum(dim=(2, 3))), attention_logits
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        normalised = (images - self.mean) / self.std
-        return self.classifier(self.pool(self.features(normalised)).flatten(1))
+        return self.forward_with_attention(images)[0]
