@@ -5,20 +5,24 @@ Specs:
   torchvision:NAME                  a torchvision classifier with its DEFAULT weights (torchvision
                                     downloads them where the network allows)
   torchvision:NAME@PATH_OR_URI      the same architecture, weights (a state_dict) from a local
-                                    path or an fsspec URI such as s3://bucket/resnet50.pth
+                                    path or an fsspec URI such as s3://bucket/resnet50.pth; a
+                                    fine-tuned head (not 1000 classes) is sized from the weights
   PATH_OR_URI                       a TorchScript archive, or a legx checkpoint: a dict with
                                     'arch' (one of the specs above, without weights), 'state_dict'
                                     and optionally 'num_classes' and 'class_names'
 
 Weights are read with torch.load(weights_only=True): a checkpoint cannot run code. The returned
 module carries ``model_id`` (the spec with a short hash of the weights' bytes, so that two
-versions of a model never share an id) and ``class_names`` (a list or None).
+versions of a model never share an id; for DEFAULT torchvision weights the hash torchvision
+publishes in their file name) and ``class_names`` (a list or None). s3:// URIs find their
+endpoint as s3fs does (AWS_ENDPOINT_URL, ...) or through ``storage_options``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import os
 from importlib import resources
 from typing import Any
 
@@ -83,6 +87,29 @@ def _torchvision_network(name: str, weights: str | None, num_classes: int | None
     return torchvision.models.get_model(name, weights=weights, **extra)
 
 
+def _default_weights_hash(name: str) -> str:
+    """The sha256 prefix torchvision puts in the DEFAULT weights' file name (resnet50-11ad3fa6.pth):
+    the same short hash of the file's bytes that ids of weights files carry, known without a
+    download, and different whenever torchvision changes what DEFAULT means."""
+    import torchvision
+
+    url = torchvision.models.get_model_weights(name).DEFAULT.url
+    return url.rsplit("/", 1)[-1].rsplit(".", 1)[0].rsplit("-", 1)[-1]
+
+
+def _fine_tuned_classes(network: nn.Module, state_dict: Any) -> int | None:
+    """The number of classes of a fine-tuned state_dict for ``network``: the output size of the
+    weights of its last Linear layer where that differs from the network's; None otherwise."""
+    linear_layers = [(key, module) for key, module in network.named_modules() if isinstance(module, nn.Linear)]
+    if not linear_layers or not isinstance(state_dict, dict):
+        return None
+    key, layer = linear_layers[-1]
+    weight = state_dict.get(f"{key}.weight")
+    if isinstance(weight, torch.Tensor) and weight.ndim == 2 and weight.shape[0] != layer.out_features:
+        return int(weight.shape[0])
+    return None
+
+
 def _torchvision_class_names(name: str) -> list[str] | None:
     import torchvision
 
@@ -144,14 +171,26 @@ def load_model(spec: str, device: str | None = None, storage_options: dict | Non
             raise ValueError(f"model spec {spec!r} names no architecture: 'torchvision:resnet50'")
         if weights_uri:
             data = _read_bytes(weights_uri, storage_options)
+            state_dict = _load_weights(data, weights_uri)
             network = _torchvision_network(name, None)
-            _apply_state_dict(network, _load_weights(data, weights_uri), weights_uri)
+            num_classes = _fine_tuned_classes(network, state_dict)
+            if num_classes is not None:
+                network = _torchvision_network(name, None, num_classes)
+            _apply_state_dict(network, state_dict, weights_uri)
             model_id = f"torchvision:{name}@{_short_hash(data)}"
+            # ImageNet's category names only name the outputs of an ImageNet-sized head.
+            class_names = None if num_classes is not None else _torchvision_class_names(name)
         else:
             network = _torchvision_network(name, "DEFAULT")
-            model_id = f"torchvision:{name}@DEFAULT"
-        model, class_names = NormalizedClassifier(network), _torchvision_class_names(name)
+            model_id = f"torchvision:{name}@{_default_weights_hash(name)}"
+            class_names = _torchvision_class_names(name)
+        model = NormalizedClassifier(network)
     else:
+        if "://" not in spec and not os.path.exists(spec):
+            raise ValueError(
+                f"model file not found: {spec!r} (a spec is 'demo', 'torchvision:NAME', "
+                f"'torchvision:NAME@WEIGHTS', or the path or URI of a TorchScript or checkpoint file)"
+            )
         data = _read_bytes(spec, storage_options)
         model_id = f"{spec.rsplit('/', 1)[-1]}@{_short_hash(data)}"
         if _is_torchscript(data):

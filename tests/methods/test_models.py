@@ -54,6 +54,25 @@ def test_torchvision_weights_from_a_local_file_are_normalised_inside(tmp_path):
     assert model.model_id.startswith("torchvision:resnet18@")
 
 
+def test_fine_tuned_torchvision_head_is_sized_from_the_weights(tmp_path):
+    torch.manual_seed(0)
+    network = torchvision.models.get_model("resnet18", weights=None, num_classes=7).eval()
+    torch.save(network.state_dict(), tmp_path / "fine_tuned.pth")
+    model = load_model(f"torchvision:resnet18@{tmp_path / 'fine_tuned.pth'}", device="cpu")
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), expected_logits(network, images))
+    assert model.class_names is None  # ImageNet's names do not name 7 outputs
+
+
+def test_default_torchvision_weights_are_identified_without_a_download():
+    from methods.models import _default_weights_hash
+
+    # torchvision publishes the sha256 prefix of each weights file in its name.
+    assert _default_weights_hash("resnet50") == "11ad3fa6"
+    assert _default_weights_hash("vgg19") == "dcbb9e9d"
+
+
 def test_torchvision_weights_from_s3(s3_bucket, s3_endpoint, tmp_path):
     network = tiny_resnet()
     torch.save(network.state_dict(), tmp_path / "w.pth")
@@ -62,6 +81,35 @@ def test_torchvision_weights_from_s3(s3_bucket, s3_endpoint, tmp_path):
     images = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model(images), expected_logits(network, images))
+
+
+def test_checkpoint_and_torchscript_from_s3_with_storage_options(s3_bucket, s3_endpoint, tmp_path, monkeypatch):
+    torch.manual_seed(1)
+    demo = DemoCNN().eval()
+    torch.save({"arch": "demo", "state_dict": demo.state_dict(), "class_names": list("abcdef")},
+               tmp_path / "demo.pt")
+    scripted = torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 2)))
+    scripted.save(str(tmp_path / "model.ts"))
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    client.upload_file(str(tmp_path / "demo.pt"), s3_bucket, "v2/demo.pt")
+    client.upload_file(str(tmp_path / "model.ts"), s3_bucket, "v2/model.ts")
+    # Only the keyword names the endpoint here.
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    options = {"endpoint_url": s3_endpoint}
+
+    model = load_model(f"s3://{s3_bucket}/v2/demo.pt", device="cpu", storage_options=options)
+    images = torch.rand(2, 3, 40, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), demo(images))
+    assert model.class_names == list("abcdef")
+    assert model.model_id.startswith("demo.pt@") and s3_bucket not in model.model_id
+
+    loaded = load_model(f"s3://{s3_bucket}/v2/model.ts", device="cpu", storage_options=options)
+    inputs = torch.rand(2, 3, 4, 4)
+    torch.testing.assert_close(loaded(inputs), scripted(inputs))
+
+    with pytest.raises(ValueError, match="not found"):
+        load_model(f"s3://{s3_bucket}/v2/missing.pt", device="cpu", storage_options=options)
 
 
 def test_legx_checkpoint_and_torchscript_files(tmp_path):
@@ -100,6 +148,7 @@ def test_model_ids_change_with_the_weights(tmp_path):
         ("torchvision:", "names no architecture"),
         ("torchvision:no_such_net", "unknown torchvision classifier"),
         ("/no/such/file.pt", "not found"),
+        ("resnet50", "not found.*'torchvision:NAME'"),
     ],
 )
 def test_bad_specs_explain_themselves(spec, message):
