@@ -4,7 +4,7 @@
 else a local Ray), builds
 
     read -> decode (CPU tasks) -> explain (actor pool) -> solve (CPU tasks)
-         -> [metrics (actor pool)] -> write (CPU tasks)
+         -> [metrics (actor pool; CPU tasks when no metric needs the model)] -> write (CPU tasks)
 
 streams it (Ray Data's progress bars show while it runs), then writes the run manifest and
 returns the summary.
@@ -37,6 +37,8 @@ from pipeline.stages import (
     decode_batch,
     load_job_model,
     method_spec,
+    needs_model,
+    score_model_free_batch,
     solve_batch,
 )
 
@@ -123,7 +125,7 @@ def _check_resources(config: JobConfig, use_gpu: bool) -> None:
     """Actors hold their CPUs for the whole job; leave at least one for the task stages."""
     import ray
 
-    pools = 2 if config.metrics else 1
+    pools = 2 if needs_model(tuple(config.metrics)) else 1
     cpus = ray.cluster_resources().get("CPU", 0)
     needed = pools * config.actors * config.actor_cpus + 1
     if not use_gpu and cpus and needed > cpus:
@@ -183,7 +185,8 @@ def run_job(config: JobConfig, log=print) -> JobSummary:
     skip_ref = ray.put(frozenset(complete)) if complete else None
     written_ref = ray.put(frozenset(existing)) if existing else None
 
-    gpus = (0.5 if config.metrics else 1.0) if use_gpu else 0
+    model_metrics = needs_model(plan.metrics)
+    gpus = (0.5 if model_metrics else 1.0) if use_gpu else 0
     dataset = dataset.map_batches(
         decode_batch,
         batch_size=config.decode_batch_size,
@@ -205,7 +208,15 @@ def run_job(config: JobConfig, log=print) -> JobSummary:
     dataset = dataset.map_batches(
         solve_batch, batch_size=config.solve_batch_size, batch_format="pyarrow", num_cpus=1
     )
-    if config.metrics:
+    if config.metrics and not model_metrics:
+        dataset = dataset.map_batches(
+            score_model_free_batch,
+            fn_kwargs={"plan": plan},
+            batch_size=config.batch_size,
+            batch_format="pyarrow",
+            num_cpus=0.5,
+        )
+    elif config.metrics:
         dataset = dataset.map_batches(
             MetricsActor,
             fn_constructor_args=(plan,),

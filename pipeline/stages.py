@@ -474,6 +474,13 @@ def solve_batch(batch: pa.Table) -> pa.Table:
 # metrics
 
 
+def needs_model(metrics: tuple[str, ...]) -> bool:
+    """Whether any of ``metrics`` runs model forwards (then they need the metrics actor pool)."""
+    from methods.metrics import MODEL_FREE_METRICS
+
+    return not set(metrics) <= MODEL_FREE_METRICS
+
+
 class MetricsActor:
     """Scores every 'ok' map with ``methods.metrics.compute_metrics`` (the model loaded once)."""
 
@@ -486,40 +493,53 @@ class MetricsActor:
         self.model = load_job_model(plan, self.device)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from methods.metrics import compute_metrics
+        return score_batch(batch, self.plan, self.model)
 
-        records = batch.to_pylist()
-        scores = {name: [None] * len(records) for name in self.plan.metrics}
-        groups: dict[tuple[int, int], list[int]] = {}
-        for position, record in enumerate(records):
-            if record["status"] == "ok" and record["_image"] is not None:
-                groups.setdefault((record["height"], record["width"]), []).append(position)
-        size = self.plan.image_size
-        for (height, width), positions in groups.items():
-            chosen = [records[p] for p in positions]
-            images = _images_tensor([r["_image"] for r in chosen], size)
-            maps = np.stack([np.asarray(r["saliency"], np.float32).reshape(height, width) for r in chosen])
-            masks = boxes = None
-            if any(r["_mask"] is not None for r in chosen):
-                masks = np.stack([
-                    np.frombuffer(r["_mask"], np.uint8).reshape(size, size).astype(bool)
-                    if r["_mask"] is not None else np.zeros((size, size), bool)
-                    for r in chosen
-                ])
-            elif any(r["_box"] is not None for r in chosen):
-                boxes = np.array([r["_box"] if r["_box"] is not None else [np.nan] * 4 for r in chosen])
-            targets = np.array([r["target"] for r in chosen], dtype=np.int64)
-            try:
-                values = compute_metrics(self.model, images, maps, targets, names=list(self.plan.metrics),
-                                         masks=masks, boxes=boxes, **self.plan.metric_options)
-            except Exception as error:  # noqa: BLE001 - metrics stay null; the map is kept
-                for position in positions:
-                    records[position]["error"] = f"metrics: {type(error).__name__}: {error}"
-                continue
-            for name, column in values.items():
-                for position, value in zip(positions, column):
-                    scores[name][position] = None if not np.isfinite(value) else float(value)
-        table = pa.Table.from_pylist(records, schema=STAGE_SCHEMA)
-        for name in self.plan.metrics:
-            table = table.append_column(name, pa.array(scores[name], pa.float64()))
-        return table
+
+def score_model_free_batch(batch: pa.Table, plan: Plan) -> pa.Table:
+    """The metrics stage as CPU tasks when every metric is model-free (no model is loaded; an
+    empty module stands in for it, and no forward runs)."""
+    import torch
+
+    return score_batch(batch, plan, torch.nn.Identity())
+
+
+def score_batch(batch: pa.Table, plan: Plan, model) -> pa.Table:
+    """Metric columns for every 'ok' row of ``batch``."""
+    from methods.metrics import compute_metrics
+
+    records = batch.to_pylist()
+    scores = {name: [None] * len(records) for name in plan.metrics}
+    groups: dict[tuple[int, int], list[int]] = {}
+    for position, record in enumerate(records):
+        if record["status"] == "ok" and record["_image"] is not None:
+            groups.setdefault((record["height"], record["width"]), []).append(position)
+    size = plan.image_size
+    for (height, width), positions in groups.items():
+        chosen = [records[p] for p in positions]
+        images = _images_tensor([r["_image"] for r in chosen], size)
+        maps = np.stack([np.asarray(r["saliency"], np.float32).reshape(height, width) for r in chosen])
+        masks = boxes = None
+        if any(r["_mask"] is not None for r in chosen):
+            masks = np.stack([
+                np.frombuffer(r["_mask"], np.uint8).reshape(size, size).astype(bool)
+                if r["_mask"] is not None else np.zeros((size, size), bool)
+                for r in chosen
+            ])
+        elif any(r["_box"] is not None for r in chosen):
+            boxes = np.array([r["_box"] if r["_box"] is not None else [np.nan] * 4 for r in chosen])
+        targets = np.array([r["target"] for r in chosen], dtype=np.int64)
+        try:
+            values = compute_metrics(model, images, maps, targets, names=list(plan.metrics),
+                                     masks=masks, boxes=boxes, **plan.metric_options)
+        except Exception as error:  # noqa: BLE001 - metrics stay null; the map is kept
+            for position in positions:
+                records[position]["error"] = f"metrics: {type(error).__name__}: {error}"
+            continue
+        for name, column in values.items():
+            for position, value in zip(positions, column):
+                scores[name][position] = None if not np.isfinite(value) else float(value)
+    table = pa.Table.from_pylist(records, schema=STAGE_SCHEMA)
+    for name in plan.metrics:
+        table = table.append_column(name, pa.array(scores[name], pa.float64()))
+    return table

@@ -10,14 +10,6 @@ measure. The attention pooling of the head is supervised with the object masks (
 cross-entropy against the mask's coverage of each feature-map cell), and light Gaussian pixel
 noise is added to half of the batches so that the model is not brittle to small perturbations.
 
-With ``--background-penalty L`` the loss adds L times the squared input gradient of the log
-class probabilities outside the (slightly dilated) object mask ("right for the right reasons",
-Ross, Hughes & Doshi-Velez, IJCAI 2017): the model learns to be insensitive to the background,
-so that its true local sensitivity, which gradient estimators such as LEG measure, lies on the
-object. The committed checkpoint was made in two steps (the second fine-tunes the first):
-
-    python scripts/train_demo_model.py --epochs 10
-    python scripts/train_demo_model.py --init methods/assets/demo_cnn.pt --epochs 3 --background-penalty 10
 """
 
 from __future__ import annotations
@@ -65,9 +57,6 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--out", default=str(ROOT / "methods" / "assets" / "demo_cnn.pt"))
-    parser.add_argument("--init", help="start from this checkpoint (fine-tuning)")
-    parser.add_argument("--background-penalty", type=float, default=0.0,
-                        help="weight of the input-gradient penalty outside the object")
     parser.add_argument("--learning-rate", type=float, default=3e-3)
     args = parser.parse_args()
     assert CLASS_NAMES == DEMO_CLASS_NAMES, "demo data and model disagree on the classes"
@@ -79,12 +68,9 @@ def main() -> None:
     print(f"generated {args.train} train / {args.test} test images in {time.perf_counter() - started:.0f} s")
 
     model = DemoCNN()
-    if args.init:
-        model.load_state_dict(torch.load(args.init, weights_only=True)["state_dict"])
     optimiser = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=1e-4)
     steps = args.epochs * ((args.train + 127) // 128)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=args.learning_rate, total_steps=steps)
-    outside = 1 - nn.functional.max_pool2d(train_masks, 5, stride=1, padding=2)  # 2 px dilation
     loss_function = nn.CrossEntropyLoss(label_smoothing=0.1)
     for epoch in range(args.epochs):
         model.train()
@@ -92,25 +78,17 @@ def main() -> None:
         total = 0.0
         for start in range(0, args.train, 128):
             batch = order[start : start + 128]
-            images, masks, background = train_images[batch], train_masks[batch], outside[batch]
+            images, masks = train_images[batch], train_masks[batch]
             flip = torch.rand(len(batch)) < 0.5  # every class is mirror-symmetric in law
             images[flip], masks[flip] = images[flip].flip(-1), masks[flip].flip(-1)
-            background[flip] = background[flip].flip(-1)
             if torch.rand(()) < 0.5:
                 noise_level = 0.05 * torch.rand(len(batch), 1, 1, 1)
                 images = (images + noise_level * torch.randn_like(images)).clamp(0, 1)
-            images.requires_grad_(args.background_penalty > 0)
             logits, attention_logits = model.forward_with_attention(images)
             coverage = nn.functional.adaptive_avg_pool2d(masks, attention_logits.shape[-2:])
             loss = loss_function(logits, train_labels[batch]) + 0.5 * nn.functional.binary_cross_entropy_with_logits(
                 attention_logits, coverage
             )
-            if args.background_penalty > 0:
-                (input_gradient,) = torch.autograd.grad(
-                    logits.log_softmax(1).sum(), images, create_graph=True
-                )
-                penalty = ((input_gradient * background) ** 2).sum(dim=(1, 2, 3)).mean()
-                loss = loss + args.background_penalty * penalty
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
