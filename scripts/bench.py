@@ -1,0 +1,253 @@
+"""legx benchmark: the forward limit, LEG sampling, LEG-TV solves, the pipeline and the peers,
+measured side by side in one run on the same model, images and machine.
+
+    python scripts/bench.py --quick                    # demo model, < 3 minutes on 2 cores
+    python scripts/bench.py --arch resnet18 --size 224 # a torchvision architecture
+
+Sections (each prints a line; the last line is one JSON object with every number):
+  bare       the limit: bare model forwards/s at the batch size in use
+  leg        LEG sampling forwards/s at the same batch size (perturbations made on the device,
+             packed across images) and its efficiency against bare; the reference design's
+             one-forward-per-perturbation loop as the baseline it replaces
+  lp         LEG-TV solve time per LP at 28 x 28 (one channel, lambda 0.1, statistics of the
+             model under test): sparse vs dense formulation, Clarabel (default) vs HiGHS
+  peers      captum KernelShap and Lime per image at LEG's forward budget, same features
+  pipeline   legx end to end (local Ray, LEG + LEG-TV, Parquet written): forwards/s, images/s
+Bare and LEG timings alternate in several rounds and report medians, so that a load spike on a
+shared machine hits both alike. ``--arch`` uses random weights: throughput does not depend on
+them, and nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from methods.leg import LEG, grid_to_image  # noqa: E402
+from methods.legtv import solve_tv  # noqa: E402
+
+
+def build_model(args: argparse.Namespace) -> torch.nn.Module:
+    if args.arch == "demo":
+        from methods.models import load_model
+
+        return load_model("demo", device=args.device)
+    import torchvision
+
+    from methods.models import NormalizedClassifier
+
+    network = torchvision.models.get_model(args.arch, weights=None)
+    return NormalizedClassifier(network).eval().to(args.device)
+
+
+def timed(function, repeats: int) -> float:
+    """Median wall seconds of ``function()`` over ``repeats`` calls, after one warm-up call."""
+    function()
+    durations = []
+    for _ in range(repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        function()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        durations.append(time.perf_counter() - started)
+    return statistics.median(durations)
+
+
+def bench_forwards(model, images, args) -> dict:
+    batch = torch.rand(args.batch_size, 3, args.size, args.size, device=args.device)
+    leg = LEG(n_samples=args.samples, grid_size=args.grid_size, batch_size=args.batch_size)
+    leg_forwards = images.shape[0] * leg.forwards_per_image + images.shape[0]  # + clean pass
+
+    def bare():
+        with torch.inference_mode():
+            model(batch)
+
+    bare_rates, leg_rates = [], []
+    for _ in range(args.rounds):
+        bare_rates.append(args.batch_size / timed(bare, args.repeats))
+        leg_rates.append(leg_forwards / timed(lambda: leg.sample(model, images), 1))
+    bare_rate, leg_rate = statistics.median(bare_rates), statistics.median(leg_rates)
+    print(f"bare      {bare_rate:10.1f} forwards/s (batch {args.batch_size})")
+    print(f"leg       {leg_rate:10.1f} forwards/s  efficiency {leg_rate / bare_rate:.3f}")
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    bare_one_thread = statistics.median(args.batch_size / timed(bare, args.repeats) for _ in range(args.rounds))
+    torch.set_num_threads(threads)
+    print(f"bare      {bare_one_thread:10.1f} forwards/s on 1 thread (what one model actor of 1 CPU gets)")
+
+    reference = LEG(n_samples=args.reference_samples, grid_size=args.grid_size, batch_size=1,
+                    channel_mode="separate", antithetic=False)
+    one = images[:1]
+    reference_rate = (reference.forwards_per_image + 1) / timed(lambda: reference.sample(model, one), 1)
+    print(f"reference {reference_rate:10.1f} forwards/s (one forward per perturbation)")
+    leg_s_per_image = leg.forwards_per_image / leg_rate
+    return {
+        "bare_forwards_per_s": round(bare_rate, 1),
+        "bare_forwards_per_s_1_thread": round(bare_one_thread, 1),
+        "leg_forwards_per_s": round(leg_rate, 1),
+        "leg_efficiency": round(leg_rate / bare_rate, 3),
+        "reference_loop_forwards_per_s": round(reference_rate, 1),
+        "leg_speedup_over_reference_loop": round(leg_rate / reference_rate, 2),
+        "leg_s_per_image": round(leg_s_per_image, 4),
+        "leg_forwards_per_image": leg.forwards_per_image,
+    }
+
+
+def bench_lp(model, images, args) -> dict:
+    stats = LEG(n_samples=args.samples, grid_size=args.lp_grid, batch_size=args.batch_size).sample(
+        model, images[: args.lp_images]
+    )
+    results = {}
+    for formulation, solver, repeats in (
+        ("sparse", "HIGHS", args.lp_images),
+        ("sparse", "CLARABEL", args.lp_images),
+        ("dense", "HIGHS", args.dense_repeats),
+        ("dense", "CLARABEL", args.dense_repeats),
+    ):
+        if repeats == 0:
+            continue
+        solve_tv(stats.g_hat[0, :1], args.lp_grid, stats.noise_level, [0.1], solver, formulation)
+        times = []
+        for image in range(repeats):
+            g_hat = stats.g_hat[image % len(stats), :1]  # one channel: one LP
+            (solution,) = solve_tv(g_hat, args.lp_grid, stats.noise_level, [0.1], solver, formulation)
+            if solution.status != "ok":
+                raise RuntimeError(f"{formulation}/{solver}: {solution.error}")
+            times.append(solution.solve_s)
+        median = statistics.median(times)
+        results[f"lp_{formulation}_{solver.lower()}_median_s"] = round(median, 4)
+        print(f"lp        {formulation:6s} {solver:8s} median {median:8.3f} s per LP "
+              f"({args.lp_grid}x{args.lp_grid}, {repeats} solves)")
+    results["lp_median_s"] = results["lp_sparse_clarabel_median_s"]  # the default solver
+    return results
+
+
+def bench_peers(model, images, args) -> dict:
+    from captum.attr import KernelShap, Lime
+
+    grid = args.grid_size
+    cells = torch.arange(grid * grid, device=args.device).reshape(grid, grid)
+    feature_mask = grid_to_image(cells, args.size, args.size)[None, None].expand(1, 3, -1, -1)
+    budget = LEG(n_samples=args.samples, grid_size=grid).forwards_per_image
+    one = images[:1]
+    with torch.inference_mode():
+        target = int(model(one).argmax())
+    results = {}
+    for name, method in (("kernelshap", KernelShap(model)), ("lime", Lime(model))):
+        def run():
+            method.attribute(one, target=target, feature_mask=feature_mask, n_samples=budget,
+                             perturbations_per_eval=args.batch_size, baselines=0.0)
+        seconds = timed(run, 1)
+        results[f"{name}_s_per_image"] = round(seconds, 4)
+        print(f"peer      captum {name:10s} {seconds:8.3f} s per image ({budget} forwards)")
+    return results
+
+
+def bench_pipeline(args) -> dict:
+    from pipeline.config import load_config
+    from pipeline.demo_data import write_demo_dataset
+    from pipeline.job import run_job
+
+    work = Path(tempfile.mkdtemp(prefix="legx-bench-"))
+    write_demo_dataset(work / "images", count=args.pipeline_images, seed=123, image_size=args.size)
+    overrides = [
+        f"input={work / 'images'}",
+        f"output={work / 'output'}",
+        "model=demo",
+        "methods=[leg,leg-tv]",
+        f"image_size={args.size}",
+        f"leg.n_samples={args.samples}",
+        f"leg.grid_size={args.grid_size}",
+        f"leg.batch_size={args.batch_size}",
+        f"leg-tv.n_samples={args.samples}",
+        f"leg-tv.grid_size={args.grid_size}",
+        f"leg-tv.batch_size={args.batch_size}",
+    ]
+    summary = run_job(load_config(None, overrides))
+    print(f"pipeline  {summary.forwards_per_s:10.1f} forwards/s  {summary.images_per_s:.2f} images/s "
+          f"({summary.images} images, {summary.ok} ok rows, {summary.errors} error rows, "
+          f"{summary.wall_s:.1f} s)")
+    return {
+        "pipeline_forwards_per_s": round(summary.forwards_per_s, 1),
+        "pipeline_images_per_s": round(summary.images_per_s, 3),
+        "pipeline_wall_s": round(summary.wall_s, 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small budgets: under 3 minutes on 2 cores")
+    parser.add_argument("--arch", default="demo", help="'demo' or a torchvision architecture (random weights)")
+    parser.add_argument("--size", type=int, default=None, help="image side (default 64 demo, 224 otherwise)")
+    parser.add_argument("--grid-size", type=int, default=None, help="LEG grid (default 16 demo, 28 otherwise)")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--samples", type=int, default=None, help="LEG n_samples per image")
+    parser.add_argument("--images", type=int, default=None)
+    parser.add_argument("--lp-grid", type=int, default=28)
+    parser.add_argument("--skip", default="", help="comma-separated sections to skip: leg,lp,peers,pipeline")
+    args = parser.parse_args(argv)
+
+    demo = args.arch == "demo"
+    args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    args.size = args.size or (64 if demo else 224)
+    args.grid_size = args.grid_size or (16 if demo else 28)
+    args.batch_size = args.batch_size or (256 if demo else 64)
+    quick = args.quick
+    args.samples = args.samples or ((256 if quick else 1000) if demo else (64 if quick else 500))
+    args.images = args.images or (8 if demo else 2)
+    args.rounds = 3 if quick else 5
+    args.repeats = 3 if quick else 10
+    args.reference_samples = 32 if quick else 200
+    args.lp_images = 5 if quick else 20
+    args.dense_repeats = 1 if quick else 3
+    args.pipeline_images = 24 if quick else 100
+    skip = set(filter(None, args.skip.split(",")))
+
+    torch.manual_seed(0)
+    model = build_model(args)
+    images = torch.rand(args.images, 3, args.size, args.size, device=args.device)
+    results = {
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, "
+                   f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'}",
+        "arch": args.arch, "size": args.size, "grid_size": args.grid_size,
+        "batch_size": args.batch_size, "samples": args.samples, "threads": torch.get_num_threads(),
+    }
+    print(f"# {results['machine']}; {args.arch} {args.size}px, grid {args.grid_size}, "
+          f"batch {args.batch_size}, n_samples {args.samples}")
+    if "leg" not in skip:
+        results.update(bench_forwards(model, images, args))
+    if "lp" not in skip:
+        results.update(bench_lp(model, images, args))
+    if "peers" not in skip:
+        results.update(bench_peers(model, images, args))
+    if "pipeline" not in skip and demo:
+        results.update(bench_pipeline(args))
+        if "bare_forwards_per_s" in results:
+            # The job's one model actor holds 1 CPU (torch uses 1 thread) and leaves the other
+            # core to decoding, LP solves and writing: its limit is the 1-thread bare rate.
+            results["efficiency"] = round(
+                results["pipeline_forwards_per_s"] / results["bare_forwards_per_s_1_thread"], 3
+            )
+            results["efficiency_vs_all_cores"] = round(
+                results["pipeline_forwards_per_s"] / results["bare_forwards_per_s"], 3
+            )
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
