@@ -207,7 +207,7 @@ class LEGTV(LEG):
         noise_level: float = 0.02,
         grid_size: int = 28,
         batch_size: int = 256,
-        channel_mode: str = "joint",
+        channel_mode: str = "separate",
         antithetic: bool = True,
         score: str = "prob",
         absolute: bool = True,

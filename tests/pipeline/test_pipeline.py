@@ -251,7 +251,7 @@ def test_webdataset_job_in_process_and_rerun_of_a_complete_run(ray_local, tmp_pa
                                 "image_size=16", "run_id=wds"])
     first = run_job(config, log=lambda message: None)
     assert (first.images, first.rows, first.ok, first.errors) == (6, 6, 6, 0)
-    assert first.forwards == 6 * 64
+    assert first.forwards == 6 * 3 * 64  # channels perturbed separately
     keys = _run_rows(tmp_path / "out", "wds")
     assert sorted(k[0] for k in keys) == sorted(n[: -len(".png")] for n in names)
 
@@ -271,3 +271,35 @@ def test_embedded_default_runs_from_an_empty_folder(tmp_path):
     assert manifest["model_id"].startswith("demo@")
     rows = _run_rows(tmp_path / "legx-output", "embedded")
     assert sorted({(method, lam) for _, method, lam in rows}) == [("leg", None), ("leg-tv", 0.1), ("leg-tv", 0.3)]
+
+
+def test_any_subset_of_methods_runs_by_name(ray_local, tmp_path):
+    """Methods other than LEG run through the same job by name, each writing its own rows; the
+    bundled demo model (hookable, unlike TorchScript) explains 32 px demo images."""
+    import duckdb
+
+    from pipeline.config import load_config
+    from pipeline.job import run_job
+
+    demo = tmp_path / "demo"
+    write_demo_dataset(str(demo), 3, seed=5, image_size=32)
+    names = ["grad-cam", "lime", "expected-gradients", "leg"]
+    config = load_config(None, [
+        f"input={demo}", f"output={tmp_path / 'out'}", "model=demo", "image_size=32", "run_id=subset",
+        f"methods=[{','.join(names)}]", "lime.n_samples=32", "lime.n_segments=8",
+        "expected-gradients.n_samples=8", "leg.n_samples=32", "leg.grid_size=4",
+        "metrics=[pointing_game]",
+    ])
+    summary = run_job(config, log=lambda message: None)
+    assert (summary.images, summary.rows, summary.ok, summary.errors) == (3, 12, 12, 0)
+    rows = duckdb.sql(
+        f"select method, height, width, saliency "
+        f"from read_parquet('{tmp_path / 'out'}/saliency/**/*.parquet', hive_partitioning=true) "
+        f"where status = 'ok' and pointing_game is not null"
+    ).fetchall()
+    per_method: dict[str, int] = {}
+    for method, height, width, saliency in rows:
+        values = np.asarray(saliency)
+        assert values.shape == (height * width,) and np.isfinite(values).all(), method
+        per_method[method] = per_method.get(method, 0) + 1
+    assert per_method == {name: 3 for name in names}
