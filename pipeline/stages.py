@@ -26,6 +26,7 @@ import pyarrow as pa
 
 import methods
 from pipeline.decode import DecodeError, decode_image, fit_box, fit_mask
+from pipeline.sink import output_schema
 from pipeline.storage import StorageOptions
 
 DECODED_SCHEMA = pa.schema(
@@ -42,25 +43,18 @@ DECODED_SCHEMA = pa.schema(
     ]
 )
 
-# Rows between the explain stage and the sink: the output columns the stages know, plus
-# internal ones (leading underscore) that the sink drops.
+# Rows between the explain stage and the sink: the output columns the stages fill (typed as the
+# output table types them), plus internal ones (leading underscore) that the sink drops.
+_OUTPUT_FIELDS = {output_field.name: output_field for output_field in output_schema()}
 STAGE_SCHEMA = pa.schema(
     [
-        ("image_id", pa.string()),
-        ("source_uri", pa.string()),
-        ("label", pa.int64()),
-        ("target", pa.int64()),
-        ("target_score", pa.float64()),
-        ("model_id", pa.string()),
-        ("method", pa.string()),
-        ("lam", pa.float64()),
-        ("params", pa.string()),
-        ("height", pa.int32()),
-        ("width", pa.int32()),
-        ("saliency", pa.list_(pa.float32())),
-        ("status", pa.string()),
-        ("error", pa.string()),
-        ("elapsed_s", pa.float64()),
+        _OUTPUT_FIELDS[name]
+        for name in (
+            "image_id", "source_uri", "label", "target", "target_score", "model_id", "method",
+            "lam", "params", "height", "width", "saliency", "status", "error", "elapsed_s",
+        )
+    ]
+    + [
         ("_forwards", pa.int64()),
         ("_stats", pa.binary()),
         ("_pending", pa.string()),
