@@ -32,7 +32,8 @@ from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from methods import load_model, upsample_maps  # noqa: E402
+from methods import load_model  # noqa: E402
+from methods.metrics import localisation  # noqa: E402
 from methods.leg import LEG  # noqa: E402
 from pipeline.demo_data import write_demo_dataset  # noqa: E402
 
@@ -72,9 +73,8 @@ def block_gradient(model, images: torch.Tensor, targets: torch.Tensor, grid_size
 
 
 def pointing(maps: np.ndarray, masks: np.ndarray) -> float:
-    upsampled = upsample_maps(maps, masks.shape[1], masks.shape[2])
-    hits = [masks[i].flat[np.argmax(upsampled[i])] for i in range(len(maps))]
-    return float(np.mean(hits))
+    """Mean pointing-game hit rate, scored as the pipeline scores it."""
+    return float(np.nanmean(localisation(maps, masks=masks)[0]))
 
 
 def main() -> None:
