@@ -1,6 +1,6 @@
 """Train the bundled demo model on the synthetic shapes and save methods/assets/demo_cnn.pt.
 
-    python scripts/train_demo_model.py [--train 12000] [--test 2000] [--epochs 10]
+    python scripts/train_demo_model.py [--train 16000] [--test 2000] [--epochs 14]
 
 Train and test images come from disjoint generator seeds (``pipeline.demo_data``), so the test
 accuracy it prints is measured on images the model never saw. Label smoothing keeps the softmax
@@ -52,9 +52,9 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train", type=int, default=12000)
+    parser.add_argument("--train", type=int, default=16000)
     parser.add_argument("--test", type=int, default=2000)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=14)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--out", default=str(ROOT / "methods" / "assets" / "demo_cnn.pt"))
     parser.add_argument("--learning-rate", type=float, default=3e-3)
