@@ -25,6 +25,9 @@ DEMO_CONFIG: dict[str, Any] = {
     "methods": ["leg", "leg-tv"],
     "image_size": DEMO_IMAGE_SIZE,
     "batch_size": 8,
+    # The embedded default runs on this machine, where its one model actor does nearly all the
+    # work: torch may use every core (the other stages' tasks are short).
+    "actor_threads": os.cpu_count() or 1,
     "leg": dict(DEMO_SAMPLING),
     "leg-tv": {**DEMO_SAMPLING, "lambdas": [0.1, 0.3]},
     "metrics": ["pointing_game", "mask_energy", "gini"],

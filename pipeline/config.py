@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 import methods
+from methods.inference import PRECISIONS
 from pipeline.storage import StorageOptions, scheme_of, strip_userinfo
 
 INPUT_FORMATS = ("auto", "folder", "webdataset", "parquet")
@@ -75,12 +76,16 @@ class JobConfig:
     target: str = "top1"
     # Execution
     batch_size: int = 8
-    decode_batch_size: int = 32
+    decode_batch_size: int | None = None
     solve_batch_size: int = 2
     rows_per_file: int = 2000
     actors: int = 1
     actor_cpus: float = 1.0
+    actor_threads: int | None = None
     gpu: str = "auto"
+    precision: str = "fp32"
+    channels_last: bool = True
+    compile: bool = False
     storage: StorageOptions = field(default_factory=StorageOptions)
 
     def public_dict(self) -> dict[str, Any]:
@@ -232,6 +237,10 @@ def _check_field(key: str, value: Any) -> str | None:
         if value < 1:
             return f"{key}: must be >= 1, got {value}"
         return None
+    if kind == "bool":
+        if not isinstance(value, bool):
+            return f"{key}: expected true or false, got {value!r}"
+        return None
     if kind == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             return f"{key}: expected a positive number, got {value!r}"
@@ -277,6 +286,7 @@ def _check_config(config: JobConfig, known_methods: list[str]) -> list[str]:
     _check_choice(problems, "resize", config.resize, RESIZE_MODES)
     _check_choice(problems, "target", config.target, TARGET_MODES)
     _check_choice(problems, "gpu", config.gpu, GPU_MODES)
+    _check_choice(problems, "precision", config.precision, tuple(PRECISIONS))
     if config.run_id and not _RUN_ID_PATTERN.match(config.run_id):
         problems.append(
             f"run_id: {config.run_id!r} must be 1-128 characters of letters, digits, '.', '_'"

@@ -115,6 +115,10 @@ def make_plan(config: JobConfig, use_gpu: bool) -> Plan:
         target=config.target,
         use_gpu=use_gpu,
         actor_cpus=config.actor_cpus,
+        torch_threads=config.actor_threads or max(1, int(config.actor_cpus)),
+        precision=config.precision,
+        channels_last=config.channels_last,
+        compile=config.compile,
         metrics=tuple(config.metrics),
         metric_options=dict(config.metric_options),
         storage=config.storage,
@@ -161,9 +165,11 @@ def run_job(config: JobConfig, log=print) -> JobSummary:
     """Run the job of ``config`` to completion (resuming its run id) and return the summary."""
     import ray
 
+    ensure_ray()
+    # The clock starts once Ray is up: on a cluster it already is, and the job's rate should
+    # not depend on whether this process had to start a local Ray first.
     started_at = datetime.now(timezone.utc)
     started = time.perf_counter()
-    ensure_ray()
     use_gpu = _use_gpu(config)
     _check_resources(config, use_gpu)
     plan = make_plan(config, use_gpu)
@@ -189,7 +195,9 @@ def run_job(config: JobConfig, log=print) -> JobSummary:
     gpus = (0.5 if model_metrics else 1.0) if use_gpu else 0
     dataset = dataset.map_batches(
         decode_batch,
-        batch_size=config.decode_batch_size,
+        # Decoded blocks of one model call's size stream through the actor one by one, so that
+        # LP solves and writes of one block overlap the forwards of the next.
+        batch_size=config.decode_batch_size or config.batch_size,
         batch_format="pyarrow",
         fn_kwargs={"plan": plan, "annotations_ref": annotations_ref, "skip_ref": skip_ref},
         # Ray fuses consecutive map stages whose remote args are equal; declaring the decode

@@ -93,6 +93,10 @@ class Plan:
     target: str
     use_gpu: bool
     actor_cpus: float
+    torch_threads: int = 1
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
     metrics: tuple[str, ...] = ()
     metric_options: dict[str, Any] = field(default_factory=dict)
     storage: StorageOptions = field(default_factory=StorageOptions)
@@ -102,8 +106,9 @@ class Plan:
 
 
 def load_job_model(plan: Plan, device: str):
-    """The job's model on ``device``; weights in object storage are read with the job's
-    storage options."""
+    """The job's model on ``device``, prepared for inference as the plan asks (precision,
+    channels_last, compile); weights in object storage are read with the job's storage options."""
+    from methods.inference import prepare_model
     from methods.models import load_model
 
     spec = plan.model
@@ -118,7 +123,8 @@ def load_job_model(plan: Plan, device: str):
             options["client_kwargs"] = {"region_name": plan.storage.region}
     elif weights.startswith("gs://") and plan.storage.anonymous:
         options = {"token": "anon"}
-    return load_model(spec, device=device, storage_options=options)
+    model = load_model(spec, device=device, storage_options=options)
+    return prepare_model(model, plan.precision, plan.channels_last, plan.compile)
 
 
 def method_spec(name: str, params: dict[str, Any]) -> MethodSpec:
@@ -251,7 +257,7 @@ class ExplainActor:
     def __init__(self, plan: Plan) -> None:
         import torch
 
-        torch.set_num_threads(max(1, int(plan.actor_cpus)))
+        torch.set_num_threads(plan.torch_threads)
         self.plan = plan
         self.device = "cuda" if plan.use_gpu and torch.cuda.is_available() else "cpu"
         self.model = load_job_model(plan, self.device)
@@ -280,6 +286,8 @@ class ExplainActor:
                     rows.extend(_error_rows(base, spec, record["error"], self.params_text[spec.name]))
         if good:
             images = _images_tensor([r["_image"] for r in good], self.plan.image_size)
+            if self.device == "cuda":
+                images = images.pin_memory().to(self.device, non_blocking=True)
             with torch.inference_mode():
                 targets, scores = self._targets(images, good)
             bases = [self._base(r, int(t), float(s)) for r, t, s in zip(good, targets, scores)]
@@ -481,7 +489,7 @@ class MetricsActor:
     def __init__(self, plan: Plan) -> None:
         import torch
 
-        torch.set_num_threads(max(1, int(plan.actor_cpus)))
+        torch.set_num_threads(plan.torch_threads)
         self.plan = plan
         self.device = "cuda" if plan.use_gpu and torch.cuda.is_available() else "cpu"
         self.model = load_job_model(plan, self.device)

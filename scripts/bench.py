@@ -3,6 +3,7 @@ measured side by side in one run on the same model, images and machine.
 
     python scripts/bench.py --quick                    # demo model, < 3 minutes on 2 cores
     python scripts/bench.py --arch resnet18 --size 224 # a torchvision architecture
+    python scripts/bench.py --quick --precision bf16       # autocast; --no-channels-last, --compile
 
 Sections (each prints a line; the last line is one JSON object with every number):
   bare       the limit: bare model forwards/s at the batch size in use
@@ -15,7 +16,15 @@ Sections (each prints a line; the last line is one JSON object with every number
   pipeline   legx end to end (local Ray, LEG + LEG-TV, Parquet written): forwards/s, images/s
 Bare and LEG timings alternate in several rounds and report medians, so that a load spike on a
 shared machine hits both alike. ``--arch`` uses random weights: throughput does not depend on
-them, and nothing is downloaded.
+them, and nothing is downloaded (the pipeline reads them from a temporary weights file).
+
+``--precision``, ``--channels-last`` (on by default, as in the job config) and ``--compile`` set
+up the model with ``methods.inference.prepare_model`` for every section (and the job's config
+for the pipeline); with any of them on, the leg section also prints the LEG map's error against
+the plain float32 model at the same seed, beside the float32 seed-to-seed difference (the Monte
+Carlo noise it is to be judged by).
+``--actor-threads`` sets the pipeline actor's torch threads; efficiency is taken against the
+bare rate at that thread count.
 """
 
 from __future__ import annotations
@@ -35,21 +44,26 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from methods.inference import PRECISIONS, prepare_model  # noqa: E402
 from methods.leg import LEG, grid_to_image  # noqa: E402
 from methods.legtv import solve_tv  # noqa: E402
 
 
-def build_model(args: argparse.Namespace) -> torch.nn.Module:
-    if args.arch == "demo":
-        from methods.models import load_model
+def build_model(args: argparse.Namespace) -> tuple[torch.nn.Module, str]:
+    """The float32 model and the job's model spec for it (a torchvision architecture's random
+    weights go to a temporary file that the pipeline loads)."""
+    from methods.models import load_model
 
-        return load_model("demo", device=args.device)
+    if args.arch == "demo":
+        return load_model("demo", device=args.device), "demo"
     import torchvision
 
     from methods.models import NormalizedClassifier
 
     network = torchvision.models.get_model(args.arch, weights=None)
-    return NormalizedClassifier(network).eval().to(args.device)
+    weights = Path(tempfile.mkdtemp(prefix="legx-bench-weights-")) / f"{args.arch}.pth"
+    torch.save(network.state_dict(), weights)
+    return NormalizedClassifier(network).eval().to(args.device), f"torchvision:{args.arch}@{weights}"
 
 
 def timed(function, repeats: int) -> float:
@@ -67,7 +81,7 @@ def timed(function, repeats: int) -> float:
     return statistics.median(durations)
 
 
-def bench_forwards(model, images, args) -> dict:
+def bench_forwards(model, images, args, reference_model) -> dict:
     batch = torch.rand(args.batch_size, 3, args.size, args.size, device=args.device)
     leg = LEG(n_samples=args.samples, grid_size=args.grid_size, batch_size=args.batch_size)
     leg_forwards = images.shape[0] * leg.forwards_per_image + images.shape[0]  # + clean pass
@@ -76,19 +90,39 @@ def bench_forwards(model, images, args) -> dict:
         with torch.inference_mode():
             model(batch)
 
-    bare_rates, leg_rates = [], []
+    threads = torch.get_num_threads()
+
+    def bare_on_actor_threads():
+        torch.set_num_threads(args.actor_threads)
+        try:
+            bare()
+        finally:
+            torch.set_num_threads(threads)
+
+    bare_rates, leg_rates, actor_rates = [], [], []
     for _ in range(args.rounds):
         bare_rates.append(args.batch_size / timed(bare, args.repeats))
         leg_rates.append(leg_forwards / timed(lambda: leg.sample(model, images), 1))
+        if args.actor_threads != threads:
+            actor_rates.append(args.batch_size / timed(bare_on_actor_threads, args.repeats))
     bare_rate, leg_rate = statistics.median(bare_rates), statistics.median(leg_rates)
-    print(f"bare      {bare_rate:10.1f} forwards/s (batch {args.batch_size})")
+    bare_actor_threads = statistics.median(actor_rates) if actor_rates else bare_rate
+    print(f"bare      {bare_rate:10.1f} forwards/s (batch {args.batch_size}, {threads} threads)")
     print(f"leg       {leg_rate:10.1f} forwards/s  efficiency {leg_rate / bare_rate:.3f}")
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    bare_one_thread = statistics.median(args.batch_size / timed(bare, args.repeats) for _ in range(args.rounds))
-    torch.set_num_threads(threads)
-    print(f"bare      {bare_one_thread:10.1f} forwards/s on 1 thread (what one model actor of 1 CPU gets)")
+    print(f"bare      {bare_actor_threads:10.1f} forwards/s on {args.actor_threads} thread(s) "
+          f"(what the pipeline's model actor gets)")
+    accuracy = {}
+    if model is not reference_model:
+        maps = leg.explain(model, images)
+        exact = leg.explain(reference_model, images)
+        other_seed = LEG(n_samples=args.samples, grid_size=args.grid_size, batch_size=args.batch_size,
+                         seed=1).explain(reference_model, images)
+        accuracy = {
+            "leg_map_error_vs_fp32": round(float(np.linalg.norm(maps - exact) / np.linalg.norm(exact)), 4),
+            "leg_fp32_seed_to_seed": round(float(np.linalg.norm(other_seed - exact) / np.linalg.norm(exact)), 4),
+        }
+        print(f"leg       map error vs float32 {accuracy['leg_map_error_vs_fp32']:.3f} "
+              f"(float32 seed to seed: {accuracy['leg_fp32_seed_to_seed']:.3f})")
 
     reference = LEG(n_samples=args.reference_samples, grid_size=args.grid_size, batch_size=1,
                     channel_mode="separate", antithetic=False)
@@ -98,13 +132,14 @@ def bench_forwards(model, images, args) -> dict:
     leg_s_per_image = leg.forwards_per_image / leg_rate
     return {
         "bare_forwards_per_s": round(bare_rate, 1),
-        "bare_forwards_per_s_1_thread": round(bare_one_thread, 1),
+        "bare_forwards_per_s_actor_threads": round(bare_actor_threads, 1),
         "leg_forwards_per_s": round(leg_rate, 1),
         "leg_efficiency": round(leg_rate / bare_rate, 3),
         "reference_loop_forwards_per_s": round(reference_rate, 1),
         "leg_speedup_over_reference_loop": round(leg_rate / reference_rate, 2),
         "leg_s_per_image": round(leg_s_per_image, 4),
         "leg_forwards_per_image": leg.forwards_per_image,
+        **accuracy,
     }
 
 
@@ -121,7 +156,8 @@ def bench_lp(model, images, args) -> dict:
     ):
         if repeats == 0:
             continue
-        solve_tv(stats.g_hat[0, :1], args.lp_grid, stats.noise_level, [0.1], solver, formulation)
+        if formulation == "sparse":  # builds the cached program; a dense solve takes as long
+            solve_tv(stats.g_hat[0, :1], args.lp_grid, stats.noise_level, [0.1], solver, formulation)
         times = []
         for image in range(repeats):
             g_hat = stats.g_hat[image % len(stats), :1]  # one channel: one LP
@@ -168,7 +204,11 @@ def bench_pipeline(args) -> dict:
     overrides = [
         f"input={work / 'images'}",
         f"output={work / 'output'}",
-        "model=demo",
+        f"model={args.model_spec}",
+        f"precision={args.precision}",
+        f"channels_last={str(args.channels_last).lower()}",
+        f"compile={str(args.compile).lower()}",
+        f"actor_threads={args.actor_threads}",
         "methods=[leg,leg-tv]",
         f"image_size={args.size}",
         f"leg.n_samples={args.samples}",
@@ -200,6 +240,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", type=int, default=None)
     parser.add_argument("--lp-grid", type=int, default=28)
     parser.add_argument("--skip", default="", help="comma-separated sections to skip: leg,lp,peers,pipeline")
+    parser.add_argument("--precision", default="fp32", choices=sorted(PRECISIONS))
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                        help="NHWC layout (default on, as in the job config)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--actor-threads", type=int, default=1, help="torch threads of the pipeline's actor")
+    parser.add_argument("--pipeline-images", type=int, default=None,
+                        help="images of the pipeline run (default 64 demo / 8 otherwise; 100 / 24 without --quick)")
     args = parser.parse_args(argv)
 
     demo = args.arch == "demo"
@@ -215,33 +262,36 @@ def main(argv: list[str] | None = None) -> None:
     args.reference_samples = 32 if quick else 200
     args.lp_images = 5 if quick else 20
     args.dense_repeats = 1 if quick else 3
-    args.pipeline_images = 24 if quick else 100
+    args.pipeline_images = args.pipeline_images or ((64 if quick else 100) if demo else (8 if quick else 24))
     skip = set(filter(None, args.skip.split(",")))
 
     torch.manual_seed(0)
-    model = build_model(args)
+    reference_model, args.model_spec = build_model(args)
+    model = prepare_model(reference_model, args.precision, args.channels_last, args.compile)
     images = torch.rand(args.images, 3, args.size, args.size, device=args.device)
     results = {
         "machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, "
                    f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'}",
         "arch": args.arch, "size": args.size, "grid_size": args.grid_size,
         "batch_size": args.batch_size, "samples": args.samples, "threads": torch.get_num_threads(),
+        "precision": args.precision, "channels_last": args.channels_last, "compile": args.compile,
+        "actor_threads": args.actor_threads,
     }
     print(f"# {results['machine']}; {args.arch} {args.size}px, grid {args.grid_size}, "
           f"batch {args.batch_size}, n_samples {args.samples}")
     if "leg" not in skip:
-        results.update(bench_forwards(model, images, args))
+        results.update(bench_forwards(model, images, args, reference_model))
     if "lp" not in skip:
         results.update(bench_lp(model, images, args))
     if "peers" not in skip:
         results.update(bench_peers(model, images, args))
-    if "pipeline" not in skip and demo:
+    if "pipeline" not in skip:
         results.update(bench_pipeline(args))
         if "bare_forwards_per_s" in results:
-            # The job's one model actor holds 1 CPU (torch uses 1 thread) and leaves the other
-            # core to decoding, LP solves and writing: its limit is the 1-thread bare rate.
+            # The job's one model actor runs torch on --actor-threads threads: its limit is the
+            # bare rate at that thread count.
             results["efficiency"] = round(
-                results["pipeline_forwards_per_s"] / results["bare_forwards_per_s_1_thread"], 3
+                results["pipeline_forwards_per_s"] / results["bare_forwards_per_s_actor_threads"], 3
             )
             results["efficiency_vs_all_cores"] = round(
                 results["pipeline_forwards_per_s"] / results["bare_forwards_per_s"], 3

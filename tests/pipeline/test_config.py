@@ -81,3 +81,17 @@ def test_missing_input_and_bucket():
 
 def test_unknown_metric():
     assert "unknown metric 'nope'" in _problems(["input=./x", "metrics=[nope]"])
+
+
+def test_forward_options_are_checked_and_reach_the_plan():
+    from pipeline.job import make_plan
+
+    text = _problems(["input=./images", "precision=fp8", "channels_last=yes please", "actor_threads=0"])
+    for expected in ("precision: must be one of fp32, bf16, fp16, got 'fp8'",
+                     "channels_last: expected true or false", "actor_threads: must be >= 1"):
+        assert expected in text
+    config = load_config(None, ["input=./images", "precision=bf16", "channels_last=true", "actor_threads=2"])
+    plan = make_plan(config, use_gpu=False)
+    assert (plan.precision, plan.channels_last, plan.compile, plan.torch_threads) == ("bf16", True, False, 2)
+    # Without actor_threads, torch gets the CPUs Ray reserves for the actor.
+    assert make_plan(load_config(None, ["input=./images", "actor_cpus=3"]), use_gpu=False).torch_threads == 3

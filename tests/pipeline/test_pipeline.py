@@ -275,7 +275,8 @@ def test_embedded_default_runs_from_an_empty_folder(tmp_path):
 
 def test_any_subset_of_methods_runs_by_name(ray_local, tmp_path):
     """Methods other than LEG run through the same job by name, each writing its own rows; the
-    bundled demo model (hookable, unlike TorchScript) explains 32 px demo images."""
+    bundled demo model (hookable, unlike TorchScript) explains 32 px demo images, run in bf16
+    and channels_last by the actors (the wrapper keeps Grad-CAM's layer lookup working)."""
     import duckdb
 
     from pipeline.config import load_config
@@ -288,10 +289,12 @@ def test_any_subset_of_methods_runs_by_name(ray_local, tmp_path):
         f"input={demo}", f"output={tmp_path / 'out'}", "model=demo", "image_size=32", "run_id=subset",
         f"methods=[{','.join(names)}]", "lime.n_samples=32", "lime.n_segments=8",
         "expected-gradients.n_samples=8", "leg.n_samples=32", "leg.grid_size=4",
-        "metrics=[pointing_game]",
+        "metrics=[pointing_game]", "precision=bf16", "channels_last=true",
     ])
     summary = run_job(config, log=lambda message: None)
     assert (summary.images, summary.rows, summary.ok, summary.errors) == (3, 12, 12, 0)
+    manifest = json.loads((tmp_path / "out" / "runs" / "subset.json").read_text())
+    assert (manifest["config"]["precision"], manifest["config"]["channels_last"]) == ("bf16", True)
     rows = duckdb.sql(
         f"select method, height, width, saliency "
         f"from read_parquet('{tmp_path / 'out'}/saliency/**/*.parquet', hive_partitioning=true) "
