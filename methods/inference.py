@@ -62,8 +62,6 @@ def prepare_model(
 ) -> nn.Module:
     """``model`` set up for fast inference (see the module docstring); the model itself when
     every option is off. The model must already be on its device and in eval mode."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
     prepared: nn.Module = model
     if precision != "fp32" or channels_last:
         prepared = InferenceModel(model, precision, channels_last)

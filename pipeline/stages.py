@@ -95,7 +95,7 @@ class Plan:
     actor_cpus: float
     torch_threads: int = 1
     precision: str = "fp32"
-    channels_last: bool = False
+    channels_last: bool = True
     compile: bool = False
     metrics: tuple[str, ...] = ()
     metric_options: dict[str, Any] = field(default_factory=dict)

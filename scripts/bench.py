@@ -244,7 +244,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                         help="NHWC layout (default on, as in the job config)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
-    parser.add_argument("--actor-threads", type=int, default=1, help="torch threads of the pipeline's actor")
+    parser.add_argument("--actor-threads", type=int, default=torch.get_num_threads(),
+                        help="torch threads of the pipeline's actor (default: as many as the bare model uses)")
     parser.add_argument("--pipeline-images", type=int, default=None,
                         help="images of the pipeline run (default 64 demo / 8 otherwise; 100 / 24 without --quick)")
     args = parser.parse_args(argv)
