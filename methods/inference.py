@@ -57,6 +57,14 @@ class InferenceModel(nn.Module):
         return logits.float()
 
 
+def input_memory_format(model: nn.Module) -> torch.memory_format:
+    """The layout ``model`` converts its input to: building a batch in it saves that copy."""
+    model = getattr(model, "_orig_mod", model)  # a torch.compile'd module wraps the original
+    if isinstance(model, InferenceModel) and model.channels_last:
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def prepare_model(
     model: nn.Module, precision: str = "fp32", channels_last: bool = False, compile: bool = False
 ) -> nn.Module:

@@ -44,6 +44,7 @@ import scipy.sparse as sp
 import torch
 
 from methods.base import Explainer, batches, check_images, model_device, resolve_targets
+from methods.inference import input_memory_format
 
 CHANNEL_MODES = ("separate", "joint", "shared")
 SCORES = ("prob", "logit")
@@ -108,6 +109,39 @@ def grid_to_image(grid_values: torch.Tensor, height: int, width: int) -> torch.T
     row_index = torch.arange(height, device=device) * g_rows // height
     col_index = torch.arange(width, device=device) * g_cols // width
     return grid_values[..., row_index, :][..., col_index]
+
+
+def perturb(
+    images: torch.Tensor,
+    runs: Sequence[tuple[int, int, int]],
+    grid_noise: torch.Tensor,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> torch.Tensor:
+    """clamp(image + grid_to_image(noise), 0, 1) for a batch of perturbations, in ``memory_format``.
+
+    ``runs`` lists (image, start, stop): rows start..stop of ``grid_noise`` (B, 3, g, g) perturb
+    ``images[image]``. When the image size is a multiple of g the block upsampling is a broadcast
+    over a (B, 3, g, H/g, g, W/g) view, written once into the output: neither the upsampled noise
+    nor per-row copies of the image are materialised (a third of the memory traffic of gather +
+    add + layout copy; 3.7% of a resnet18 forward batch on CPU).
+    """
+    n_rows, _, g_rows, g_cols = grid_noise.shape
+    height, width = images.shape[-2:]
+    if height % g_rows or width % g_cols:
+        perturbed = grid_to_image(grid_noise, height, width)
+        for image, start, stop in runs:
+            perturbed[start:stop].add_(images[image])
+        return perturbed.clamp_(0.0, 1.0).contiguous(memory_format=memory_format)
+    block_rows, block_cols = height // g_rows, width // g_cols
+    perturbed = torch.empty(
+        n_rows, 3, height, width, dtype=images.dtype, device=images.device, memory_format=memory_format
+    )
+    blocks = perturbed.view(n_rows, 3, g_rows, block_rows, g_cols, block_cols)
+    noise_blocks = grid_noise.view(n_rows, 3, g_rows, 1, g_cols, 1)
+    for image, start, stop in runs:
+        image_blocks = images[image].reshape(1, 3, g_rows, block_rows, g_cols, block_cols)
+        torch.add(image_blocks, noise_blocks[start:stop], out=blocks[start:stop])
+    return perturbed.clamp_(0.0, 1.0)
 
 
 @dataclass
@@ -302,12 +336,17 @@ class LEG(Explainer):
         forwards = noise.shape[0]
         sums = torch.zeros(n_images, n_stat_channels, noise.shape[-1], dtype=torch.float64, device=device)
         g = self.grid_size
+        memory_format = input_memory_format(model)
         for part in batches(n_images * forwards, self.batch_size):
             flat = torch.arange(part.start, part.stop, device=device)
             image_index, forward_index = flat // forwards, flat % forwards
             grid_noise = noise[forward_index]
-            pixel_noise = grid_to_image(grid_noise.reshape(-1, 3, g, g), height, width)
-            perturbed = (images[image_index] + pixel_noise).clamp_(0.0, 1.0)
+            runs = [
+                (image, max(part.start, image * forwards) - part.start,
+                 min(part.stop, (image + 1) * forwards) - part.start)
+                for image in range(part.start // forwards, (part.stop - 1) // forwards + 1)
+            ]
+            perturbed = perturb(images, runs, grid_noise.reshape(-1, 3, g, g), memory_format)
             scores = self._score(
                 model(perturbed),
                 target[image_index],

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from methods.inference import InferenceModel, prepare_model
+from methods.inference import InferenceModel, input_memory_format, prepare_model
 from methods.leg import LEG
 
 
@@ -34,6 +34,14 @@ def test_channels_last_gives_the_same_logits_and_keeps_the_interface():
     torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
     assert prepared.model_id == "small@test"
     assert prepared.get_submodule("0") is model[0]
+
+
+def test_input_memory_format_is_the_layout_the_forward_converts_to():
+    assert input_memory_format(small_cnn()) == torch.contiguous_format
+    assert input_memory_format(prepare_model(small_cnn(), precision="bf16")) == torch.contiguous_format
+    assert input_memory_format(prepare_model(small_cnn(), channels_last=True)) == torch.channels_last
+    compiled = prepare_model(small_cnn(), channels_last=True, compile=True)
+    assert input_memory_format(compiled) == torch.channels_last
 
 
 def test_bf16_autocast_runs_in_reduced_precision_and_returns_float32():

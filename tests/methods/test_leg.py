@@ -15,6 +15,7 @@ from methods.leg import (
     difference_matrix,
     grid_to_image,
     leg_maps,
+    perturb,
 )
 
 GRID = 6
@@ -79,6 +80,21 @@ def test_grid_to_image_blocks_cover_every_pixel(height, width):
             assert rows.size == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
     row_sizes = np.bincount(np.arange(height) * 6 // height, minlength=6)
     assert row_sizes.max() - row_sizes.min() <= 1 or height < 6
+
+
+@pytest.mark.parametrize("size", [24, 26])  # a multiple of the grid, and not
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_perturb_adds_each_rows_block_noise_to_its_own_image_and_clamps(size, memory_format):
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(3, 3, size, size, generator=generator)
+    grid_noise = torch.randn(7, 3, GRID, GRID, generator=generator) * 0.3  # large: clamping bites
+    image_of_row = torch.tensor([0, 0, 1, 1, 1, 2, 2])
+    runs = [(0, 0, 2), (1, 2, 5), (2, 5, 7)]
+    perturbed = perturb(images, runs, grid_noise, memory_format)
+    expected = (images[image_of_row] + grid_to_image(grid_noise, size, size)).clamp(0.0, 1.0)
+    assert perturbed.is_contiguous(memory_format=memory_format)
+    assert ((perturbed == 0) | (perturbed == 1)).any()
+    torch.testing.assert_close(perturbed, expected, rtol=0, atol=0)
 
 
 class LinearLogitModel(torch.nn.Module):
