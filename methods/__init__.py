@@ -1,16 +1,21 @@
 """legx methods: pure saliency explainers and metrics (torch + numpy + cvxpy; no Ray, no I/O).
 
 ``get_explainer(name, **params)`` builds any registered method; ``available()`` lists them.
-Modules are imported on first use so that ``import methods`` stays light.
+Modules, torch among them, are imported on first use, so that a process that only needs
+the torch-free parts (the pipeline's decode and solve workers) never loads torch.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+from typing import Any
 
-from methods.base import Explainer, upsample_maps
-from methods.models import load_model
+_LAZY = {
+    "Explainer": "methods.base",
+    "upsample_maps": "methods.base",
+    "load_model": "methods.models",
+}
 
 # name -> "module:Class"; each explainer is one module with one entry point.
 _REGISTRY: dict[str, str] = {
@@ -48,6 +53,12 @@ def get_explainer(name: str, **params) -> Explainer:
         raise ValueError(
             f"bad parameters for method {name!r}: {error}; accepted: {', '.join(accepted)}"
         ) from error
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'methods' has no attribute {name!r}")
 
 
 __all__ = ["Explainer", "available", "get_explainer", "load_model", "upsample_maps"]

@@ -29,73 +29,24 @@ error of antithetic pairs.
 The work is split for the pipeline: ``LEG.sample`` runs the forwards (on the model's device,
 packing the perturbations of several images into each forward batch) and returns the sufficient
 statistics; ``leg_maps`` turns them into maps on the CPU, and ``methods.legtv`` solves LEG-TV
-from the same statistics. The same seeded noise is used for every image of a call, so an image's
-map does not depend on which other images share its batch.
+from the same statistics (both in ``methods.leg_solvers``, which needs no torch). The same
+seeded noise is used for every image of a call, so an image's map does not depend on which
+other images share its batch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
 from methods.base import Explainer, batches, check_images, model_device, resolve_targets
 from methods.inference import input_memory_format
+from methods.leg_solvers import LegStatistics, grid_operators, leg_maps
 
 CHANNEL_MODES = ("separate", "joint", "shared")
 SCORES = ("prob", "logit")
-
-
-def difference_matrix(grid_size: int) -> sp.csr_matrix:
-    """D for a g x g grid, row-major cells: horizontal and vertical neighbour differences, then
-    one row per border side of each border cell (the difference with a zero outside)."""
-    if grid_size < 1:
-        raise ValueError(f"grid_size must be >= 1, got {grid_size}")
-    g = grid_size
-    cell = np.arange(g * g).reshape(g, g)
-    left, right = cell[:, :-1].ravel(), cell[:, 1:].ravel()
-    upper, lower = cell[:-1, :].ravel(), cell[1:, :].ravel()
-    border = np.concatenate([cell[0, :], cell[-1, :], cell[:, 0], cell[:, -1]])
-    n_pairs = left.size + upper.size
-    rows = np.concatenate(
-        [np.arange(n_pairs), np.arange(n_pairs), n_pairs + np.arange(border.size)]
-    )
-    cols = np.concatenate([left, upper, right, lower, border])
-    values = np.concatenate([np.ones(n_pairs), -np.ones(n_pairs), np.ones(border.size)])
-    return sp.csr_matrix((values, (rows, cols)), shape=(n_pairs + border.size, g * g))
-
-
-@dataclass(frozen=True)
-class GridOperators:
-    """Noise-level-free operators of one grid size; Sigma = noise_level^2 * unit_covariance."""
-
-    difference: sp.csr_matrix  # D
-    unit_covariance: np.ndarray  # D^T D + (1/p) 1 1^T
-    unit_cholesky: np.ndarray  # lower Cholesky factor of unit_covariance
-    unit_inverse: np.ndarray  # unit_covariance^{-1}
-
-
-@lru_cache(maxsize=8)
-def grid_operators(grid_size: int) -> GridOperators:
-    """D, Sigma / s^2, its Cholesky factor and inverse for a grid size (cached per process)."""
-    difference = difference_matrix(grid_size)
-    n_cells = grid_size * grid_size
-    unit_covariance = (difference.T @ difference).toarray() + 1.0 / n_cells
-    return GridOperators(
-        difference=difference,
-        unit_covariance=unit_covariance,
-        unit_cholesky=np.linalg.cholesky(unit_covariance),
-        unit_inverse=np.linalg.inv(unit_covariance),
-    )
-
-
-def covariance(grid_size: int, noise_level: float) -> np.ndarray:
-    """Sigma = noise_level^2 (D^T D + (1/p) 1 1^T) for a g x g grid."""
-    return noise_level**2 * grid_operators(grid_size).unit_covariance
 
 
 def grid_to_image(grid_values: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -142,72 +93,6 @@ def perturb(
         image_blocks = images[image].reshape(1, 3, g_rows, block_rows, g_cols, block_cols)
         torch.add(image_blocks, noise_blocks[start:stop], out=blocks[start:stop])
     return perturbed.clamp_(0.0, 1.0)
-
-
-@dataclass
-class LegStatistics:
-    """Sufficient statistics of LEG sampling, one entry per image (numpy, CPU).
-
-    g_hat: (N, C, p) float64, (1/n) sum_i y_i z_i per perturbed channel (C = 3, or 1 for the
-    ``shared`` channel mode); target: (N,) explained class; clean_score: (N,) f(x).
-    """
-
-    g_hat: np.ndarray
-    target: np.ndarray
-    clean_score: np.ndarray
-    grid_size: int
-    noise_level: float
-    n_forwards: int
-
-    def __len__(self) -> int:
-        return self.g_hat.shape[0]
-
-    def __getitem__(self, index: int) -> LegStatistics:
-        position = range(len(self))[index]
-        part = slice(position, position + 1)
-        return LegStatistics(
-            g_hat=self.g_hat[part],
-            target=self.target[part],
-            clean_score=self.clean_score[part],
-            grid_size=self.grid_size,
-            noise_level=self.noise_level,
-            n_forwards=self.n_forwards,
-        )
-
-    @staticmethod
-    def concat(parts: Sequence[LegStatistics]) -> LegStatistics:
-        if not parts:
-            raise ValueError("nothing to concatenate")
-        first = parts[0]
-        for part in parts[1:]:
-            if (part.grid_size, part.noise_level, part.n_forwards) != (
-                first.grid_size,
-                first.noise_level,
-                first.n_forwards,
-            ):
-                raise ValueError("cannot concatenate statistics of different LEG settings")
-        return LegStatistics(
-            g_hat=np.concatenate([part.g_hat for part in parts]),
-            target=np.concatenate([part.target for part in parts]),
-            clean_score=np.concatenate([part.clean_score for part in parts]),
-            grid_size=first.grid_size,
-            noise_level=first.noise_level,
-            n_forwards=first.n_forwards,
-        )
-
-
-def combine_channels(per_channel: np.ndarray, absolute: bool) -> np.ndarray:
-    """(..., C, p) channel estimates -> (..., p): the reference's mean_c |LEG_c|, or the signed
-    mean when ``absolute`` is False."""
-    return np.abs(per_channel).mean(axis=-2) if absolute else per_channel.mean(axis=-2)
-
-
-def leg_maps(stats: LegStatistics, absolute: bool = True) -> np.ndarray:
-    """LEG = Sigma^{-1} g_hat per channel, combined over channels: float32 (N, g, g)."""
-    inverse = grid_operators(stats.grid_size).unit_inverse / stats.noise_level**2
-    per_channel = stats.g_hat @ inverse  # inverse is symmetric
-    combined = combine_channels(per_channel, absolute)
-    return combined.reshape(len(stats), stats.grid_size, stats.grid_size).astype(np.float32)
 
 
 class LEG(Explainer):

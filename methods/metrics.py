@@ -57,26 +57,8 @@ import torch
 from torchvision.transforms.functional import gaussian_blur
 
 from methods.base import batches, check_images, model_device, predict_logits, upsample_maps
+from methods.metric_names import BACKGROUNDS, METRIC_NAMES
 
-BACKGROUNDS: tuple[str, ...] = ("mean", "black", "white", "noise", "dist50", "dist100")
-METRIC_NAMES: tuple[str, ...] = tuple(f"key_size_{name}" for name in BACKGROUNDS) + (
-    "deletion_auc",
-    "insertion_auc",
-    "gini",
-    "pointing_game",
-    "mask_energy",
-)
-# Metrics computed from the map and the ground truth alone: no model forwards.
-MODEL_FREE_METRICS: frozenset[str] = frozenset({"gini", "pointing_game", "mask_energy"})
-# Direction of each metric: True where a higher value means a better map.
-HIGHER_IS_BETTER: dict[str, bool] = {
-    **{f"key_size_{name}": False for name in BACKGROUNDS},
-    "deletion_auc": False,
-    "insertion_auc": True,
-    "gini": True,
-    "pointing_game": True,
-    "mask_energy": True,
-}
 KEY_SIZE_GRID: np.ndarray = np.linspace(0.0, 1.0, 1000)
 SENSITIVITY_ALPHAS: np.ndarray = np.linspace(0.0, 0.4, 21)
 INSERTION_BASELINES = ("blur", "zero")

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from methods.base import upsample_maps
-from methods.metrics import METRIC_NAMES
+from methods.metric_names import METRIC_NAMES
 from pipeline.query import connect
 from pipeline.sanity import spearman_rows
 from pipeline.storage import StorageOptions, join, resolve, write_bytes_atomic

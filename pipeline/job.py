@@ -43,7 +43,8 @@ from pipeline.stages import (
 )
 
 
-# Decoding workers are Python processes with torch imported (~0.4 GiB resident).
+# Decoding workers import no torch (~0.2 GiB resident, Ray and pyarrow); the declaration's job is
+# to keep decode from being fused into the model actors (see below).
 DECODE_TASK_MEMORY = 512 * 1024**2
 
 

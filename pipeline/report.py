@@ -28,7 +28,8 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from methods.base import upsample_maps
-from methods.metrics import BACKGROUNDS, HIGHER_IS_BETTER, METRIC_NAMES, SENSITIVITY_ALPHAS
+from methods.metric_names import BACKGROUNDS, HIGHER_IS_BETTER, METRIC_NAMES
+from methods.metrics import SENSITIVITY_ALPHAS
 from pipeline.query import connect
 from pipeline.sink import read_manifest
 from pipeline.storage import StorageOptions, join, resolve, scheme_of

@@ -33,10 +33,8 @@ RUNS_DIR = "runs"
 
 def metric_names() -> list[str]:
     """The metric columns of the table: every metric ``methods.metrics`` defines."""
-    try:
-        from methods.metrics import METRIC_NAMES
-    except ImportError:
-        return []
+    from methods.metric_names import METRIC_NAMES
+
     return list(METRIC_NAMES)
 
 

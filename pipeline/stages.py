@@ -416,19 +416,13 @@ def map_row(base: dict[str, Any], method: str, lam: float | None, params_text: s
 # ---------------------------------------------------------------------------------------------
 # solve
 
-_EXPLAINER_CACHE: dict[str, Any] = {}
-
-
-def _cached_explainer(name: str, params: dict[str, Any]):
-    key = name + json.dumps(params, sort_keys=True)
-    if key not in _EXPLAINER_CACHE:
-        _EXPLAINER_CACHE[key] = methods.get_explainer(name, **params)
-    return _EXPLAINER_CACHE[key]
-
-
 def solve_batch(batch: pa.Table) -> pa.Table:
-    """Rows with LEG statistics -> one row per method and lambda; other rows pass through."""
-    from methods.leg import leg_maps
+    """Rows with LEG statistics -> one row per method and lambda; other rows pass through.
+
+    The methods' parameters travel with the statistics, so the solvers run from them directly:
+    this stage imports no torch (see ``methods.leg_solvers``).
+    """
+    from methods.leg_solvers import leg_maps, legtv_solutions
 
     rows = []
     for record in batch.to_pylist():
@@ -440,13 +434,16 @@ def solve_batch(batch: pa.Table) -> pa.Table:
         forwards = record["_forwards"]
         start = len(rows)
         for name, params in json.loads(record["_pending"]):
-            explainer = _cached_explainer(name, params)
             params_text = json.dumps(params, sort_keys=True)
             spec_rows = []
             started = time.perf_counter()
             try:
-                if hasattr(explainer, "solve"):
-                    for solution in explainer.solve(stats)[0]:
+                if params.get("lambdas") is not None:
+                    solutions = legtv_solutions(
+                        stats, params["lambdas"], params["solver"], params["formulation"],
+                        params["absolute"],
+                    )
+                    for solution in solutions[0]:
                         solved = {**base, "elapsed_s": base["elapsed_s"] + solution.solve_s}
                         if solution.status == "ok":
                             spec_rows.append(map_row(solved, name, solution.lam, params_text, solution.map))
@@ -455,7 +452,7 @@ def solve_batch(batch: pa.Table) -> pa.Table:
                                               "params": params_text, "status": "error",
                                               "error": f"solve: {solution.error}"})
                 else:
-                    saliency = leg_maps(stats, absolute=getattr(explainer, "absolute", True))[0]
+                    saliency = leg_maps(stats, absolute=params["absolute"])[0]
                     solved = {**base, "elapsed_s": base["elapsed_s"] + time.perf_counter() - started}
                     spec_rows.append(map_row(solved, name, None, params_text, saliency))
             except Exception as error:  # noqa: BLE001 - reported in the image's rows
@@ -478,7 +475,7 @@ def solve_batch(batch: pa.Table) -> pa.Table:
 
 def needs_model(metrics: tuple[str, ...]) -> bool:
     """Whether any of ``metrics`` runs model forwards (then they need the metrics actor pool)."""
-    from methods.metrics import MODEL_FREE_METRICS
+    from methods.metric_names import MODEL_FREE_METRICS
 
     return not set(metrics) <= MODEL_FREE_METRICS
 

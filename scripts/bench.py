@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from methods.inference import PRECISIONS, input_memory_format, prepare_model  # noqa: E402
 from methods.leg import LEG, grid_to_image  # noqa: E402
-from methods.legtv import solve_tv  # noqa: E402
+from methods.leg_solvers import solve_tv  # noqa: E402
 
 
 def build_model(args: argparse.Namespace) -> tuple[torch.nn.Module, str]:

@@ -8,49 +8,11 @@ import torch
 from scipy.stats import spearmanr
 
 import methods
-from methods.leg import (
-    LEG,
-    LegStatistics,
-    covariance,
-    difference_matrix,
-    grid_to_image,
-    leg_maps,
-    perturb,
-)
+from methods.leg import LEG, grid_to_image, perturb
+from methods.leg_solvers import covariance, leg_maps
 
 GRID = 6
 SIZE = 24  # 4 x 4 pixel blocks
-
-
-def grid_adjacency(grid_size: int) -> np.ndarray:
-    """A_grid built cell by cell, independently of difference_matrix."""
-    n = grid_size * grid_size
-    adjacency = np.zeros((n, n))
-    for row in range(grid_size):
-        for col in range(grid_size):
-            for d_row, d_col in ((0, 1), (1, 0), (0, -1), (-1, 0)):
-                r, c = row + d_row, col + d_col
-                if 0 <= r < grid_size and 0 <= c < grid_size:
-                    adjacency[row * grid_size + col, r * grid_size + c] = 1
-    return adjacency
-
-
-@pytest.mark.parametrize("grid_size", [2, 5, 28])
-def test_difference_matrix_structure(grid_size):
-    difference = difference_matrix(grid_size).toarray()
-    n_cells = grid_size**2
-    assert difference.shape == (2 * grid_size * (grid_size - 1) + 4 * grid_size, n_cells)
-    laplacian = 4 * np.eye(n_cells) - grid_adjacency(grid_size)
-    np.testing.assert_array_equal(difference.T @ difference, laplacian)
-    # full column rank <=> D^T D positive definite
-    assert np.linalg.eigvalsh(difference.T @ difference).min() > 1e-6
-
-
-def test_covariance_is_scaled_laplacian_plus_constant():
-    sigma = covariance(5, 0.03)
-    laplacian = 4 * np.eye(25) - grid_adjacency(5)
-    np.testing.assert_allclose(sigma, 0.03**2 * (laplacian + np.ones((25, 25)) / 25))
-    assert np.all(np.linalg.eigvalsh(sigma) > 0)
 
 
 @pytest.mark.parametrize("channel_mode", ["separate", "joint", "shared"])
@@ -226,19 +188,6 @@ def test_perturbed_pixels_are_clipped_to_the_unit_range():
     images = torch.cat([torch.zeros(1, 3, 12, 12), torch.ones(1, 3, 12, 12)])
     LEG(n_samples=20, grid_size=4, noise_level=0.2, score="logit").sample(recorder, images, [0, 0])
     assert recorder.low == 0.0 and recorder.high == 1.0
-
-
-def test_statistics_index_and_concatenate():
-    stats = LegStatistics(
-        g_hat=np.arange(2 * 3 * 4.0).reshape(2, 3, 4), target=np.array([1, 2]),
-        clean_score=np.array([0.5, 0.6]), grid_size=2, noise_level=0.1, n_forwards=10,
-    )
-    parts = [stats[0], stats[-1]]
-    joined = LegStatistics.concat(parts)
-    np.testing.assert_array_equal(joined.g_hat, stats.g_hat)
-    np.testing.assert_array_equal(leg_maps(joined), leg_maps(stats))
-    with pytest.raises(IndexError):
-        stats[2]
 
 
 @pytest.mark.parametrize(

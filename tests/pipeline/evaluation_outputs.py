@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from methods.metrics import METRIC_NAMES
+from methods.metric_names import METRIC_NAMES
 
 SCHEMA = pa.schema(
     [

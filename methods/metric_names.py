@@ -1,0 +1,28 @@
+"""The metrics' catalogue: their names, which need no model, and which direction is better.
+
+Kept apart from ``methods.metrics`` (torch) so that the output schema, whose columns these names
+are, can be built in processes that never load torch (the pipeline's decode, solve and write
+workers).
+"""
+
+from __future__ import annotations
+
+BACKGROUNDS: tuple[str, ...] = ("mean", "black", "white", "noise", "dist50", "dist100")
+METRIC_NAMES: tuple[str, ...] = tuple(f"key_size_{name}" for name in BACKGROUNDS) + (
+    "deletion_auc",
+    "insertion_auc",
+    "gini",
+    "pointing_game",
+    "mask_energy",
+)
+# Metrics computed from the map and the ground truth alone: no model forwards.
+MODEL_FREE_METRICS: frozenset[str] = frozenset({"gini", "pointing_game", "mask_energy"})
+# Direction of each metric: True where a higher value means a better map.
+HIGHER_IS_BETTER: dict[str, bool] = {
+    **{f"key_size_{name}": False for name in BACKGROUNDS},
+    "deletion_auc": False,
+    "insertion_auc": True,
+    "gini": True,
+    "pointing_game": True,
+    "mask_energy": True,
+}
