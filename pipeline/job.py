@@ -43,7 +43,7 @@ from pipeline.stages import (
 )
 
 
-# Decoding workers import no torch (~0.2 GiB resident, Ray and pyarrow); the declaration's job is
+# Decoding workers import no torch (~0.25 GiB peak: Ray, pyarrow, cvxpy); the declaration's job is
 # to keep decode from being fused into the model actors (see below).
 DECODE_TASK_MEMORY = 512 * 1024**2
 
