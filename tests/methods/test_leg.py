@@ -52,7 +52,9 @@ def test_perturb_adds_each_rows_block_noise_to_its_own_image_and_clamps(size, me
     grid_noise = torch.randn(7, 3, GRID, GRID, generator=generator) * 0.3  # large: clamping bites
     image_of_row = torch.tensor([0, 0, 1, 1, 1, 2, 2])
     runs = [(0, 0, 2), (1, 2, 5), (2, 5, 7)]
-    perturbed = perturb(images, runs, grid_noise, memory_format)
+    out = torch.empty(7, 3, size, size, memory_format=memory_format)
+    perturbed = perturb(images, runs, grid_noise, out)
+    assert perturbed.data_ptr() == out.data_ptr()
     expected = (images[image_of_row] + grid_to_image(grid_noise, size, size)).clamp(0.0, 1.0)
     assert perturbed.is_contiguous(memory_format=memory_format)
     assert ((perturbed == 0) | (perturbed == 1)).any()
