@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from pipeline.allocator import ALLOCATOR_ENV
 from pipeline.config import ConfigError, JobConfig
 from pipeline.sink import (
     ParquetWriter,
@@ -213,6 +214,7 @@ def run_job(config: JobConfig, log=print) -> JobSummary:
         compute=_pool(config.actors),
         num_cpus=config.actor_cpus,
         num_gpus=gpus,
+        runtime_env={"env_vars": ALLOCATOR_ENV},
     )
     dataset = dataset.map_batches(
         solve_batch, batch_size=config.solve_batch_size, batch_format="pyarrow", num_cpus=1
@@ -234,6 +236,7 @@ def run_job(config: JobConfig, log=print) -> JobSummary:
             compute=_pool(config.actors),
             num_cpus=config.actor_cpus,
             num_gpus=gpus,
+            runtime_env={"env_vars": ALLOCATOR_ENV},
         )
     first = plan.specs[0]
     writer = ParquetWriter(

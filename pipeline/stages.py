@@ -249,6 +249,8 @@ def _images_tensor(images: list[bytes], size: int):
 
 class ExplainActor:
     """Holds the model (loaded once) and the explainers; one call explains a batch of images.
+    Its process keeps freed memory for the next forward (``pipeline.allocator``; the job starts
+    it with ``ALLOCATOR_ENV``).
 
     LEG-family methods whose sampling parameters agree share one ``sample`` call, so LEG and
     LEG-TV of the same budget cost the forwards once.

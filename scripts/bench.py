@@ -24,7 +24,8 @@ for the pipeline); with any of them on, the leg section also prints the LEG map'
 the plain float32 model at the same seed, beside the float32 seed-to-seed difference (the Monte
 Carlo noise it is to be judged by).
 ``--actor-threads`` sets the pipeline actor's torch threads; efficiency is taken against the
-bare rate at that thread count.
+bare rate at that thread count, measured before and again after the pipeline (the mean of the
+two: the machine's speed can drift during the run).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from methods.inference import PRECISIONS, input_memory_format, prepare_model  # noqa: E402
 from methods.leg import LEG, grid_to_image  # noqa: E402
 from methods.leg_solvers import solve_tv  # noqa: E402
+from pipeline.allocator import retain_freed_memory  # noqa: E402
 
 
 def build_model(args: argparse.Namespace) -> tuple[torch.nn.Module, str]:
@@ -81,27 +83,38 @@ def timed(function, repeats: int) -> float:
     return statistics.median(durations)
 
 
-def bench_forwards(model, images, args, reference_model) -> dict:
-    # The limit gets its input in the layout the model runs in, so the copy into it is not
-    # counted against the bare model (LEG builds its batches in that layout).
+def bare_forward(model, args, threads: int):
+    """One bare forward of a batch on ``threads`` torch threads. The limit gets its input in the
+    layout the model runs in, so the copy into it is not counted against the bare model (LEG
+    builds its batches in that layout)."""
     batch = torch.rand(args.batch_size, 3, args.size, args.size, device=args.device).contiguous(
         memory_format=input_memory_format(model)
     )
+
+    def forward():
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            with torch.inference_mode():
+                model(batch)
+        finally:
+            torch.set_num_threads(previous)
+
+    return forward
+
+
+def bare_rate(model, args, threads: int) -> float:
+    """Median bare forwards/s over ``args.rounds`` rounds."""
+    forward = bare_forward(model, args, threads)
+    return statistics.median(args.batch_size / timed(forward, args.repeats) for _ in range(args.rounds))
+
+
+def bench_forwards(model, images, args, reference_model) -> dict:
     leg = LEG(n_samples=args.samples, grid_size=args.grid_size, batch_size=args.batch_size)
     leg_forwards = images.shape[0] * leg.forwards_per_image + images.shape[0]  # + clean pass
-
-    def bare():
-        with torch.inference_mode():
-            model(batch)
-
     threads = torch.get_num_threads()
-
-    def bare_on_actor_threads():
-        torch.set_num_threads(args.actor_threads)
-        try:
-            bare()
-        finally:
-            torch.set_num_threads(threads)
+    bare = bare_forward(model, args, threads)
+    bare_on_actor_threads = bare_forward(model, args, args.actor_threads)
 
     bare_rates, leg_rates, actor_rates = [], [], []
     for _ in range(args.rounds):
@@ -270,6 +283,8 @@ def main(argv: list[str] | None = None) -> None:
     args.pipeline_images = args.pipeline_images or ((64 if quick else 100) if demo else (8 if quick else 24))
     skip = set(filter(None, args.skip.split(",")))
 
+    # As the pipeline's model actors do: every in-process number is then like the actor's.
+    retained = retain_freed_memory()
     torch.manual_seed(0)
     reference_model, args.model_spec = build_model(args)
     model = prepare_model(reference_model, args.precision, args.channels_last, args.compile)
@@ -280,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
         "arch": args.arch, "size": args.size, "grid_size": args.grid_size,
         "batch_size": args.batch_size, "samples": args.samples, "threads": torch.get_num_threads(),
         "precision": args.precision, "channels_last": args.channels_last, "compile": args.compile,
-        "actor_threads": args.actor_threads,
+        "actor_threads": args.actor_threads, "retain_freed_memory": retained,
     }
     print(f"# {results['machine']}; {args.arch} {args.size}px, grid {args.grid_size}, "
           f"batch {args.batch_size}, n_samples {args.samples}")
@@ -294,10 +309,16 @@ def main(argv: list[str] | None = None) -> None:
         results.update(bench_pipeline(args))
         if "bare_forwards_per_s" in results:
             # The job's one model actor runs torch on --actor-threads threads: its limit is the
-            # bare rate at that thread count.
-            results["efficiency"] = round(
-                results["pipeline_forwards_per_s"] / results["bare_forwards_per_s_actor_threads"], 3
-            )
+            # bare rate at that thread count. This machine's speed drifts by several percent
+            # over minutes, so the limit is measured again after the pipeline and the two
+            # measurements, which bracket it, are averaged.
+            after = bare_rate(model, args, args.actor_threads)
+            limit = (results["bare_forwards_per_s_actor_threads"] + after) / 2
+            print(f"bare      {after:10.1f} forwards/s on {args.actor_threads} thread(s), after the "
+                  f"pipeline; efficiency {results['pipeline_forwards_per_s'] / limit:.3f} against "
+                  f"the mean of before and after")
+            results["bare_forwards_per_s_actor_threads_after"] = round(after, 1)
+            results["efficiency"] = round(results["pipeline_forwards_per_s"] / limit, 3)
             results["efficiency_vs_all_cores"] = round(
                 results["pipeline_forwards_per_s"] / results["bare_forwards_per_s"], 3
             )
