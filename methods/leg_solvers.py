@@ -28,7 +28,9 @@ end optimal, or whose solution violates the constraint beyond tolerance, is repo
 error and never returned as a map.
 
 A solved problem object is cached per process and is not thread-safe; the pipeline runs solves
-in separate worker processes.
+in separate worker processes. cvxpy is imported by the first LEG-TV program built, not with the
+module: a model actor needs LEG's grid operators but no LP, and importing cvxpy cost its start-up
+about a second here.
 """
 
 from __future__ import annotations
@@ -39,9 +41,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-import cvxpy as cp
 import numpy as np
 import scipy.sparse as sp
+
 
 def difference_matrix(grid_size: int) -> sp.csr_matrix:
     """D for a g x g grid, row-major cells: horizontal and vertical neighbour differences, then
@@ -191,6 +193,8 @@ class _TVProgram:
     """The unit-scaled LEG-TV LP of one grid size, built once, solved for many (b, lam)."""
 
     def __init__(self, grid_size: int, formulation: str) -> None:
+        import cvxpy as cp
+
         difference = grid_operators(grid_size).difference
         n_rows, n_cells = difference.shape
         weights = _pseudo_inverse_transpose(grid_size).sum(axis=1)
@@ -220,6 +224,8 @@ class _TVProgram:
 
     def solve(self, rhs: np.ndarray, lam: float, solver: str) -> np.ndarray:
         """Unit-scaled solution h for ||rhs||_inf = 1; raises TVSolveError."""
+        import cvxpy as cp
+
         self.rhs.value = rhs
         self.lam.value = lam
         try:
