@@ -193,3 +193,19 @@ def test_the_solvers_and_the_pipelines_task_stages_import_no_torch():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_leg_needs_no_cvxpy_until_a_tv_program_is_built():
+    """A model actor imports LEG (for its grid operators) but never solves an LP; cvxpy would
+    add about a second to its start-up. The first LEG-TV solve imports it."""
+    code = (
+        "import sys, methods.leg, methods.legtv\n"
+        "from methods.leg_solvers import grid_operators, solve_tv\n"
+        "import numpy as np\n"
+        "grid_operators(4)\n"
+        "before = 'cvxpy' in sys.modules\n"
+        "solve_tv(np.ones((1, 16)), 4, 0.1, [0.1])\n"
+        "print(before, 'cvxpy' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False True"
