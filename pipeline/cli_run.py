@@ -124,6 +124,10 @@ def run(args: argparse.Namespace) -> int:
           f"({summary.ok} ok, {summary.errors} errors)"
           + (f", {summary.skipped_rows} rows already written" if summary.skipped_rows else ""))
     print(f"  throughput: {summary.images_per_s:.2f} images/s, {summary.forwards_per_s:,.0f} forwards/s")
+    if summary.model_window_s:
+        print(f"  model:      first call {summary.startup_s:.1f} s after the start; actors busy "
+              f"{summary.model_busy_s:.1f} s in {summary.model_window_s:.1f} s from the first call "
+              f"to the last, {summary.serving_forwards_per_s:,.0f} forwards/s there")
     print(f"  run totals: {summary.total_images} images, {summary.total_rows} rows "
           f"({summary.total_ok} ok, {summary.total_errors} errors)")
     print(f"  results:  {join(config.output, SALIENCY_DIR, f'run_id={config.run_id}')}")

@@ -67,6 +67,12 @@ class JobSummary:
     total_rows: int
     total_ok: int
     total_errors: int
+    # The explain actors' calls: seconds spent in them (summed over actors), seconds from the
+    # job's start to the first call, and from the first call's start to the last one's end.
+    # None when no model call ran (a complete run resumed).
+    model_busy_s: float | None = None
+    startup_s: float | None = None
+    model_window_s: float | None = None
 
     @property
     def images_per_s(self) -> float:
@@ -76,10 +82,20 @@ class JobSummary:
     def forwards_per_s(self) -> float:
         return self.forwards / self.wall_s if self.wall_s > 0 else 0.0
 
+    @property
+    def serving_forwards_per_s(self) -> float | None:
+        """Forwards per second between the first model call and the end of the last: the rate
+        once the actors are up, without the job's fixed start-up and drain."""
+        if not self.model_window_s:
+            return None
+        return self.forwards / self.model_window_s
+
     def as_dict(self) -> dict[str, Any]:
         data = dict(vars(self))
         data["images_per_s"] = round(self.images_per_s, 3)
         data["forwards_per_s"] = round(self.forwards_per_s, 1)
+        serving = self.serving_forwards_per_s
+        data["serving_forwards_per_s"] = round(serving, 1) if serving is not None else None
         return data
 
 
@@ -172,6 +188,7 @@ def run_job(config: JobConfig, log=print) -> JobSummary:
     # not depend on whether this process had to start a local Ray first.
     started_at = datetime.now(timezone.utc)
     started = time.perf_counter()
+    started_epoch = time.time()
     use_gpu = _use_gpu(config)
     _check_resources(config, use_gpu)
     plan = make_plan(config, use_gpu)
@@ -248,9 +265,13 @@ def run_job(config: JobConfig, log=print) -> JobSummary:
     )
 
     counts = {"rows": 0, "ok": 0, "errors": 0, "images": 0, "forwards": 0, "skipped": 0}
+    model_s, model_starts, model_ends = 0.0, [], []
     for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
         for name in counts:
             counts[name] += sum(value or 0 for value in batch.column(name).to_pylist())
+        model_s += sum(value or 0.0 for value in batch.column("model_s").to_pylist())
+        model_starts += [value for value in batch.column("model_start").to_pylist() if value is not None]
+        model_ends += [value for value in batch.column("model_end").to_pylist() if value is not None]
     wall = time.perf_counter() - started
 
     totals = read_run(config.output, config.storage, config.run_id, ["image_id", "status"])
@@ -269,6 +290,7 @@ def run_job(config: JobConfig, log=print) -> JobSummary:
         total_rows=totals.num_rows,
         total_ok=statuses.count("ok"),
         total_errors=statuses.count("error"),
+        **_model_timing(model_s, model_starts, model_ends, started_epoch),
     )
     previous = read_manifest(config.output, config.storage, config.run_id) or {}
     attempts = previous.get("attempts", []) + [
@@ -307,6 +329,19 @@ def run_job(config: JobConfig, log=print) -> JobSummary:
         },
     )
     return summary
+
+
+def _model_timing(busy_s: float, starts: list[float], ends: list[float], job_start: float) -> dict:
+    """JobSummary's model fields from the calls' busy seconds and epoch start/end times (the
+    actors' clocks: on a cluster, NTP keeps nodes within milliseconds of the driver)."""
+    if not starts:
+        return {}
+    first, last = min(starts), max(ends)
+    return {
+        "model_busy_s": round(busy_s, 3),
+        "startup_s": round(max(0.0, first - job_start), 3),
+        "model_window_s": round(last - first, 3),
+    }
 
 
 def _pool(size: int):

@@ -111,6 +111,9 @@ class ParquetWriter:
             ("images", pa.int64()),
             ("forwards", pa.int64()),
             ("skipped", pa.int64()),
+            ("model_s", pa.float64()),
+            ("model_start", pa.float64()),
+            ("model_end", pa.float64()),
         ]
     )
 
@@ -135,13 +138,19 @@ class ParquetWriter:
                 batch.column("lam").to_pylist(),
             )
         ]
+        # Model time counts whether or not its rows were already written (resume).
+        timing = {
+            "model_s": pc.sum(batch.column("_model_s")).as_py() if batch.num_rows else None,
+            "model_start": pc.min(batch.column("_model_start")).as_py() if batch.num_rows else None,
+            "model_end": pc.max(batch.column("_model_end")).as_py() if batch.num_rows else None,
+        }
         fresh = [key not in written for key in keys]
         skipped = len(keys) - sum(fresh)
         batch = batch.filter(pa.array(fresh, pa.bool_()))
         keys = [key for key, keep in zip(keys, fresh) if keep]
         forwards = int(pc.sum(batch.column("_forwards")).as_py() or 0) if batch.num_rows else 0
         summary = {"rows": batch.num_rows, "ok": 0, "errors": 0, "images": 0,
-                   "forwards": forwards, "skipped": skipped}
+                   "forwards": forwards, "skipped": skipped, **timing}
         if batch.num_rows:
             table = self._to_output(batch)
             statuses = table.column("status").to_pylist()

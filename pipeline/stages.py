@@ -45,6 +45,9 @@ DECODED_SCHEMA = pa.schema(
 
 # Rows between the explain stage and the sink: the output columns the stages fill (typed as the
 # output table types them), plus internal ones (leading underscore) that the sink drops.
+# _model_s/_model_start/_model_end time one model call (seconds, epoch start and end) and sit on
+# the first row of that call only, as _forwards counts an image's forwards on one row: summed or
+# min/maxed downstream, each call counts once (see ``ONCE_PER_CALL``).
 _OUTPUT_FIELDS = {output_field.name: output_field for output_field in output_schema()}
 STAGE_SCHEMA = pa.schema(
     [
@@ -56,6 +59,9 @@ STAGE_SCHEMA = pa.schema(
     ]
     + [
         ("_forwards", pa.int64()),
+        ("_model_s", pa.float64()),
+        ("_model_start", pa.float64()),
+        ("_model_end", pa.float64()),
         ("_stats", pa.binary()),
         ("_pending", pa.string()),
         ("_image", pa.binary()),
@@ -247,10 +253,14 @@ def _images_tensor(images: list[bytes], size: int):
     return torch.from_numpy(array).permute(0, 3, 1, 2).float().div_(255.0)
 
 
+ONCE_PER_CALL = ("_forwards", "_model_s", "_model_start", "_model_end")
+
+
 class ExplainActor:
     """Holds the model (loaded once) and the explainers; one call explains a batch of images.
     Its process keeps freed memory for the next forward (``pipeline.allocator``; the job starts
-    it with ``ALLOCATOR_ENV``).
+    it with ``ALLOCATOR_ENV``). Each call's wall time rides on its first row, so that the job
+    can tell how busy the model was (start-up, idle waits) from the rows it writes.
 
     LEG-family methods whose sampling parameters agree share one ``sample`` call, so LEG and
     LEG-TV of the same budget cost the forwards once.
@@ -278,6 +288,7 @@ class ExplainActor:
     def __call__(self, batch: pa.Table) -> pa.Table:
         import torch
 
+        started_at, started = time.time(), time.perf_counter()
         rows: list[dict[str, Any]] = []
         records = batch.to_pylist()
         good = [r for r in records if r["status"] == "ok"]
@@ -297,6 +308,11 @@ class ExplainActor:
                 rows.extend(self._sample(members, images, targets, bases))
             for spec in self.direct:
                 rows.extend(self._explain(spec, images, targets, bases))
+        if rows:
+            if self.device == "cuda":
+                torch.cuda.synchronize()
+            rows[0].update(_model_s=time.perf_counter() - started, _model_start=started_at,
+                           _model_end=time.time())
         return pa.Table.from_pylist(rows, schema=STAGE_SCHEMA)
 
     def _base(self, record: dict[str, Any], target: int | None, score: float | None) -> dict[str, Any]:
@@ -432,8 +448,9 @@ def solve_batch(batch: pa.Table) -> pa.Table:
             rows.append(record)
             continue
         stats = pickle.loads(record["_stats"])
-        base = {key: value for key, value in record.items() if key not in ("_stats", "_pending", "_forwards")}
-        forwards = record["_forwards"]
+        base = {key: value for key, value in record.items()
+                if key not in ("_stats", "_pending", *ONCE_PER_CALL)}
+        once = {key: record[key] for key in ONCE_PER_CALL}
         start = len(rows)
         for name, params in json.loads(record["_pending"]):
             params_text = json.dumps(params, sort_keys=True)
@@ -461,11 +478,12 @@ def solve_batch(batch: pa.Table) -> pa.Table:
                 spec = MethodSpec(name, params, tuple(params["lambdas"]) if "lambdas" in params else None)
                 spec_rows = _error_rows(base, spec, f"solve: {type(error).__name__}: {error}", params_text)
             rows.extend(spec_rows)
-        # The forwards were shared by the group: count them once, on its first row.
+        # The forwards (and the call's time) were shared by the group: once, on its first row.
         for offset, row in enumerate(rows[start:]):
-            row["_forwards"] = forwards if offset == 0 else None
+            row.update(once if offset == 0 else dict.fromkeys(ONCE_PER_CALL))
     for row in rows:
-        row.setdefault("_forwards", None)
+        for key in ONCE_PER_CALL:
+            row.setdefault(key, None)
         row.setdefault("_stats", None)
         row.setdefault("_pending", None)
     return pa.Table.from_pylist(rows, schema=STAGE_SCHEMA)

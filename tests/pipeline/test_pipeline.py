@@ -252,11 +252,16 @@ def test_webdataset_job_in_process_and_rerun_of_a_complete_run(ray_local, tmp_pa
     first = run_job(config, log=lambda message: None)
     assert (first.images, first.rows, first.ok, first.errors) == (6, 6, 6, 0)
     assert first.forwards == 6 * 3 * 64  # channels perturbed separately
+    # One actor: busy no longer than the span of its calls, which lies inside the job's wall time.
+    assert 0 < first.model_busy_s <= first.model_window_s + 1e-3
+    assert 0 <= first.startup_s and first.startup_s + first.model_window_s <= first.wall_s + 0.05
+    assert first.serving_forwards_per_s >= first.forwards_per_s
     keys = _run_rows(tmp_path / "out", "wds")
     assert sorted(k[0] for k in keys) == sorted(n[: -len(".png")] for n in names)
 
     again = run_job(config, log=lambda message: None)
     assert (again.images, again.rows, again.total_rows) == (0, 0, 6)
+    assert again.model_busy_s is None and again.serving_forwards_per_s is None
     assert len(_run_rows(tmp_path / "out", "wds")) == 6
 
 

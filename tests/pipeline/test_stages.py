@@ -1,0 +1,54 @@
+"""The stages in process, without Ray: a model call's time rides on one row from the explain
+actor through the solve stage to the writer's summary, however many rows the call fans out to."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.sink import ParquetWriter
+from pipeline.stages import DECODED_SCHEMA, ExplainActor, Plan, method_spec, solve_batch
+from pipeline.storage import StorageOptions
+
+SIZE = 32
+
+
+def _decoded(count: int) -> pa.Table:
+    rng = np.random.default_rng(0)
+    rows = [{"image_id": "broken.png", "source_uri": "broken.png", "label": None, "status": "error",
+             "error": "decode: not an image", "decode_s": 0.0}]
+    for index in range(count):
+        pixels = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+        rows.append({"image_id": f"{index}.png", "source_uri": f"{index}.png", "label": None,
+                     "status": "ok", "error": None, "decode_s": 0.001, "_image": pixels.tobytes()})
+    return pa.Table.from_pylist(rows, schema=DECODED_SCHEMA)
+
+
+def test_a_model_calls_time_counts_once_downstream(tmp_path):
+    grid = {"grid_size": 4, "n_samples": 8}
+    plan = Plan(model="demo", specs=(method_spec("leg", grid), method_spec("leg-tv", {**grid, "lambdas": [0.1, 0.3]})),
+                image_size=SIZE, resize="crop", target="top1", use_gpu=False, actor_cpus=1)
+    actor = ExplainActor(plan)
+    calls = [actor(_decoded(3)), actor(_decoded(2))]
+
+    for explained in calls:
+        busy = explained.column("_model_s").to_pylist()
+        assert busy[0] > 0 and all(value is None for value in busy[1:])
+        start, end = explained.column("_model_start")[0].as_py(), explained.column("_model_end")[0].as_py()
+        assert 0 < end - start and abs((end - start) - busy[0]) < 0.05
+
+    solved = [solve_batch(explained) for explained in calls]
+    # leg + leg-tv at two lambdas per good image, three error rows for the broken one
+    assert [table.num_rows for table in solved] == [4 * 3, 3 * 3]
+    for explained, table in zip(calls, solved):
+        for column in ("_model_s", "_forwards"):
+            assert pa.compute.sum(table.column(column)).as_py() == pa.compute.sum(explained.column(column)).as_py()
+        assert table.column("_model_s").null_count == table.num_rows - 1
+
+    writer = ParquetWriter(str(tmp_path / "out"), StorageOptions(), "r1", "demo", anchor=("leg", None))
+    summaries = [writer(table).to_pylist()[0] for table in solved]
+    for explained, summary in zip(calls, summaries):
+        assert summary["model_s"] == explained.column("_model_s")[0].as_py()
+        assert summary["model_start"] == explained.column("_model_start")[0].as_py()
+        assert summary["model_end"] == explained.column("_model_end")[0].as_py()
+    assert summaries[0]["model_end"] <= summaries[1]["model_start"]
