@@ -272,8 +272,13 @@ def test_embedded_default_runs_from_an_empty_folder(tmp_path):
     log = finish(process)
     assert (tmp_path / "legx-demo-data" / "annotations.parquet").exists()
     assert "this invocation: 4 images, 12 rows (12 ok, 0 errors)" in log
+    assert "  model:      first call " in log
     manifest = json.loads((tmp_path / "legx-output" / "runs" / "embedded.json").read_text())
     assert manifest["model_id"].startswith("demo@")
+    attempt = manifest["attempts"][-1]
+    assert 0 < attempt["model_busy_s"] <= attempt["model_window_s"] + 1e-3
+    assert attempt["startup_s"] + attempt["model_window_s"] <= attempt["wall_s"] + 0.05
+    assert attempt["serving_forwards_per_s"] == round(attempt["forwards"] / attempt["model_window_s"], 1)
     rows = _run_rows(tmp_path / "legx-output", "embedded")
     assert sorted({(method, lam) for _, method, lam in rows}) == [("leg", None), ("leg-tv", 0.1), ("leg-tv", 0.3)]
 
