@@ -87,6 +87,25 @@ def _torchvision_network(name: str, weights: str | None, num_classes: int | None
     return torchvision.models.get_model(name, weights=weights, **extra)
 
 
+def _default_weights_network(name: str) -> nn.Module:
+    """``name`` with torchvision's DEFAULT weights, which torchvision downloads into torch's hub
+    cache on first use; a failed download says what to do instead of how urllib failed."""
+    try:
+        return _torchvision_network(name, "DEFAULT")
+    except OSError as error:  # urllib's URLError and HTTPError are OSErrors
+        import torchvision
+
+        url = torchvision.models.get_model_weights(name).DEFAULT.url
+        reason = getattr(error, "reason", error)
+        raise ValueError(
+            f"torchvision:{name} needs its DEFAULT weights, and downloading them failed ({reason}); "
+            f"this machine cannot reach {url.split('/')[2]}. Download {url} where the network allows, "
+            f"copy it where every worker can read it (a local path or s3://...), and use the spec "
+            f"'torchvision:{name}@PATH_OR_URI'; or put the file in torch's hub cache "
+            f"(torch.hub.get_dir()/checkpoints/) on every node."
+        ) from error
+
+
 def _default_weights_hash(name: str) -> str:
     """The sha256 prefix torchvision puts in the DEFAULT weights' file name (resnet50-11ad3fa6.pth):
     the same short hash of the file's bytes that ids of weights files carry, known without a
@@ -181,7 +200,7 @@ def load_model(spec: str, device: str | None = None, storage_options: dict | Non
             # ImageNet's category names only name the outputs of an ImageNet-sized head.
             class_names = None if num_classes is not None else _torchvision_class_names(name)
         else:
-            network = _torchvision_network(name, "DEFAULT")
+            network = _default_weights_network(name)
             model_id = f"torchvision:{name}@{_default_weights_hash(name)}"
             class_names = _torchvision_class_names(name)
         model = NormalizedClassifier(network)

@@ -509,11 +509,13 @@ def test_dockerfile_installs_the_repository_on_a_ray_gpu_image():
             words = [word for word in arguments.split() if not word.startswith("--")]
             for source in words[:-1]:
                 copied[source] = words[-1]
-    assert {"pyproject.toml", "README.md", "methods", "pipeline"} <= set(copied)
+    assert {"pyproject.toml", "README.md", "methods", "pipeline", "requirements"} <= set(copied)
     for source in copied:
         assert (REPO / source).exists(), f"COPY {source}: not in the repository"
     install = " ".join(arguments for name, arguments in instructions if name == "RUN" and "pip install" in arguments)
     assert any(destination.rstrip("/") in install for destination in copied.values()), "the copied repository is not pip-installed"
+    lock = f"{copied['requirements'].rstrip('/')}/lock.txt"
+    assert re.search(rf"(-c|--constraint)\s+{re.escape(lock)}\b", install), "the image must install the tested set (requirements/lock.txt)"
 
     ignored = DOCKERIGNORE.read_text().splitlines()
     for source in copied:

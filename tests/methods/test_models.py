@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import boto3
 import pytest
 import torch
@@ -176,3 +178,22 @@ def test_checkpoints_cannot_run_code(tmp_path):
     torch.save({"arch": "demo", "state_dict": {}, "payload": Unpicklable()}, tmp_path / "evil.pt")
     with pytest.raises(ValueError, match="weights_only"):
         load_model(str(tmp_path / "evil.pt"), device="cpu")
+
+
+def test_default_weights_that_cannot_be_downloaded_say_what_to_do(tmp_path, monkeypatch):
+    """An empty hub cache and a proxy on a closed local port: torchvision's download fails at
+    once, as it does on a machine without internet, and nothing is fetched."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    for variable in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(variable, raising=False)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        proxy = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    monkeypatch.setenv("https_proxy", proxy)
+    monkeypatch.setenv("HTTPS_PROXY", proxy)
+    with pytest.raises(ValueError) as raised:
+        load_model("torchvision:resnet18", device="cpu")
+    message = str(raised.value)
+    assert "torchvision:resnet18@PATH_OR_URI" in message
+    assert torchvision.models.ResNet18_Weights.DEFAULT.url in message
+    assert "download" in message
