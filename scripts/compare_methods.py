@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 import methods
-from methods.metrics import localisation
+from methods.localisation import localisation
 from pipeline.demo_data import ANNOTATIONS_FILE, write_demo_dataset
 
 # The demo images are 64 px: a 16 x 16 mask (4 px blocks) for Meaningful Perturbation; LEG
