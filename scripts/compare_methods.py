@@ -1,8 +1,10 @@
 """Compare every registered saliency method on the demo model and demo data.
 
-For each method: the pointing-game hit rate (the argmax of the map, upsampled to the image, lies
-inside the object mask), the mean share of |map| inside the mask, and the mean wall time per
-image, with the maps explaining the true label. Budgets are comparable: every sampling or
+For each method: the tie-aware pointing game (the share of the upsampled map's maximal pixels
+inside the object mask, ``methods.localisation``), averaged over images with its 95% Wilson
+interval, the mean share of |map| inside the mask with its 95% bootstrap interval
+(``methods.intervals``), both beside their chance level (the masks' mean share of the image),
+and the mean wall time per image, with the maps explaining the true label. Budgets are comparable: every sampling or
 optimisation method gets the same number of forward-equivalents per image, a backward pass
 counted as two forwards (so gradient methods take budget / 3 steps); Grad-CAM and Guided
 Grad-CAM need one forward and one backward by construction.
@@ -27,7 +29,8 @@ import torch
 from PIL import Image
 
 import methods
-from methods.localisation import localisation
+from methods.intervals import mean_estimate, rate_estimate
+from methods.localisation import localisation, region_share
 from pipeline.demo_data import ANNOTATIONS_FILE, write_demo_dataset
 
 # The demo images are 64 px: a 16 x 16 mask (4 px blocks) for Meaningful Perturbation; LEG
@@ -107,6 +110,7 @@ def main(argv: list[str] | None = None) -> str:
     with torch.no_grad():
         accuracy = float((model(images.to(device)).argmax(1).cpu().numpy() == labels).mean())
 
+    chance = float(np.nanmean(region_share(masks)))
     settings = method_settings(budget, args.seed)
     names = args.methods or methods.available()
     rows, problems = [], []
@@ -126,7 +130,8 @@ def main(argv: list[str] | None = None) -> str:
             pointing, energy = localisation(maps, masks=masks)
             rows.append(
                 f"| {label} | {budget_text} | {maps.shape[1]}x{maps.shape[2]} | "
-                f"{np.nanmean(pointing):.3f} | {np.nanmean(energy):.3f} | {seconds * 1000:.1f} |"
+                f"{rate_estimate(pointing).text()} | {mean_estimate(energy, seed=args.seed).text()} | "
+                f"{seconds * 1000:.1f} |"
             )
         print(f"{name}: done in {seconds * count:.1f} s", flush=True)
 
@@ -135,7 +140,10 @@ def main(argv: list[str] | None = None) -> str:
         f"Model `{getattr(model, 'model_id', 'demo')}`, {count} demo images (64 px, seed "
         f"{args.seed}), maps of the true label, "
         f"budget {budget} forward-equivalents per image, {device_name} "
-        f"({torch.get_num_threads()} threads); model top-1 accuracy {accuracy:.3f}.",
+        f"({torch.get_num_threads()} threads); model top-1 accuracy {accuracy:.3f}. "
+        f"Mean [95% interval] over the images: pointing game (tie-aware) with Wilson's interval, "
+        f"mass in mask with a bootstrap interval; chance level of both (the masks' mean share "
+        f"of the image): {chance:.3f}.",
         "",
         "| method | forwards / image | map size | pointing game | mass in mask | ms / image |",
         "|---|---|---|---|---|---|",
