@@ -64,7 +64,8 @@ def bootstrap_mean_interval(
     seed: int = 0,
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of ``values`` (1-D); (NaN, NaN) when empty."""
-    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    # Sorted: the interval is a function of the values alone, not of the order a query returns.
+    values = np.sort(np.asarray(values, dtype=np.float64).reshape(-1))
     if values.size == 0:
         return math.nan, math.nan
     _z(confidence)

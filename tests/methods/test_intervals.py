@@ -58,6 +58,7 @@ def test_bootstrap_is_seeded_and_brackets_the_mean():
     values = np.random.default_rng(0).uniform(size=50)
     first = bootstrap_mean_interval(values, seed=3)
     assert first == bootstrap_mean_interval(values, seed=3)
+    assert first == bootstrap_mean_interval(values[::-1], seed=3)  # order does not matter
     assert first[0] < values.mean() < first[1]
     assert all(math.isnan(bound) for bound in bootstrap_mean_interval(np.array([])))
 
