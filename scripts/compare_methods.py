@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> str:
         help="torch CPU threads (default 1: on a shared, oversubscribed machine the spin-waits "
         "of several threads make small ops 10x slower)",
     )
-    parser.add_argument("--out", type=Path, help="also write the Markdown table here")
+    parser.add_argument("--out", type=Path, help="also write the Markdown table here (after every method)")
+    parser.add_argument("--save-maps", type=Path, help="also save every method's maps and the masks (.npz)")
     args = parser.parse_args(argv)
     count, budget = (16, 200) if args.quick else (args.count, args.budget)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -111,30 +112,6 @@ def main(argv: list[str] | None = None) -> str:
         accuracy = float((model(images.to(device)).argmax(1).cpu().numpy() == labels).mean())
 
     chance = float(np.nanmean(region_share(masks)))
-    settings = method_settings(budget, args.seed)
-    names = args.methods or methods.available()
-    rows, problems = [], []
-    for name in names:
-        params, forwards = settings.get(name, ({}, None))
-        try:
-            explainer = methods.get_explainer(name, **params)
-            methods.get_explainer(name, **params).explain(model, images[:1], labels[:1])  # warm-up
-            start = time.perf_counter()
-            all_maps = explainer.explain(model, images, labels)
-            seconds = (time.perf_counter() - start) / count
-        except Exception as error:  # a missing or failing method is reported, not fatal
-            problems.append(f"- `{name}`: {type(error).__name__}: {error}")
-            continue
-        budget_text = "?" if forwards is None else str(forwards)
-        for label, maps in labelled_maps(name, params, all_maps):
-            pointing, energy = localisation(maps, masks=masks)
-            rows.append(
-                f"| {label} | {budget_text} | {maps.shape[1]}x{maps.shape[2]} | "
-                f"{rate_estimate(pointing).text()} | {mean_estimate(energy, seed=args.seed).text()} | "
-                f"{seconds * 1000:.1f} |"
-            )
-        print(f"{name}: done in {seconds * count:.1f} s", flush=True)
-
     device_name = torch.cuda.get_device_name(0) if device == "cuda" else "CPU"
     header = [
         f"Model `{getattr(model, 'model_id', 'demo')}`, {count} demo images (64 px, seed "
@@ -148,11 +125,44 @@ def main(argv: list[str] | None = None) -> str:
         "| method | forwards / image | map size | pointing game | mass in mask | ms / image |",
         "|---|---|---|---|---|---|",
     ]
-    table = "\n".join(header + rows + ([""] + problems if problems else [])) + "\n"
-    print(table)
+    settings = method_settings(budget, args.seed)
+    names = args.methods or methods.available()
+    rows, problems, saved = [], [], {"masks": masks}
+
+    def table() -> str:
+        return "\n".join(header + rows + ([""] + problems if problems else [])) + "\n"
+
+    for name in names:
+        params, forwards = settings.get(name, ({}, None))
+        try:
+            explainer = methods.get_explainer(name, **params)
+            methods.get_explainer(name, **params).explain(model, images[:1], labels[:1])  # warm-up
+            start = time.perf_counter()
+            all_maps = explainer.explain(model, images, labels)
+            seconds = (time.perf_counter() - start) / count
+        except Exception as error:  # a missing or failing method is reported, not fatal
+            problems.append(f"- `{name}`: {type(error).__name__}: {error}")
+            continue
+        budget_text = "?" if forwards is None else str(forwards)
+        for label, maps in labelled_maps(name, params, all_maps):
+            saved[label] = maps
+            pointing, energy = localisation(maps, masks=masks)
+            rows.append(
+                f"| {label} | {budget_text} | {maps.shape[1]}x{maps.shape[2]} | "
+                f"{rate_estimate(pointing).text()} | {mean_estimate(energy, seed=args.seed).text()} | "
+                f"{seconds * 1000:.1f} |"
+            )
+        print(f"{name}: done in {seconds * count:.1f} s", flush=True)
+        # Written after every method, so that a run cut short keeps the rows it finished.
+        if args.out:
+            args.out.write_text(table())
+        if args.save_maps:
+            np.savez_compressed(args.save_maps, **saved)
+
+    print(table())
     if args.out:
-        args.out.write_text(table)
-    return table
+        args.out.write_text(table())
+    return table()
 
 
 if __name__ == "__main__":
