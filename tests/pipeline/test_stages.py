@@ -68,3 +68,10 @@ def test_top1_reading_is_a_wilson_interval_against_chance():
     warning = top1_warning(top1_reading(12, 2, 6), 224, 64)
     assert warning.startswith("WARNING") and "trained on 64 px images and this job resizes to 224 px" in warning
 
+
+def test_leg_and_leg_tv_share_one_sample_only_when_they_clip_alike():
+    from pipeline.stages import _sampling_key
+
+    leg, legtv = method_spec("leg", {"clip": False}).build(), method_spec("leg-tv", {"clip": False}).build()
+    assert _sampling_key(leg) == _sampling_key(legtv)
+    assert _sampling_key(leg) != _sampling_key(method_spec("leg-tv", {}).build())
