@@ -2,7 +2,9 @@
 
 It takes [0, 1] RGB images of any size (attention pooling before the head) and returns
 logits over the six shape classes; the normalisation is inside the module. Grad-CAM's default
-layer, the last Conv2d, is ``model.features[11]`` (also reachable as ``model.last_conv``).
+layer is the one the model declares as ``last_conv``: ``model.features[11]``, the last
+convolution of the feature map the head pools (the last Conv2d in module order is the
+one-channel attention convolution beside it).
 Trained by ``scripts/train_demo_model.py``; weights in ``methods/assets/demo_cnn.pt``.
 
 The head pools the last feature map with a spatial softmax attention (a 1x1 convolution gives

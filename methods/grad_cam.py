@@ -9,9 +9,15 @@ et al., 2015), captum's ``GuidedGradCam``; it is signed per colour channel, and 
 is its absolute value summed over channels, at the image's resolution (N, H, W). Guided
 backpropagation acts on ``nn.ReLU`` modules, so models that call ``F.relu`` get plain gradients.
 
-``layer`` is an attribute path of the model (``'features.6'``, ``'net.layer4.1.conv2'``);
-``None`` picks the last ``nn.Conv2d`` in the model's module order. One forward and one backward
-per ``batch_size`` images; no sampling, so no seed.
+``layer`` is an attribute path of the model (``'features.6'``, ``'net.layer4.1.conv2'``).
+``None`` picks what Grad-CAM needs, the last convolutional feature map the head reads, in this
+order: the ``last_conv`` module that the model, or a module it wraps (``NormalizedClassifier``'s
+``network``), declares (the demo model's ``features[11]``); for torchvision classifiers, which
+declare nothing, the block their head pools (``layer4`` of the ResNet family, ``features`` of
+VGG, DenseNet, MobileNet, EfficientNet, ConvNeXt ...); only otherwise the last ``nn.Conv2d`` in
+module order, which may be a convolution beside the feature path (the demo model's one-channel
+attention logits). One forward and one backward per ``batch_size`` images; no sampling, so no
+seed.
 """
 
 from __future__ import annotations
@@ -29,13 +35,41 @@ from captum.attr import LayerGradCam
 from methods.base import Explainer, batches, check_images, model_device, resolve_targets
 
 
+# Torchvision classifiers' heads pool the output of one of these children (ResNet family first).
+_TORCHVISION_FEATURE_BLOCKS = ("layer4", "features")
+
+
+def _has_conv(module: torch.nn.Module) -> bool:
+    return any(isinstance(child, torch.nn.Conv2d) for child in module.modules())
+
+
+def declared_layer(model: torch.nn.Module) -> torch.nn.Module | None:
+    """The last convolutional feature map the head reads, where the model says which: the first
+    ``last_conv`` declared by the model or a module inside it (a wrapper's network), else the
+    feature block of a torchvision classifier; None when nothing declares one."""
+    for module in model.modules():
+        declared = getattr(module, "last_conv", None)
+        if isinstance(declared, torch.nn.Module):
+            return declared
+        if type(module).__module__.startswith("torchvision.models."):
+            for name in _TORCHVISION_FEATURE_BLOCKS:
+                block = getattr(module, name, None)
+                if isinstance(block, torch.nn.Module) and _has_conv(block):
+                    return block
+    return None
+
+
 def find_layer(model: torch.nn.Module, layer: str | None) -> torch.nn.Module:
-    """The module at attribute path ``layer``, or the model's last ``nn.Conv2d`` for None."""
+    """The module at attribute path ``layer``; for None the declared feature map
+    (``declared_layer``), or the model's last ``nn.Conv2d`` when none is declared."""
     if layer is not None:
         try:
             return model.get_submodule(layer)
         except AttributeError as error:
             raise ValueError(f"model has no layer {layer!r}") from error
+    declared = declared_layer(model)
+    if declared is not None:
+        return declared
     convolutions = [module for module in model.modules() if isinstance(module, torch.nn.Conv2d)]
     if not convolutions:
         raise ValueError("model has no nn.Conv2d layer; pass layer='path.to.layer'")

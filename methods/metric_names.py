@@ -17,6 +17,9 @@ METRIC_NAMES: tuple[str, ...] = tuple(f"key_size_{name}" for name in BACKGROUNDS
 )
 # Metrics computed from the map and the ground truth alone: no model forwards.
 MODEL_FREE_METRICS: frozenset[str] = frozenset({"gini", "pointing_game", "mask_energy"})
+# Metrics scored against a ground-truth region; their chance level is the region's share of the
+# image (``methods.localisation.region_share``).
+LOCALISATION_METRICS: frozenset[str] = frozenset({"pointing_game", "mask_energy"})
 # Direction of each metric: True where a higher value means a better map.
 HIGHER_IS_BETTER: dict[str, bool] = {
     **{f"key_size_{name}": False for name in BACKGROUNDS},

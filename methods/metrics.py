@@ -41,10 +41,9 @@ saliency by Chalasani et al. 2020): with c_1 <= ... <= c_n the sorted values,
 G = 1 - 2 sum_k (c_k / ||c||_1) (n - k + 1/2) / n; 0 for a constant map (also all-zero),
 1 - 1/n for a single non-zero cell.
 
-Localisation, where a ground-truth mask or box exists: pointing game (Zhang et al. 2016) is 1 if
-the argmax of the upsampled map lies inside the region, else 0; mask energy is the share of the
-map's absolute mass inside the region (the energy-based pointing game of Score-CAM, Wang et al.
-2020, on |map|).
+Localisation, where a ground-truth mask or box exists: the pointing game (tie-aware: the share
+of the upsampled map's maximal pixels inside the region) and mask energy (the share of |map|
+inside the region), defined in ``methods.localisation``.
 """
 
 from __future__ import annotations
@@ -57,6 +56,7 @@ import torch
 from torchvision.transforms.functional import gaussian_blur
 
 from methods.base import batches, check_images, model_device, predict_logits, upsample_maps
+from methods.localisation import ground_truth, region_scores
 from methods.metric_names import BACKGROUNDS, METRIC_NAMES
 
 KEY_SIZE_GRID: np.ndarray = np.linspace(0.0, 1.0, 1000)
@@ -377,73 +377,6 @@ def gini(maps: np.ndarray) -> np.ndarray:
     return index
 
 
-def boxes_to_masks(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Boolean masks (N, height, width) of boxes (N, 4) = (x_min, y_min, x_max, y_max), inclusive
-    pixel indices; a row with a NaN gives an empty mask (no ground truth)."""
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    masks = np.zeros((len(boxes), height, width), dtype=bool)
-    for mask, box in zip(masks, boxes):
-        if not np.isfinite(box).all():
-            continue
-        x_min, y_min = max(int(box[0]), 0), max(int(box[1]), 0)
-        x_max, y_max = min(int(box[2]), width - 1), min(int(box[3]), height - 1)
-        mask[y_min : y_max + 1, x_min : x_max + 1] = True
-    return masks
-
-
-def _region_scores(full_maps: np.ndarray, regions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(pointing game, mask energy) of image-resolution maps against boolean regions; NaN where
-    a region is empty or a map has no mass."""
-    n_images = len(full_maps)
-    flat_maps = full_maps.reshape(n_images, -1)
-    flat_regions = regions.reshape(n_images, -1)
-    has_region = flat_regions.any(axis=1)
-    peak = flat_maps.argmax(axis=1)
-    pointing = flat_regions[np.arange(n_images), peak].astype(np.float64)
-    magnitude = np.abs(flat_maps).astype(np.float64)
-    totals = magnitude.sum(axis=1)
-    inside = (magnitude * flat_regions).sum(axis=1)
-    energy = np.divide(inside, totals, out=np.full(n_images, np.nan), where=totals > 0)
-    pointing[~has_region] = np.nan
-    energy[~has_region] = np.nan
-    return pointing, energy
-
-
-def _ground_truth(
-    masks: np.ndarray | None, boxes: np.ndarray | None, n_images: int, height: int, width: int
-) -> np.ndarray | None:
-    """Boolean regions (N, H, W) from masks or boxes, or None when neither is given."""
-    if masks is not None and boxes is not None:
-        raise ValueError("give masks or boxes, not both")
-    if masks is None and boxes is None:
-        return None
-    regions = (
-        np.asarray(masks, dtype=bool) if masks is not None else boxes_to_masks(boxes, height, width)
-    )
-    if regions.shape != (n_images, height, width):
-        raise ValueError(f"masks must have shape {(n_images, height, width)}, got {regions.shape}")
-    return regions
-
-
-def localisation(
-    maps: np.ndarray, masks: np.ndarray | None = None, boxes: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """(pointing game, mask energy) per map, float64 (N,), against masks (N, H, W) bool (the maps
-    are upsampled to (H, W)) or boxes (N, 4) in the maps' own pixels. NaN where an image has no
-    ground truth (empty mask, NaN box) or the map has no mass or non-finite values."""
-    maps = np.asarray(maps, dtype=np.float32)
-    height, width = np.shape(masks)[1:] if masks is not None else maps.shape[1:]
-    regions = _ground_truth(masks, boxes, len(maps), height, width)
-    if regions is None:
-        raise ValueError("give masks or boxes")
-    full = upsample_maps(maps, height, width)
-    finite = np.isfinite(full).all(axis=(1, 2))
-    pointing, energy = _region_scores(np.where(np.isfinite(full), full, 0.0), regions)
-    pointing[~finite] = np.nan
-    energy[~finite] = np.nan
-    return pointing, energy
-
-
 def compute_metrics(
     model: torch.nn.Module,
     images: torch.Tensor,
@@ -459,6 +392,7 @@ def compute_metrics(
     insertion_baseline: str = "blur",
     blur_sigma: float = 5.0,
     key_size_coarse_steps: int = 16,
+    pointing_tolerance: float = 0.0,
 ) -> dict[str, np.ndarray]:
     """The metrics ``names`` (a subset of ``METRIC_NAMES``) of maps (N, h, w) of images
     (N, 3, H, W) in [0, 1]; ``targets`` (N,) are the explained classes (deletion/insertion;
@@ -466,17 +400,18 @@ def compute_metrics(
 
     ``masks`` (N, H, W) bool or ``boxes`` (N, 4) (x_min, y_min, x_max, y_max inclusive, in
     image pixels) give the ground truth of pointing game and mask energy; without them, or for
-    an image with an empty mask or a NaN box, those are NaN. Returns {name: float64 (N,)} with
-    NaN where a metric does not apply (also every metric of a map with non-finite values).
-    Forwards: about 22 per image and key-size background, 2 (auc_steps + 1) for
-    deletion and insertion.
+    an image with an empty mask or a NaN box, those are NaN. ``pointing_tolerance``: pixels at
+    224 px within which a peak near the region still hits (``methods.localisation``; 0: off).
+    Returns {name: float64 (N,)} with NaN where a metric does not apply (also every metric of a
+    map with non-finite values). Forwards: about 22 per image and key-size background,
+    2 (auc_steps + 1) for deletion and insertion.
     """
     unknown = [name for name in names if name not in METRIC_NAMES]
     if unknown:
         raise ValueError(f"unknown metrics {unknown}; known: {', '.join(METRIC_NAMES)}")
     images_on_device, full_maps, finite = _prepare(model, images, maps)
     n_images, _, height, width = images_on_device.shape
-    regions = _ground_truth(masks, boxes, n_images, height, width)
+    regions = ground_truth(masks, boxes, n_images, height, width)
     results: dict[str, np.ndarray] = {}
 
     backgrounds = [name for name in BACKGROUNDS if f"key_size_{name}" in names]
@@ -503,7 +438,7 @@ def compute_metrics(
         if regions is None:
             pointing, energy = np.full(n_images, np.nan), np.full(n_images, np.nan)
         else:
-            pointing, energy = _region_scores(full_maps.cpu().numpy(), regions)
+            pointing, energy = region_scores(full_maps.cpu().numpy(), regions, pointing_tolerance)
             pointing[~finite] = np.nan
             energy[~finite] = np.nan
         results["pointing_game"], results["mask_energy"] = pointing, energy

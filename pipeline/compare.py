@@ -5,8 +5,12 @@ maps are matched by (image_id, method, lam) among the 'ok' rows of both outputs 
 of a key when an output holds several runs). Per matched pair: the Spearman rank correlation of
 the two maps (B upsampled to A's grid when the grids differ), whether the explained class
 changed, and every metric both outputs hold, with its shift B - A. Per method: the number of
-pairs, mean and median correlation, how many targets changed and the mean shift of each metric.
-The pairs whose maps moved most (lowest correlation) are listed.
+pairs, mean and median correlation, how many targets changed and the mean shift of each metric,
+each mean with its 95% interval over the matched images (``pipeline.estimates``: Wilson for the
+rate of changed targets and the pointing game, a seeded bootstrap otherwise), and each metric's
+mean on A and on B with the chance level of the localisation metrics (the region's mean share
+of the image) where both outputs store ``region_share``. The pairs whose maps moved most
+(lowest correlation) are listed.
 
 Written to DIR (local or object storage): ``pairs.parquet`` (one row per matched pair) and
 ``summary.json`` (what ``compare_runs`` returns); ``legx report --compare DIR`` shows it.
@@ -27,7 +31,10 @@ import pyarrow.parquet as pq
 
 from methods.base import upsample_maps
 from methods.metric_names import METRIC_NAMES
+from methods.intervals import mean_estimate, rate_estimate
+from pipeline.estimates import column_estimate
 from pipeline.query import connect
+from pipeline.sink import REGION_SHARE
 from pipeline.sanity import spearman_rows
 from pipeline.storage import StorageOptions, join, resolve, write_bytes_atomic
 
@@ -36,6 +43,7 @@ SUMMARY_FILE = "summary.json"
 
 
 def _latest_ok(connection, metrics: list[str], method: str) -> pa.Table:
+    # ``metrics`` may include REGION_SHARE: it travels like a metric column.
     """The newest 'ok' row per (image_id, lam) of one method, with its map and metrics."""
     extra = "".join(f", {name}" for name in metrics)
     return connection.sql(
@@ -102,7 +110,9 @@ def compare_runs(
     mean B - A}}}, moved_most: [{image_id, method, lam, spearman, target_a, target_b}, ...]}."""
     storage = storage or StorageOptions()
     side_a, side_b = connect(output_a, storage), connect(output_b, storage)
-    metrics = [name for name in METRIC_NAMES if name in _columns(side_a) & _columns(side_b)]
+    shared_columns = _columns(side_a) & _columns(side_b)
+    metrics = [name for name in METRIC_NAMES if name in shared_columns]
+    carried = metrics + ([REGION_SHARE] if REGION_SHARE in shared_columns else [])
     method_rows = side_a.execute("select distinct method from saliency where status = 'ok'").fetchall()
     method_rows += side_b.execute("select distinct method from saliency where status = 'ok'").fetchall()
     methods = sorted({row[0] for row in method_rows})
@@ -111,8 +121,8 @@ def compare_runs(
     pair_tables: list[pa.Table] = []
     only_a = only_b = 0
     for method in methods:
-        joiner.register("a", _latest_ok(side_a, metrics, method))
-        joiner.register("b", _latest_ok(side_b, metrics, method))
+        joiner.register("a", _latest_ok(side_a, carried, method))
+        joiner.register("b", _latest_ok(side_b, carried, method))
         only_a += joiner.execute(
             "select count(*) from a anti join b on a.image_id = b.image_id"
             " and a.lam is not distinct from b.lam"
@@ -121,7 +131,7 @@ def compare_runs(
             "select count(*) from b anti join a on a.image_id = b.image_id"
             " and a.lam is not distinct from b.lam"
         ).fetchall()[0][0]
-        metric_columns = "".join(f", a.{m} as {m}_a, b.{m} as {m}_b" for m in metrics)
+        metric_columns = "".join(f", a.{m} as {m}_a, b.{m} as {m}_b" for m in carried)
         matched = joiner.sql(
             "select a.image_id, a.lam, a.target as target_a, b.target as target_b,"
             " a.height as height_a, a.width as width_a, a.saliency as saliency_a,"
@@ -150,9 +160,15 @@ def compare_runs(
             columns[f"{metric}_a"] = pa.array(before, pa.float64(), from_pandas=True)
             columns[f"{metric}_b"] = pa.array(after, pa.float64(), from_pandas=True)
             columns[f"{metric}_shift"] = pa.array(after - before, pa.float64(), from_pandas=True)
+        if REGION_SHARE in carried:
+            for side in ("a", "b"):
+                shares = matched[f"{REGION_SHARE}_{side}"].to_numpy(zero_copy_only=False)
+                columns[f"{REGION_SHARE}_{side}"] = pa.array(shares.astype(np.float64), pa.float64(),
+                                                             from_pandas=True)
         pair_tables.append(pa.table(columns))
 
-    pairs = pa.concat_tables(pair_tables) if pair_tables else _empty_pairs(metrics)
+    pairs = (pa.concat_tables(pair_tables) if pair_tables
+             else _empty_pairs(metrics, REGION_SHARE in carried))
     summary = {
         "output_a": output_a,
         "output_b": output_b,
@@ -168,10 +184,12 @@ def compare_runs(
     return summary
 
 
-def _empty_pairs(metrics: list[str]) -> pa.Table:
+def _empty_pairs(metrics: list[str], with_shares: bool) -> pa.Table:
     fields = [("image_id", pa.string()), ("method", pa.string()), ("lam", pa.float64()),
               ("spearman", pa.float64()), ("target_a", pa.int64()), ("target_b", pa.int64())]
     fields += [(f"{m}_{suffix}", pa.float64()) for m in metrics for suffix in ("a", "b", "shift")]
+    if with_shares:
+        fields += [(f"{REGION_SHARE}_{side}", pa.float64()) for side in ("a", "b")]
     return pa.schema(fields).empty_table()
 
 
@@ -199,8 +217,40 @@ def _per_method(joiner, pairs: pa.Table, metrics: list[str]) -> dict[str, dict]:
             "spearman_median": median,
             "target_changed": changed,
             "metric_shift": dict(zip(metrics, metric_shifts)),
+            **_intervals(pairs, method, lam, metrics),
         }
     return result
+
+
+def _intervals(pairs: pa.Table, method: str, lam: float | None, metrics: list[str]) -> dict:
+    """The 95% intervals of one variant's per-method aggregates over its matched pairs:
+    spearman_interval, target_changed_rate, metric_shift_interval, and metric_a / metric_b
+    (mean, low, high, n, chance) of every metric."""
+    chosen = np.array([m == method and (lam_ == lam) for m, lam_ in zip(
+        pairs["method"].to_pylist(), pairs["lam"].to_pylist())], dtype=bool)
+
+    def column(name: str) -> np.ndarray:
+        values = pairs[name].to_numpy(zero_copy_only=False).astype(np.float64)
+        return values[chosen]
+
+    spearman = mean_estimate(column("spearman"))
+    changed = column("target_a") != column("target_b")
+    names = set(pairs.column_names)
+    entry: dict[str, Any] = {
+        "spearman_interval": [spearman.low, spearman.high],
+        "target_changed_rate": rate_estimate(changed.astype(np.float64)).as_dict(),
+        "metric_shift_interval": {},
+        "metric_a": {},
+        "metric_b": {},
+    }
+    for metric in metrics:
+        shift = mean_estimate(column(f"{metric}_shift"))
+        entry["metric_shift_interval"][metric] = [shift.low, shift.high]
+        for side in ("a", "b"):
+            shares = column(f"{REGION_SHARE}_{side}") if f"{REGION_SHARE}_{side}" in names else None
+            estimate = column_estimate(metric, column(f"{metric}_{side}"), shares)
+            entry[f"metric_{side}"][metric] = estimate.as_dict()
+    return entry
 
 
 def _moved_most(joiner, pairs: pa.Table, top_k: int) -> list[dict]:
@@ -255,6 +305,27 @@ def run(args: argparse.Namespace) -> int:
           f" {summary['only_b']} only in B); wrote {join(args.out, PAIRS_FILE)} and {SUMMARY_FILE}")
     for label, entry in summary["methods"].items():
         mean = entry["spearman_mean"]
+        rate = entry["target_changed_rate"]
         print(f"  {label}: {entry['pairs']} pairs, mean Spearman "
-              f"{'n/a' if mean is None else f'{mean:.3f}'}, {entry['target_changed']} target(s) changed")
+              f"{'n/a' if mean is None else f'{mean:.3f}'} {_bracket(entry['spearman_interval'])},"
+              f" {entry['target_changed']} target(s) changed"
+              f" (rate {_bracket([rate['low'], rate['high']])})")
+        for metric, shift in entry["metric_shift"].items():
+            before, after = entry["metric_a"][metric], entry["metric_b"][metric]
+            chance = before["chance"] if before["chance"] is not None else after["chance"]
+            print(f"    {metric}: A {_value(before['mean'])} {_bracket([before['low'], before['high']])},"
+                  f" B {_value(after['mean'])} {_bracket([after['low'], after['high']])},"
+                  f" shift {_value(shift)} {_bracket(entry['metric_shift_interval'][metric])}"
+                  + ("" if chance is None else f"; chance {chance:.3f}"))
     return 0
+
+
+def _value(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _bracket(bounds: list[float | None]) -> str:
+    """'[low, high]' of a 95% interval from the JSON summary (None: not estimable)."""
+    if bounds[0] is None or bounds[1] is None:
+        return "[n/a]"
+    return f"[{bounds[0]:.3f}, {bounds[1]:.3f}]"

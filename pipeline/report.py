@@ -335,6 +335,35 @@ def _summary_section(summary: dict[str, dict], metrics: list[str]) -> str:
     return "".join(parts)
 
 
+def _estimates_section(connection, variants: list[Variant], metrics: list[str], columns: list[str]) -> str:
+    """Every per-method mean with its 95% interval over images, and the chance level beside the
+    localisation metrics (``pipeline.estimates``)."""
+    from methods.metric_names import LOCALISATION_METRICS
+    from pipeline.estimates import variant_estimates
+
+    if not metrics:
+        return ""
+    localised = [m for m in metrics if m in LOCALISATION_METRICS]
+    header = ["method"] + [f"{m} {'↑' if HIGHER_IS_BETTER[m] else '↓'}" for m in metrics]
+    header += ["chance (localisation)"] if localised else []
+    rows = []
+    for variant in variants:
+        condition, values = variant.where()
+        estimates = variant_estimates(connection, condition, values, metrics, columns)
+        row = [variant.label] + [f"{estimates[m].text()} (n={estimates[m].n})" for m in metrics]
+        if localised:
+            row.append(_number(estimates[localised[0]].chance))
+        rows.append(row)
+    return (
+        "<h3>Means with 95% intervals over images</h3><p>Mean [95% interval] (n images): the"
+        " pointing game, a per-image share of the map's maximal pixels inside the region, with"
+        " Wilson's interval on the expected count of hits; every other mean with a seeded bootstrap"
+        " interval. Chance: the ground-truth region's mean share of the image, the score of a map"
+        " that knows nothing on both the pointing game and the mass in the region.</p>"
+        + _table(header, rows, "intervals")
+    )
+
+
 def _distribution_section(connection, variants: list[Variant], metrics: list[str], report: Report) -> str:
     shown = []
     for metric in metrics:
@@ -524,18 +553,44 @@ def _sensitivity_section(connection, variants: list[Variant], model, sources: _S
     )
 
 
+def _low_high(estimate: dict | None) -> list | None:
+    return None if not estimate else [estimate.get("low"), estimate.get("high")]
+
+
+def _bounds(bounds: list | None) -> str:
+    """'[low, high]' of an interval in a compare summary; '–' where there is none."""
+    if not bounds or bounds[0] is None or bounds[1] is None:
+        return "–"
+    return f"[{_number(bounds[0])}, {_number(bounds[1])}]"
+
+
 def _comparison_section(compare_dir: str, storage: StorageOptions) -> str:
     from pipeline.compare import read_summary
 
     summary = read_summary(compare_dir, storage)
     labels = list(summary["methods"])
     rows = [
-        [label, entry["pairs"], entry["spearman_mean"], entry["spearman_median"], entry["target_changed"]]
+        [label, entry["pairs"], entry["spearman_mean"], _bounds(entry.get("spearman_interval")),
+         entry["spearman_median"], entry["target_changed"],
+         _bounds(_low_high(entry.get("target_changed_rate")))]
         for label, entry in summary["methods"].items()
     ]
-    header = ["method", "matched maps", "mean Spearman", "median Spearman", "target changed"]
+    header = ["method", "matched maps", "mean Spearman", "95% interval", "median Spearman",
+              "target changed", "rate 95% interval"]
     shifts = [
-        [metric] + [summary["methods"][label]["metric_shift"].get(metric) for label in labels]
+        [metric] + [
+            f"{_number(summary['methods'][label]['metric_shift'].get(metric))} "
+            f"{_bounds(summary['methods'][label].get('metric_shift_interval', {}).get(metric))}"
+            for label in labels
+        ]
+        for metric in summary["metrics"]
+    ]
+    sides = [
+        [label, metric] + [
+            f"{_number(estimate.get('mean'))} {_bounds(_low_high(estimate))}"
+            for estimate in (entry.get("metric_a", {}).get(metric, {}), entry.get("metric_b", {}).get(metric, {}))
+        ] + [_number(entry.get("metric_a", {}).get(metric, {}).get("chance"))]
+        for label, entry in summary["methods"].items()
         for metric in summary["metrics"]
     ]
     moved = [
@@ -548,8 +603,10 @@ def _comparison_section(compare_dir: str, storage: StorageOptions) -> str:
         f" {summary['matched']} matched maps, {summary['only_a']} only in A, {summary['only_b']} only"
         " in B.</p>"
         + _table(header, rows, "compare")
-        + "<h3>Metric shifts (mean of B − A)</h3>"
+        + "<h3>Metric shifts (mean of B − A [95% bootstrap interval over the matched images])</h3>"
         + _table(["metric"] + labels, shifts, "compare-metrics")
+        + "<h3>Metric means on A and B [95% interval], chance level of the localisation metrics</h3>"
+        + _table(["method", "metric", "A", "B", "chance"], sides, "compare-sides")
         + "<h3>Explanations that moved most</h3>"
         + _table(["image", "method", "Spearman", "target A", "target B"], moved, "moved")
     )
@@ -622,6 +679,7 @@ def write_report(
         _runs_section(connection),
         _model_reading_section(connection, output_uri, storage, report),
         _summary_section(_summary(connection, variants, report.metrics), report.metrics),
+        _estimates_section(connection, variants, report.metrics, columns),
         _distribution_section(connection, variants, report.metrics, report),
         _gallery_section(connection, variants, report.metrics, sources, seed, report),
         _sanity_section(connection, output_uri, storage, report),
@@ -643,8 +701,11 @@ def write_report(
 
 
 def summary_markdown(output_uri: str, storage: StorageOptions | None = None) -> str:
-    """The per-method summary as a Markdown table (for a README): maps, key size mean / median
-    per background, deletion and insertion AUC means; only the metrics the output holds."""
+    """The per-method summary as a Markdown table (for a README): maps, key size mean [95%
+    interval] / median per background, deletion and insertion AUC means [95% interval] (bootstrap
+    over images, ``pipeline.estimates``); only the metrics the output holds."""
+    from pipeline.estimates import variant_estimates
+
     connection = connect(output_uri, storage or StorageOptions())
     columns = _columns(connection)
     several_runs = connection.execute("select count(distinct run_id) from saliency").fetchall()[0][0] > 1
@@ -655,18 +716,20 @@ def summary_markdown(output_uri: str, storage: StorageOptions | None = None) -> 
     header = ["method", "maps"]
     for name in metrics:
         if name.startswith("key_size_"):
-            header.append(f"key size {name.removeprefix('key_size_')} (mean / median)")
+            header.append(f"key size {name.removeprefix('key_size_')} (mean [95%] / median)")
         else:
-            header.append(f"{name} {'↑' if HIGHER_IS_BETTER[name] else '↓'}")
+            header.append(f"{name} {'↑' if HIGHER_IS_BETTER[name] else '↓'} (mean [95%])")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for label, entry in summary.items():
+    for variant, (label, entry) in zip(variants, summary.items()):
+        condition, parameters = variant.where()
+        estimates = variant_estimates(connection, condition, parameters, metrics, columns)
         cells = [label, str(entry["ok"])]
         for name in metrics:
-            values = entry["metrics"][name]
+            median = entry["metrics"][name]["median"]
             cells.append(
-                f"{_number(values['mean'])} / {_number(values['median'])}"
+                f"{estimates[name].text()} / {_number(median)}"
                 if name.startswith("key_size_")
-                else _number(values["mean"])
+                else estimates[name].text()
             )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

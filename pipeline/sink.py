@@ -28,6 +28,9 @@ import pyarrow.parquet as pq
 from pipeline.storage import StorageOptions, exists, resolve, write_bytes_atomic
 
 SALIENCY_DIR = "saliency"
+# The ground-truth region's share of the image, stored beside the localisation metrics: their
+# chance level (``methods.localisation.region_share``).
+REGION_SHARE = "region_share"
 RUNS_DIR = "runs"
 
 
@@ -56,6 +59,7 @@ def output_schema() -> pa.Schema:
         ("saliency", pa.list_(pa.float32())),
     ]
     fields += [(name, pa.float64()) for name in metric_names()]
+    fields += [(REGION_SHARE, pa.float64())]
     fields += [
         ("status", pa.string()),
         ("error", pa.string()),

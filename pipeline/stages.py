@@ -26,7 +26,8 @@ import pyarrow as pa
 
 import methods
 from pipeline.decode import DecodeError, decode_image, fit_box, fit_mask
-from pipeline.sink import output_schema
+from methods.metric_names import LOCALISATION_METRICS
+from pipeline.sink import REGION_SHARE, output_schema
 from pipeline.storage import StorageOptions
 
 DECODED_SCHEMA = pa.schema(
@@ -543,6 +544,8 @@ def score_batch(batch: pa.Table, plan: Plan, model) -> pa.Table:
 
     records = batch.to_pylist()
     scores = {name: [None] * len(records) for name in plan.metrics}
+    localised = bool(LOCALISATION_METRICS & set(plan.metrics))
+    shares: list[float | None] = [None] * len(records)
     groups: dict[tuple[int, int], list[int]] = {}
     for position, record in enumerate(records):
         if record["status"] == "ok" and record["_image"] is not None:
@@ -562,6 +565,9 @@ def score_batch(batch: pa.Table, plan: Plan, model) -> pa.Table:
         elif any(r["_box"] is not None for r in chosen):
             boxes = np.array([r["_box"] if r["_box"] is not None else [np.nan] * 4 for r in chosen])
         targets = np.array([r["target"] for r in chosen], dtype=np.int64)
+        if localised:
+            for position, share in zip(positions, region_shares(masks, boxes, len(chosen), size)):
+                shares[position] = None if not np.isfinite(share) else float(share)
         try:
             values = compute_metrics(model, images, maps, targets, names=list(plan.metrics),
                                      masks=masks, boxes=boxes, **plan.metric_options)
@@ -575,4 +581,15 @@ def score_batch(batch: pa.Table, plan: Plan, model) -> pa.Table:
     table = pa.Table.from_pylist(records, schema=STAGE_SCHEMA)
     for name in plan.metrics:
         table = table.append_column(name, pa.array(scores[name], pa.float64()))
+    if localised:
+        table = table.append_column(REGION_SHARE, pa.array(shares, pa.float64()))
     return table
+
+
+def region_shares(masks: np.ndarray | None, boxes: np.ndarray | None, count: int, size: int) -> np.ndarray:
+    """The ground-truth region's share of the image per row (NaN without one): the chance level
+    of the pointing game and mask energy."""
+    from methods.localisation import ground_truth, region_share
+
+    regions = ground_truth(masks, boxes, count, size, size)
+    return np.full(count, np.nan) if regions is None else region_share(regions)

@@ -1,8 +1,10 @@
 """Compare every registered saliency method on the demo model and demo data.
 
-For each method: the pointing-game hit rate (the argmax of the map, upsampled to the image, lies
-inside the object mask), the mean share of |map| inside the mask, and the mean wall time per
-image, with the maps explaining the true label. Budgets are comparable: every sampling or
+For each method: the tie-aware pointing game (the share of the upsampled map's maximal pixels
+inside the object mask, ``methods.localisation``), averaged over images with its 95% Wilson
+interval, the mean share of |map| inside the mask with its 95% bootstrap interval
+(``methods.intervals``), both beside their chance level (the masks' mean share of the image),
+and the mean wall time per image, with the maps explaining the true label. Budgets are comparable: every sampling or
 optimisation method gets the same number of forward-equivalents per image, a backward pass
 counted as two forwards (so gradient methods take budget / 3 steps); Grad-CAM and Guided
 Grad-CAM need one forward and one backward by construction.
@@ -27,7 +29,8 @@ import torch
 from PIL import Image
 
 import methods
-from methods.metrics import localisation
+from methods.intervals import mean_estimate, rate_estimate
+from methods.localisation import localisation, region_share
 from pipeline.demo_data import ANNOTATIONS_FILE, write_demo_dataset
 
 # The demo images are 64 px: a 16 x 16 mask (4 px blocks) for Meaningful Perturbation; LEG
@@ -95,7 +98,8 @@ def main(argv: list[str] | None = None) -> str:
         help="torch CPU threads (default 1: on a shared, oversubscribed machine the spin-waits "
         "of several threads make small ops 10x slower)",
     )
-    parser.add_argument("--out", type=Path, help="also write the Markdown table here")
+    parser.add_argument("--out", type=Path, help="also write the Markdown table here (after every method)")
+    parser.add_argument("--save-maps", type=Path, help="also save every method's maps and the masks (.npz)")
     args = parser.parse_args(argv)
     count, budget = (16, 200) if args.quick else (args.count, args.budget)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -107,9 +111,27 @@ def main(argv: list[str] | None = None) -> str:
     with torch.no_grad():
         accuracy = float((model(images.to(device)).argmax(1).cpu().numpy() == labels).mean())
 
+    chance = float(np.nanmean(region_share(masks)))
+    device_name = torch.cuda.get_device_name(0) if device == "cuda" else "CPU"
+    header = [
+        f"Model `{getattr(model, 'model_id', 'demo')}`, {count} demo images (64 px, seed "
+        f"{args.seed}), maps of the true label, "
+        f"budget {budget} forward-equivalents per image, {device_name} "
+        f"({torch.get_num_threads()} threads); model top-1 accuracy {accuracy:.3f}. "
+        f"Mean [95% interval] over the images: pointing game (tie-aware) with Wilson's interval, "
+        f"mass in mask with a bootstrap interval; chance level of both (the masks' mean share "
+        f"of the image): {chance:.3f}.",
+        "",
+        "| method | forwards / image | map size | pointing game | mass in mask | ms / image |",
+        "|---|---|---|---|---|---|",
+    ]
     settings = method_settings(budget, args.seed)
     names = args.methods or methods.available()
-    rows, problems = [], []
+    rows, problems, saved = [], [], {"masks": masks}
+
+    def table() -> str:
+        return "\n".join(header + rows + ([""] + problems if problems else [])) + "\n"
+
     for name in names:
         params, forwards = settings.get(name, ({}, None))
         try:
@@ -123,28 +145,24 @@ def main(argv: list[str] | None = None) -> str:
             continue
         budget_text = "?" if forwards is None else str(forwards)
         for label, maps in labelled_maps(name, params, all_maps):
+            saved[label] = maps
             pointing, energy = localisation(maps, masks=masks)
             rows.append(
                 f"| {label} | {budget_text} | {maps.shape[1]}x{maps.shape[2]} | "
-                f"{np.nanmean(pointing):.3f} | {np.nanmean(energy):.3f} | {seconds * 1000:.1f} |"
+                f"{rate_estimate(pointing).text()} | {mean_estimate(energy, seed=args.seed).text()} | "
+                f"{seconds * 1000:.1f} |"
             )
         print(f"{name}: done in {seconds * count:.1f} s", flush=True)
+        # Written after every method, so that a run cut short keeps the rows it finished.
+        if args.out:
+            args.out.write_text(table())
+        if args.save_maps:
+            np.savez_compressed(args.save_maps, **saved)
 
-    device_name = torch.cuda.get_device_name(0) if device == "cuda" else "CPU"
-    header = [
-        f"Model `{getattr(model, 'model_id', 'demo')}`, {count} demo images (64 px, seed "
-        f"{args.seed}), maps of the true label, "
-        f"budget {budget} forward-equivalents per image, {device_name} "
-        f"({torch.get_num_threads()} threads); model top-1 accuracy {accuracy:.3f}.",
-        "",
-        "| method | forwards / image | map size | pointing game | mass in mask | ms / image |",
-        "|---|---|---|---|---|---|",
-    ]
-    table = "\n".join(header + rows + ([""] + problems if problems else [])) + "\n"
-    print(table)
+    print(table())
     if args.out:
-        args.out.write_text(table)
-    return table
+        args.out.write_text(table())
+    return table()
 
 
 if __name__ == "__main__":

@@ -71,3 +71,32 @@ def test_repeatable_and_batch_equals_one_image_at_a_time(explainer_class):
     np.testing.assert_array_equal(explainer_class(batch_size=2).explain(model, images), maps)
     single = explainer_class().explain(model, images[1:2])
     np.testing.assert_allclose(single[0], maps[1], rtol=1e-5, atol=1e-8)
+
+
+def test_default_layer_of_the_demo_model_is_its_declared_feature_map():
+    from methods.demo_model import DemoCNN
+    from methods.models import NormalizedClassifier, load_model
+
+    demo = load_model("demo")
+    # The last Conv2d in module order is the one-channel attention convolution; the head reads
+    # features[11]'s map, which the model declares as last_conv.
+    assert find_layer(demo, None) is demo.features[11]
+    assert find_layer(demo, None) is not demo.attention
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    maps = GradCAM().explain(demo, images)
+    np.testing.assert_array_equal(maps, GradCAM(layer="features.11").explain(demo, images))
+    wrapped = NormalizedClassifier(DemoCNN(), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    assert find_layer(wrapped, None) is wrapped.network.features[11]
+
+
+@pytest.mark.parametrize("arch, block", [("resnet18", "layer4"), ("vgg11", "features"),
+                                         ("mobilenet_v3_small", "features")])
+def test_default_layer_of_torchvision_classifiers_is_the_block_the_head_pools(arch, block):
+    import torchvision
+
+    from methods.models import NormalizedClassifier
+
+    model = NormalizedClassifier(torchvision.models.get_model(arch, weights=None, num_classes=3)).eval()
+    assert find_layer(model, None) is getattr(model.network, block)
+    images = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    assert GradCAM().explain(model, images).shape == (1, 2, 2)

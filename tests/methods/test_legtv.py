@@ -46,7 +46,7 @@ def test_leg_and_legtv_point_at_the_object_on_the_demo_model():
     images, LEG's and LEG-TV's maps (the embedded default's 8 x 8 grid and budget) peak inside
     the object mask for a clear majority of images (chance is the object's area, about 11%)."""
     from methods import load_model
-    from methods.metrics import localisation
+    from methods.localisation import localisation
     from pipeline.demo_data import make_demo_sample
 
     model = load_model("demo", device="cpu")

@@ -10,12 +10,10 @@ from methods.metrics import (
     BACKGROUNDS,
     KEY_SIZE_GRID,
     METRIC_NAMES,
-    boxes_to_masks,
     compute_metrics,
     deletion_insertion_auc,
     gini,
     key_size,
-    localisation,
     sensitivity_curve,
 )
 
@@ -152,27 +150,6 @@ def test_gini_known_values():
     values = gini(np.concatenate([constant, one_hot, two_hot, np.zeros((1, 5, 5))]))
     np.testing.assert_allclose(values, [0.0, 1 - 1 / 25, 1 - 2 / 25, 0.0], atol=1e-12)
     assert np.isnan(gini(np.full((1, 2, 2), np.nan)))[0]
-
-
-def test_pointing_game_and_energy_of_ground_truth_map():
-    masks = np.zeros((3, SIDE, SIDE), dtype=bool)
-    masks[:, PATCH[0], PATCH[1]] = True
-    masks[2] = False  # no ground truth for image 2
-    pointing, energy = localisation(masks.astype(np.float32), masks=masks)
-    np.testing.assert_array_equal(pointing[:2], [1.0, 1.0])
-    np.testing.assert_allclose(energy[:2], [1.0, 1.0])
-    assert np.isnan(pointing[2]) and np.isnan(energy[2])
-    pointing, energy = localisation((~masks[:2]).astype(np.float32), masks=masks[:2])
-    np.testing.assert_array_equal(pointing, [0.0, 0.0])
-    np.testing.assert_allclose(energy, [0.0, 0.0])
-
-
-def test_boxes_are_inclusive_and_nan_means_no_box():
-    masks = boxes_to_masks(np.array([[3, 2, 6, 5], [np.nan] * 4]), SIDE, SIDE)
-    expected = np.zeros((SIDE, SIDE), dtype=bool)
-    expected[PATCH[0], PATCH[1]] = True
-    np.testing.assert_array_equal(masks[0], expected)
-    assert not masks[1].any()
 
 
 def test_compute_metrics_all_columns_with_boxes_and_a_bad_map():

@@ -8,7 +8,8 @@ import duckdb
 import numpy as np
 import pytest
 
-from evaluation_outputs import VARIANTS, base_maps, write_images, write_output
+from evaluation_outputs import CHANCE, VARIANTS, base_maps, write_images, write_output
+from methods.intervals import wilson_interval
 from methods.base import upsample_maps
 from pipeline.cli import main as legx
 from pipeline.compare import compare_runs, read_summary
@@ -47,6 +48,16 @@ def test_compare_finds_the_changed_explanations(outputs, tmp_path):
     assert leg["pairs"] == 5 and leg["target_changed"] == 1
     assert leg["spearman_median"] == pytest.approx(1.0)
     assert leg["metric_shift"]["key_size_mean"] == pytest.approx(0.05)
+    # every aggregate has its interval: 1 of 5 targets changed is a rate with Wilson's interval
+    rate = leg["target_changed_rate"]
+    assert (rate["mean"], rate["n"]) == (pytest.approx(0.2), 5)
+    assert [rate["low"], rate["high"]] == pytest.approx(list(wilson_interval(1, 5)))
+    assert leg["metric_shift_interval"]["key_size_mean"] == pytest.approx([0.05, 0.05])
+    low, high = leg["spearman_interval"]
+    assert low <= leg["spearman_mean"] <= high
+    pointing_a = leg["metric_a"]["pointing_game"]  # metric 9 of image i: 0.9 + 0.01 i
+    assert pointing_a["mean"] == pytest.approx(0.92) and pointing_a["chance"] == CHANCE
+    assert [pointing_a["low"], pointing_a["high"]] == pytest.approx(list(wilson_interval(4.6, 5)))
     legtv = summary["methods"]["leg-tv lam=0.1"]
     assert legtv["spearman_mean"] > 0.8  # same maps on a finer grid: ranks nearly kept
     moved = summary["moved_most"]
@@ -92,5 +103,6 @@ def test_compare_cli(outputs, tmp_path, capsys):
     assert legx(["compare", output_a, output_b, "-o", str(out_dir)]) == 0
     printed = capsys.readouterr().out
     assert "10 matched maps" in printed and "leg" in printed
+    assert "pointing_game: A 0.920 [" in printed and f"chance {CHANCE:.3f}" in printed
     assert (out_dir / "pairs.parquet").exists()
     assert legx(["compare", output_a, str(tmp_path / "nothing"), "-o", str(out_dir)]) == 1

@@ -100,7 +100,7 @@ def test_s3_in_s3_out_with_odd_inputs(s3_endpoint, s3_bucket, tmp_path, top_left
     connection = connect(output, StorageOptions())
     rows = connection.execute(
         "select image_id, method, lam, status, error, label, height, width, saliency, run_id, "
-        "target, target_score, gini, pointing_game, mask_energy "
+        "target, target_score, gini, pointing_game, mask_energy, region_share "
         "from saliency order by image_id, method, lam"
     ).fetchall()
     demo_ids = [f for f in os.listdir(demo) if f.endswith(".png") and not f.startswith(("bad_", "odd_"))]
@@ -115,12 +115,15 @@ def test_s3_in_s3_out_with_odd_inputs(s3_endpoint, s3_bucket, tmp_path, top_left
 
     labels = dict(zip(*pq.read_table(demo / "annotations.parquet", columns=["image_id", "label"])
                       .to_pydict().values()))
+    # The chance level stored beside the localisation metrics: the mask's share of the image.
+    mask_shares = {row["image_id"]: float(np.mean(row["mask"]))
+                   for row in pq.read_table(demo / "annotations.parquet").to_pylist()}
     quadrant_shares = []
     for image_id, image_rows in by_image.items():
         assert [(r[1], r[2]) for r in image_rows] == [("leg", None), ("leg-tv", 0.1), ("leg-tv", 0.3)]
         expected = odd[image_id][1] if image_id in odd else "ok"
         for (_, method, lam, status, error, label, height, width, saliency, run_id, target, score,
-             gini, pointing, energy) in image_rows:
+             gini, pointing, energy, share) in image_rows:
             assert status == expected, (image_id, method, error)
             assert run_id == "e2e"
             if status == "error":
@@ -130,9 +133,10 @@ def test_s3_in_s3_out_with_odd_inputs(s3_endpoint, s3_bucket, tmp_path, top_left
             assert 0 <= gini < 1
             # Only the demo images have masks (annotations.parquet): localisation needs one.
             if image_id in labels:
-                assert pointing in (0.0, 1.0) and 0 <= energy <= 1
+                assert 0 <= pointing <= 1 and 0 <= energy <= 1
+                assert share == pytest.approx(mask_shares[image_id], abs=0.02)  # resized mask
             else:
-                assert pointing is None and energy is None
+                assert pointing is None and energy is None and share is None
             assert error is None and target in (0, 1) and 1 / 3 < score < 1  # top-1 of 3 classes
             assert (height, width) == (GRID, GRID) and len(saliency) == GRID * GRID
             values = np.asarray(saliency)

@@ -9,8 +9,11 @@ import shutil
 import subprocess
 from html.parser import HTMLParser
 
+import numpy as np
 import pytest
 import torch
+
+from methods.intervals import mean_estimate, rate_estimate, wilson_interval
 
 from pipeline.cli import main as legx
 from pipeline.compare import compare_runs
@@ -18,6 +21,7 @@ from pipeline.report import write_report
 from pipeline.sanity import write_sanity_table
 from pipeline.storage import StorageOptions
 from evaluation_outputs import (
+    CHANCE,
     IMAGE_SIZE,
     VARIANTS,
     base_maps,
@@ -121,6 +125,14 @@ def test_report_content(output, tmp_path):
     # key_size_mean of image i is 0.01 i: mean = median = 0.02 over 5 images
     assert key_size["leg"][1:3] == ["5", "0.020 / 0.020"]
     assert len(tables["errors"]) == 1 + 2 and tables["errors"][1][0] == "broken.jpg"
+    # Means with intervals: pointing game (metric 9 of image i: 0.9 + 0.01 i) gets Wilson's
+    # interval on its expected count, and the region share as chance beside it.
+    header, *rows = tables["intervals"]
+    intervals = {row[0]: dict(zip(header, row)) for row in rows}
+    pointing = rate_estimate(0.9 + 0.01 * np.arange(N_IMAGES))
+    assert intervals["leg"]["pointing_game ↑"] == f"{pointing.text()} (n=5)"
+    assert intervals["leg"]["chance (localisation)"] == f"{CHANCE:.3f}"
+    assert intervals["leg"]["key_size_mean ↓"] == f"{mean_estimate(0.01 * np.arange(5)).text()} (n=5)"
     assert [row[:2] for row in tables["sanity"][1:4]] == [["leg", "1"], ["leg", "2"], ["leg", "3"]]
     with open(path, encoding="utf-8") as handle:
         text = handle.read()
@@ -153,11 +165,19 @@ def test_report_with_comparison_and_cli(output, tmp_path, capsys):
                  "--markdown", str(markdown)]) == 0
     assert "wrote" in capsys.readouterr().out
     lines = markdown.read_text().splitlines()
-    assert lines[0].startswith("| method | maps | key size mean (mean / median)")
-    assert lines[2].startswith("| leg | 5 | 0.020 / 0.020 | 0.120 / 0.120")
+    assert lines[0].startswith("| method | maps | key size mean (mean [95%] / median)")
+    key_size_mean = mean_estimate(0.01 * np.arange(N_IMAGES))  # metric 0 of image i: 0.01 i
+    assert lines[2].startswith(f"| leg | 5 | {key_size_mean.text()} / 0.020 | ")
     tables = _tables(path)
     moved = tables["moved"][1]
     assert moved[:3] == ["img3.png", "leg", "-1.000"]
+    compare = {row[0]: row for row in tables["compare"][1:]}
+    low, high = wilson_interval(0, N_IMAGES)  # no target changed
+    assert compare["leg"][5:] == ["0", f"[{low:.3f}, {high:.3f}]"]
+    sides = {(row[0], row[1]): row for row in tables["compare-sides"][1:]}
+    assert sides[("leg", "pointing_game")][4] == f"{CHANCE:.3f}"
+    shifts = {row[0]: row for row in tables["compare-metrics"][1:]}
+    assert shifts["key_size_mean"][1] == "0.050 [0.050, 0.050]"
 
 
 def test_report_of_s3_output(tmp_path, s3_endpoint, s3_bucket):
