@@ -13,7 +13,6 @@ returns the summary.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import platform
 import sys
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from methods.intervals import wilson_interval
 from pipeline.allocator import ALLOCATOR_ENV
 from pipeline.config import ConfigError, JobConfig
 from pipeline.sink import (
@@ -115,14 +115,6 @@ class JobSummary:
         data["serving_forwards_per_s"] = round(serving, 1) if serving is not None else None
         data["top1"] = self.top1
         return data
-
-
-def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
-    """The Wilson score interval of a binomial rate (95% for the default z)."""
-    rate = successes / trials
-    centre = (rate + z * z / (2 * trials)) / (1 + z * z / trials)
-    half = z * math.sqrt(rate * (1 - rate) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def top1_reading(labelled: int, correct: int, classes: int | None) -> dict[str, Any] | None:
