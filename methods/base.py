@@ -130,3 +130,30 @@ def upsample_maps(maps: np.ndarray, height: int, width: int) -> np.ndarray:
     flat = torch.from_numpy(np.ascontiguousarray(array.reshape(-1, 1, rows, cols)))
     resized = F.interpolate(flat, size=(height, width), mode="bilinear", align_corners=False)
     return resized.reshape(*lead, height, width).numpy()
+
+
+def resolve_preset(
+    method: str, presets: dict[str, dict], preset: str, given: dict
+) -> dict:
+    """The parameters of ``presets[preset]`` with every value in ``given`` that is not None in
+    their place: a preset names a documented set of choices, explicit parameters override it.
+    Raises ValueError for an unknown preset, listing the known ones."""
+    if preset not in presets:
+        raise ValueError(f"unknown preset {preset!r} for {method}; known presets: {', '.join(presets)}")
+    unknown = set(given) - set(presets[preset])
+    if unknown:
+        raise ValueError(f"{method}: no preset sets {sorted(unknown)}")
+    return {**presets[preset], **{key: value for key, value in given.items() if value is not None}}
+
+
+def input_normalisation(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-channel mean and std, (1, 3, 1, 1) each, that ``model`` subtracts and divides by
+    inside its forward (the ``mean`` and ``std`` buffers of legx's loaded models: the demo CNN,
+    torchvision classifiers). Raises ValueError for a model that declares none."""
+    mean, std = getattr(model, "mean", None), getattr(model, "std", None)
+    if not (isinstance(mean, torch.Tensor) and isinstance(std, torch.Tensor) and mean.numel() == std.numel() == 3):
+        raise ValueError(
+            "this option works on the model's normalised input, and the model declares no input"
+            " normalisation (3-element 'mean' and 'std' tensors, as legx's loaded models have)"
+        )
+    return mean.reshape(1, 3, 1, 1).float(), std.reshape(1, 3, 1, 1).float()

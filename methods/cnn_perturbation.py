@@ -12,8 +12,22 @@ f the softmax probability of the target, Adam (lr 0.01). The map post-processes 
 difference as the reference does: d = (mean_c x - mean_c G(x))^power (power 6, a soft
 threshold), a border of ``edge_fraction`` of each side set to 0 (zero padding artefacts), then
 a grey dilation with a square of ``dilation_fraction`` of the image side (20 px at 224). Image
-resolution (N, H, W). Defaults follow the reference (3 x 3 kernel, 3 blocks of 3 layers,
-l1 1.0) except the number of steps: 300 instead of 1000, for budget.
+resolution (N, H, W).
+
+Point by point against the seed (its notebook and ``deep_explanation.py``; VGG19 at 224 px):
+
+| choice | seed | legx default (preset ``legx``) | why they differ |
+|---|---|---|---|
+| epochs (steps) | 1000 | 300 (``n_iterations``) | a forward budget: each step is a forward and a backward per image; the README measures what it costs |
+| space of x in G, the L1 term and d | the model's normalised input (ImageNet mean/std: the generator sees, and is rescaled to, the normalised image; the L1 and the difference are taken there) | [0, 1] pixels (``input_space: pixels``) | the explainer sees a model on [0, 1]. On the normalised scale the L1 term weighs about 1/std (4.4x for ImageNet, 4x for the demo model) more, so the seed's generator may change the image less; ``input_space: normalised`` works on the model's own normalisation, as the seed does |
+| generator | 3 x 3 kernel, 3 blocks of 3 layers, one shared conv, PyTorch's default init | the seed's (its examples also run 2 blocks) | - |
+| l1 coefficient, optimiser | 1.0, Adam lr 0.01 | the seed's | - |
+| power | 6 | 6 | - |
+| borders | int(0.1 H) rows and int(0.1 W) columns on each side set to 0 | ``edge_fraction`` 0.1, the same rule at any size | - |
+| dilation | skimage grey dilation, 20 x 20 square at 224 px | ``scipy.ndimage.grey_dilation``, a square of 20/224 of the side (6 x 6 at 64 px) | the seed's size scaled with the image; an even square's centre falls half a pixel apart between the two libraries |
+
+``preset: seed`` sets every seed choice (1000 steps, the normalised space); a parameter given
+explicitly overrides its preset's value; an unknown preset is an error that lists the known ones.
 
 Written by hand: no library implements it. The generators of ``batch_size`` images are trained
 together as one grouped convolution (group i holds image i's generator), so one forward and
@@ -32,45 +46,79 @@ import torch
 import torch.nn.functional as F
 from scipy.ndimage import grey_dilation
 
-from methods.base import Explainer, batches, check_images, model_device, resolve_targets
+from methods.base import (
+    Explainer,
+    batches,
+    check_images,
+    input_normalisation,
+    model_device,
+    resolve_preset,
+    resolve_targets,
+)
+
+INPUT_SPACES = ("pixels", "normalised")
+# Every choice of the method under a name (see the module docstring's table).
+PRESETS: dict[str, dict] = {
+    "legx": {
+        "kernel_size": 3, "n_blocks": 3, "n_layers": 3, "n_iterations": 300, "learning_rate": 0.01,
+        "l1_coeff": 1.0, "power": 6.0, "edge_fraction": 0.1, "dilation_fraction": 20 / 224,
+        "input_space": "pixels",
+    },
+}
+PRESETS["seed"] = {**PRESETS["legx"], "n_iterations": 1000, "input_space": "normalised"}
 
 
 class CNNPerturbation(Explainer):
-    """Per-image learned perturbation generator; ``n_iterations`` forward+backward per image."""
+    """Per-image learned perturbation generator; ``n_iterations`` forward+backward per image.
+
+    preset: 'legx' (default) or 'seed' (the table in the module docstring); every other
+    parameter left None takes the preset's value. input_space: 'pixels' ([0, 1]) or
+    'normalised' (the model's normalised input, which needs a model that declares its mean and
+    std: the generator, the L1 term and the map's difference work there).
+    """
 
     name = "cnn-perturbation"
 
     def __init__(
         self,
-        kernel_size: int = 3,
-        n_blocks: int = 3,
-        n_layers: int = 3,
-        n_iterations: int = 300,
-        learning_rate: float = 0.01,
-        l1_coeff: float = 1.0,
-        power: float = 6.0,
-        edge_fraction: float = 0.1,
-        dilation_fraction: float = 20 / 224,
+        preset: str = "legx",
+        kernel_size: int | None = None,
+        n_blocks: int | None = None,
+        n_layers: int | None = None,
+        n_iterations: int | None = None,
+        learning_rate: float | None = None,
+        l1_coeff: float | None = None,
+        power: float | None = None,
+        edge_fraction: float | None = None,
+        dilation_fraction: float | None = None,
+        input_space: str | None = None,
         batch_size: int = 16,
         seed: int = 0,
     ) -> None:
+        given = {key: value for key, value in locals().items() if key in PRESETS["legx"]}
+        values = resolve_preset(self.name, PRESETS, preset, given)
+        kernel_size = values["kernel_size"]
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd and positive, got {kernel_size}")
-        if n_blocks < 1 or n_layers < 1 or n_iterations < 1:
+        if values["n_blocks"] < 1 or values["n_layers"] < 1 or values["n_iterations"] < 1:
             raise ValueError("n_blocks, n_layers and n_iterations must be >= 1")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if not 0 <= edge_fraction < 0.5:
-            raise ValueError(f"edge_fraction must lie in [0, 0.5), got {edge_fraction}")
-        self.kernel_size = kernel_size
-        self.n_blocks = n_blocks
-        self.n_layers = n_layers
-        self.n_iterations = n_iterations
-        self.learning_rate = learning_rate
-        self.l1_coeff = l1_coeff
-        self.power = power
-        self.edge_fraction = edge_fraction
-        self.dilation_fraction = dilation_fraction
+        if not 0 <= values["edge_fraction"] < 0.5:
+            raise ValueError(f"edge_fraction must lie in [0, 0.5), got {values['edge_fraction']}")
+        if values["input_space"] not in INPUT_SPACES:
+            raise ValueError(f"input_space must be one of {INPUT_SPACES}, got {values['input_space']!r}")
+        self.preset = preset
+        self.kernel_size = int(kernel_size)
+        self.n_blocks = int(values["n_blocks"])
+        self.n_layers = int(values["n_layers"])
+        self.n_iterations = int(values["n_iterations"])
+        self.learning_rate = float(values["learning_rate"])
+        self.l1_coeff = float(values["l1_coeff"])
+        self.power = float(values["power"])
+        self.edge_fraction = float(values["edge_fraction"])
+        self.dilation_fraction = float(values["dilation_fraction"])
+        self.input_space = values["input_space"]
         self.batch_size = batch_size
         self.seed = seed
 
@@ -99,18 +147,24 @@ class CNNPerturbation(Explainer):
         hidden = hidden / hidden.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
         return hidden * span + low
 
-    def _optimise(self, model, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def _optimise(self, model, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images in the generator's space (``input_space``) and the trained generators'
+        outputs there."""
+        inputs, mean, std = images, 0.0, 1.0
+        if self.input_space == "normalised":
+            mean, std = (value.to(images.device) for value in input_normalisation(model))
+            inputs = (images - mean) / std
         weight, bias = self._initial_weights(images.shape[0], images.device)
         optimiser = torch.optim.Adam([weight, bias], lr=self.learning_rate)
         for _ in range(self.n_iterations):
-            perturbed = self._perturb(images, weight, bias)
-            probabilities = torch.softmax(model(perturbed).float(), dim=1)
+            perturbed = self._perturb(inputs, weight, bias)
+            probabilities = torch.softmax(model(perturbed * std + mean).float(), dim=1)
             scores = probabilities.gather(1, targets[:, None])[:, 0]
-            losses = scores + self.l1_coeff * (images - perturbed).abs().mean(dim=(1, 2, 3))
+            losses = scores + self.l1_coeff * (inputs - perturbed).abs().mean(dim=(1, 2, 3))
             weight.grad, bias.grad = torch.autograd.grad(losses.sum(), [weight, bias])
             optimiser.step()
         with torch.no_grad():
-            return self._perturb(images, weight, bias)
+            return inputs, self._perturb(inputs, weight, bias)
 
     def _post_process(self, image: np.ndarray, perturbed: np.ndarray) -> np.ndarray:
         difference = np.abs(image.mean(axis=0) - perturbed.mean(axis=0)) ** self.power
@@ -133,8 +187,7 @@ class CNNPerturbation(Explainer):
         maps = np.zeros((images.shape[0], *images.shape[-2:]), dtype=np.float32)
         with torch.enable_grad():
             for part in batches(images.shape[0], self.batch_size):
-                inputs = images[part].to(device).float()
-                perturbed = self._optimise(model, inputs, target_classes[part])
+                inputs, perturbed = self._optimise(model, images[part].to(device).float(), target_classes[part])
                 for offset, index in enumerate(range(part.start, part.stop)):
                     maps[index] = self._post_process(
                         inputs[offset].cpu().numpy(), perturbed[offset].cpu().numpy()

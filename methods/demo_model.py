@@ -24,13 +24,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from methods.input_size import DEMO_INPUT_SIZE
+
 DEMO_CLASS_NAMES = ["circle", "square", "triangle", "star", "cross", "ring"]
 
 
 class DemoCNN(nn.Module):
     """Three 3x3 conv blocks (16-32-64 channels, BatchNorm, ReLU, 2x max-pool after the first
     two) and a 1x1 conv block (64), softmax attention pooling over the cells of the last feature
-    map and a linear head. At 64 px the last feature map is 16 x 16."""
+    map and a linear head. At 64 px the last feature map is 16 x 16. ``input_size``: the side
+    of the images it was trained on (``scripts/train_demo_model.py``); its 18 px field sees a
+    whole object only at that scale."""
+
+    input_size = DEMO_INPUT_SIZE
 
     def __init__(self, n_classes: int = len(DEMO_CLASS_NAMES)) -> None:
         super().__init__()

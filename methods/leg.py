@@ -9,12 +9,25 @@ the responses (Stein's identity, E[f(x + z) z] = Sigma grad f for small noise):
                padding): (2g(g-1) + 4g) x p, full column rank, D^T D = 4I - A_grid
     Sigma      s^2 (D^T D + (1/p) 1 1^T),  s = noise_level on the [0, 1] pixel scale
     z_i        ~ N(0, Sigma), block-upsampled to the image (sizes need not divide by g)
-    y_i        f(clip(x + up(z_i), 0, 1)) - f(x)
+    y_i        f(clip(x + up(z_i), 0, 1)) - f(x)   (``clip=False``: f(x + up(z_i)) - f(x))
     g_hat      (1/n) sum_i y_i z_i
     LEG        Sigma^{-1} g_hat, per colour channel; the map is mean_c |LEG_c| on the grid
 
 f is the softmax probability of the explained class (default: the clean top-1), optionally minus
 the probability of an ``opposite`` class (the reference's contrast), or the logit.
+
+Departures from the reference code (Paradise1008/LEG, ``methods/LEGv0.py``), each an option:
+
+    choice            reference                         legx default (option for the reference)
+    clipping          none (its clip is commented out)  clip to [0, 1]           (clip=False)
+    draws             plain i.i.d. (antithetic option)  antithetic pairs         (antithetic=False)
+    channels          one per forward (3n forwards)     separate, the same       (channel_mode)
+    budget            200 per channel (2,000 ImageNet)  2,000 per channel        (n_samples)
+
+Clipping keeps every perturbed image a valid image; where the image is saturated (pixels at 0 or
+1) it also halves the perturbation there (only one sign survives), so the estimate there is no
+longer Stein's identity's. ``clip=False`` feeds the model values outside [0, 1], as the
+reference does; its estimate is then exactly the reference's on the same draws.
 
 Channel modes: ``separate`` is the reference (one channel perturbed per forward, 3n forwards per
 image); ``joint`` draws independent noise for the three channels of one forward (n forwards, the
@@ -67,9 +80,11 @@ def perturb(
     runs: Sequence[tuple[int, int, int]],
     grid_noise: torch.Tensor,
     out: torch.Tensor,
+    clip: bool = True,
 ) -> torch.Tensor:
-    """clamp(image + grid_to_image(noise), 0, 1) for a batch of perturbations, written into
-    ``out`` (B, 3, H, W, in the memory layout the model wants) and returned.
+    """clamp(image + grid_to_image(noise), 0, 1) for a batch of perturbations (no clamp when
+    ``clip`` is false), written into ``out`` (B, 3, H, W, in the memory layout the model wants)
+    and returned.
 
     ``runs`` lists (image, start, stop): rows start..stop of ``grid_noise`` (B, 3, g, g) perturb
     ``images[image]``. When the image size is a multiple of g, the noise is widened to full rows
@@ -86,7 +101,7 @@ def perturb(
         out.copy_(grid_to_image(grid_noise, height, width))
         for image, start, stop in runs:
             out[start:stop].add_(images[image])
-        return out.clamp_(0.0, 1.0)
+        return out.clamp_(0.0, 1.0) if clip else out
     block_rows = height // g_rows
     channels_last = out.is_contiguous(memory_format=torch.channels_last)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -97,7 +112,7 @@ def perturb(
     for image, start, stop in runs:
         image_blocks = images[image : image + 1].unflatten(2, (g_rows, block_rows))
         torch.add(image_blocks, wide_noise[start:stop], out=blocks[start:stop])
-    return out.clamp_(0.0, 1.0)
+    return out.clamp_(0.0, 1.0) if clip else out
 
 
 class LEG(Explainer):
@@ -107,6 +122,7 @@ class LEG(Explainer):
     3 * n_samples forwards); noise_level: s; grid_size: g; batch_size: images per forward;
     channel_mode: 'separate' | 'joint' | 'shared'; antithetic: draw pairs (z, -z) (n_samples must
     be even); score: 'prob' or 'logit'; absolute: map = mean_c |LEG_c| (False: signed mean);
+    clip: clip perturbed pixels to [0, 1] (False: as the reference code, which does not);
     seed: the noise is reproducible for a seed on a given device type.
     """
 
@@ -122,6 +138,7 @@ class LEG(Explainer):
         antithetic: bool = True,
         score: str = "prob",
         absolute: bool = True,
+        clip: bool = True,
         seed: int = 0,
     ) -> None:
         if n_samples < 2:
@@ -146,6 +163,7 @@ class LEG(Explainer):
         self.antithetic = bool(antithetic)
         self.score = score
         self.absolute = bool(absolute)
+        self.clip = bool(clip)
         self.seed = int(seed)
 
     @property
@@ -239,7 +257,7 @@ class LEG(Explainer):
                  min(part.stop, (image + 1) * forwards) - part.start)
                 for image in range(part.start // forwards, (part.stop - 1) // forwards + 1)
             ]
-            perturbed = perturb(images, runs, grid_noise.reshape(-1, 3, g, g), buffer[: len(flat)])
+            perturbed = perturb(images, runs, grid_noise.reshape(-1, 3, g, g), buffer[: len(flat)], self.clip)
             scores = self._score(
                 model(perturbed),
                 target[image_index],

@@ -50,6 +50,7 @@ class LEGTV(LEG):
         antithetic: bool = True,
         score: str = "prob",
         absolute: bool = True,
+        clip: bool = True,
         seed: int = 0,
         lambdas: Sequence[float] = (0.1,),
         solver: str = "CLARABEL",
@@ -64,6 +65,7 @@ class LEGTV(LEG):
             antithetic=antithetic,
             score=score,
             absolute=absolute,
+            clip=clip,
             seed=seed,
         )
         lambdas = tuple(float(lam) for lam in np.atleast_1d(lambdas))

@@ -9,13 +9,15 @@ Specs:
                                     fine-tuned head (not 1000 classes) is sized from the weights
   PATH_OR_URI                       a TorchScript archive, or a legx checkpoint: a dict with
                                     'arch' (one of the specs above, without weights), 'state_dict'
-                                    and optionally 'num_classes' and 'class_names'
+                                    and optionally 'num_classes', 'class_names' and
+                                    'image_size' (the side it was trained on)
 
 Weights are read with torch.load(weights_only=True): a checkpoint cannot run code. The returned
-module carries ``model_id`` (the spec with a short hash of the weights' bytes, so that two
-versions of a model never share an id; for DEFAULT torchvision weights the hash torchvision
-publishes in their file name) and ``class_names`` (a list or None). s3:// URIs find their
-endpoint as s3fs does (AWS_ENDPOINT_URL, ...) or through ``storage_options``.
+module carries ``input_size`` (the square side it was trained on, or None where the file does
+not say: see ``methods.input_size``), ``model_id`` (the spec with a short hash of the weights'
+bytes, so that two versions of a model never share an id; for DEFAULT torchvision weights the
+hash torchvision publishes in their file name) and ``class_names`` (a list or None). s3:// URIs
+find their endpoint as s3fs does (AWS_ENDPOINT_URL, ...) or through ``storage_options``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch
 from torch import nn
 
 from methods.demo_model import DemoCNN
+from methods.input_size import IMAGENET_INPUT_SIZE
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -138,6 +141,18 @@ def _torchvision_class_names(name: str) -> list[str] | None:
         return None
 
 
+def _torchvision_input_size(name: str) -> int:
+    """The crop size of ``name``'s DEFAULT weights' transforms (299 for inception_v3), else the
+    ImageNet 224."""
+    import torchvision
+
+    try:
+        transforms = torchvision.models.get_model_weights(name).DEFAULT.transforms
+        return int(transforms.keywords.get("crop_size", IMAGENET_INPUT_SIZE))
+    except (ValueError, KeyError, AttributeError, TypeError):
+        return IMAGENET_INPUT_SIZE
+
+
 def _architecture(arch: str, num_classes: int | None) -> nn.Module:
     """An untrained module for a checkpoint's 'arch' spec."""
     if arch == "demo":
@@ -171,6 +186,10 @@ def _from_checkpoint(checkpoint: dict, source: str) -> tuple[nn.Module, list[str
     else:
         _apply_state_dict(module, checkpoint["state_dict"], source)
     class_names = checkpoint.get("class_names")
+    if checkpoint.get("image_size"):
+        module.input_size = int(checkpoint["image_size"])
+    elif arch.startswith(TORCHVISION_PREFIX):
+        module.input_size = _torchvision_input_size(arch[len(TORCHVISION_PREFIX):])
     return module, list(class_names) if class_names else None
 
 
@@ -204,6 +223,7 @@ def load_model(spec: str, device: str | None = None, storage_options: dict | Non
             model_id = f"torchvision:{name}@{_default_weights_hash(name)}"
             class_names = _torchvision_class_names(name)
         model = NormalizedClassifier(network)
+        model.input_size = _torchvision_input_size(name)
     else:
         if "://" not in spec and not os.path.exists(spec):
             raise ValueError(
@@ -220,6 +240,7 @@ def load_model(spec: str, device: str | None = None, storage_options: dict | Non
                 raise ValueError(f"{spec}: not a TorchScript archive nor a legx checkpoint dict")
             model, class_names = _from_checkpoint(weights, spec)
     model = model.eval().to(device or default_device())
+    model.input_size = getattr(model, "input_size", None)
     model.model_id = model_id
     model.class_names = class_names
     return model

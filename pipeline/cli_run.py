@@ -128,10 +128,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"  model:      first call {summary.startup_s:.1f} s after the start; actors busy "
               f"{summary.model_busy_s:.1f} s in {summary.model_window_s:.1f} s from the first call "
               f"to the last, {summary.serving_forwards_per_s:,.0f} forwards/s there")
+    reading = summary.top1
+    if reading is not None:
+        low, high = reading["interval_95"]
+        print(f"  top-1:      {reading['correct']} of {reading['labelled']} labelled images "
+              f"({reading['accuracy']:.2f}, 95% interval {low:.2f}-{high:.2f}; chance "
+              f"{reading['chance']:.2f} = 1/{reading['classes']})")
     print(f"  run totals: {summary.total_images} images, {summary.total_rows} rows "
           f"({summary.total_ok} ok, {summary.total_errors} errors)")
     print(f"  results:  {join(config.output, SALIENCY_DIR, f'run_id={config.run_id}')}")
     print(f"  manifest: {join(config.output, RUNS_DIR, config.run_id + '.json')}")
     print(f"  try:      legx query {config.output} \"select method, lam, status, count(*) from saliency "
           f"group by all order by all\"")
+    for warning in summary.warnings:
+        print(f"legx: {warning}", file=sys.stderr, flush=True)
     return 0

@@ -32,6 +32,7 @@ import yaml
 
 import methods
 from methods.inference import PRECISIONS
+from methods.input_size import declared_input_size
 from pipeline.storage import StorageOptions, scheme_of, strip_userinfo
 
 INPUT_FORMATS = ("auto", "folder", "webdataset", "parquet")
@@ -70,8 +71,8 @@ class JobConfig:
     id_column: str | None = None
     label_column: str | None = None
     limit: int | None = None
-    # Preprocessing
-    image_size: int = 224
+    # Preprocessing: image_size defaults to the side the model declares (methods.input_size)
+    image_size: int | None = None
     resize: str = "crop"
     target: str = "top1"
     # Execution
@@ -209,6 +210,14 @@ def build_config(data: dict[str, Any]) -> JobConfig:
         anonymous=bool(storage.get("anonymous", False)),
     )
     config.params = params
+    if config.image_size is None:
+        config.image_size = declared_input_size(config.model)
+        if config.image_size is None:
+            problems.append(
+                f"image_size: the model {config.model!r} declares no input size (a TorchScript archive"
+                " or checkpoint is read by the job's actors only); set image_size to the side it"
+                " was trained on, e.g. image_size: 224"
+            )
     problems.extend(_check_config(config, known_methods))
     if problems:
         raise ConfigError(problems)

@@ -12,14 +12,16 @@ returns the summary.
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from methods.intervals import wilson_interval
 from pipeline.allocator import ALLOCATOR_ENV
 from pipeline.config import ConfigError, JobConfig
 from pipeline.sink import (
@@ -43,6 +45,8 @@ from pipeline.stages import (
     solve_batch,
 )
 
+
+logger = logging.getLogger(__name__)
 
 # Decoding workers import no torch (~0.25 GiB peak: Ray, pyarrow, cvxpy); the declaration's job is
 # to keep decode from being fused into the model actors (see below).
@@ -73,6 +77,19 @@ class JobSummary:
     model_busy_s: float | None = None
     startup_s: float | None = None
     model_window_s: float | None = None
+    # The model's reading of the labels in this invocation: images with a label, those whose
+    # clean top-1 class is the label, and the model's number of classes (None: no model call).
+    labelled: int = 0
+    correct: int = 0
+    classes: int | None = None
+    # What the user must see: the input size differs from the model's, the model reads the
+    # labels no better than chance.
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def top1(self) -> dict[str, Any] | None:
+        """The model's top-1 accuracy against the labels (``top1_reading``); None without labels."""
+        return top1_reading(self.labelled, self.correct, self.classes)
 
     @property
     def images_per_s(self) -> float:
@@ -96,7 +113,45 @@ class JobSummary:
         data["forwards_per_s"] = round(self.forwards_per_s, 1)
         serving = self.serving_forwards_per_s
         data["serving_forwards_per_s"] = round(serving, 1) if serving is not None else None
+        data["top1"] = self.top1
         return data
+
+
+def top1_reading(labelled: int, correct: int, classes: int | None) -> dict[str, Any] | None:
+    """Top-1 accuracy of ``correct`` out of ``labelled`` images, its 95% Wilson interval and the
+    chance level 1 / ``classes``. ``near_chance`` is true when the interval reaches down to chance:
+    the data cannot tell the model from one that guesses (or it reads worse than a guess, as when
+    the labels do not follow the model's class order). None when no image carries a label."""
+    if not labelled or not classes:
+        return None
+    low, high = wilson_interval(correct, labelled)
+    chance = 1.0 / classes
+    return {
+        "labelled": labelled,
+        "correct": correct,
+        "accuracy": round(correct / labelled, 4),
+        "interval_95": [round(low, 4), round(high, 4)],
+        "chance": round(chance, 4),
+        "classes": classes,
+        "near_chance": bool(low <= chance),
+    }
+
+
+def top1_warning(reading: dict[str, Any] | None, image_size: int, declared_size: int | None) -> str | None:
+    """The loud line for a model that reads the labelled inputs no better than chance."""
+    if reading is None or not reading["near_chance"]:
+        return None
+    low, high = reading["interval_95"]
+    causes = []
+    if declared_size and declared_size != image_size:
+        causes.append(f"it was trained on {declared_size} px images and this job resizes to {image_size} px")
+    causes += ["the labels may not follow the model's class order", "or it was not trained for these images"]
+    return (
+        f"WARNING: the model's top-1 accuracy against the labels is {reading['accuracy']:.2f} "
+        f"(95% interval {low:.2f}-{high:.2f}, {reading['labelled']} images), not above chance "
+        f"({reading['chance']:.2f} = 1/{reading['classes']} classes): its maps explain a model that "
+        f"does not recognise these images. Check the inputs: {'; '.join(causes)}."
+    )
 
 
 def ensure_ray(num_cpus: int | None = None) -> None:
@@ -194,9 +249,18 @@ def run_job(config: JobConfig, log=print) -> JobSummary:
     plan = make_plan(config, use_gpu)
     # Load the model once here so that a bad spec fails now with its reason, not in the actors.
     try:
-        model_id = getattr(load_job_model(plan, "cpu"), "model_id", config.model)
+        driver_model = load_job_model(plan, "cpu")
     except (ValueError, OSError) as error:
         raise ConfigError([f"model: {error}"]) from error
+    model_id = getattr(driver_model, "model_id", config.model)
+    declared_size = getattr(driver_model, "input_size", None)
+    del driver_model
+    warnings = []
+    if declared_size and declared_size != config.image_size:
+        warnings.append(f"WARNING: model {config.model} was trained on {declared_size} px images; this"
+                        f" job resizes its inputs to image_size {config.image_size}")
+        logger.warning(warnings[-1])
+        log(warnings[-1])
 
     dataset, source_format = read_source(config)
     annotations = read_annotations(config, source_format)
@@ -266,9 +330,14 @@ def run_job(config: JobConfig, log=print) -> JobSummary:
 
     counts = {"rows": 0, "ok": 0, "errors": 0, "images": 0, "forwards": 0, "skipped": 0}
     model_s, model_starts, model_ends = 0.0, [], []
+    labelled = correct = 0
+    classes: int | None = None
     for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
         for name in counts:
             counts[name] += sum(value or 0 for value in batch.column(name).to_pylist())
+        labelled += sum(value or 0 for value in batch.column("labelled").to_pylist())
+        correct += sum(value or 0 for value in batch.column("correct").to_pylist())
+        classes = max([value for value in batch.column("classes").to_pylist() if value] + [classes or 0]) or None
         model_s += sum(value or 0.0 for value in batch.column("model_s").to_pylist())
         model_starts += [value for value in batch.column("model_start").to_pylist() if value is not None]
         model_ends += [value for value in batch.column("model_end").to_pylist() if value is not None]
@@ -290,8 +359,17 @@ def run_job(config: JobConfig, log=print) -> JobSummary:
         total_rows=totals.num_rows,
         total_ok=statuses.count("ok"),
         total_errors=statuses.count("error"),
+        labelled=labelled,
+        correct=correct,
+        classes=classes,
+        warnings=warnings,
         **_model_timing(model_s, model_starts, model_ends, started_epoch),
     )
+    warning = top1_warning(summary.top1, config.image_size, declared_size)
+    if warning:
+        summary.warnings.append(warning)
+        logger.warning(warning)
+        log(warning)
     previous = read_manifest(config.output, config.storage, config.run_id) or {}
     attempts = previous.get("attempts", []) + [
         {
@@ -316,6 +394,8 @@ def run_job(config: JobConfig, log=print) -> JobSummary:
             "run_id": config.run_id,
             "config": config.public_dict(),
             "model_id": model_id,
+            "model_input_size": declared_size,
+            "top1": _run_top1(attempts),
             "methods": [{"name": s.name, "params": s.params} for s in plan.specs],
             "versions": _versions(),
             "argv": sys.argv,
@@ -329,6 +409,16 @@ def run_job(config: JobConfig, log=print) -> JobSummary:
         },
     )
     return summary
+
+
+def _run_top1(attempts: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The model's top-1 reading over every attempt of the run (each attempt's images once)."""
+    classes = max((attempt.get("classes") or 0 for attempt in attempts), default=0)
+    return top1_reading(
+        sum(attempt.get("labelled") or 0 for attempt in attempts),
+        sum(attempt.get("correct") or 0 for attempt in attempts),
+        classes or None,
+    )
 
 
 def _model_timing(busy_s: float, starts: list[float], ends: list[float], job_start: float) -> dict:

@@ -1,6 +1,7 @@
 """``legx report OUTPUT [-o report.html]``: one self-contained HTML file about a job's output.
 
-Sections: the runs; a per-method summary (the LEG paper's key-size table, mean / median per
+Sections: the runs; the model's top-1 accuracy against the labels per run (with a warning when
+it is not above chance); a per-method summary (the LEG paper's key-size table, mean / median per
 background, then deletion, insertion, Gini, pointing game, mask energy); metric distributions;
 a gallery of image / map overlays per method (best, worst and a random image by one metric);
 the sanity-check curves (when OUTPUT/sanity/ holds rows); the sensitivity curves of the LEG
@@ -260,6 +261,37 @@ def _runs_section(connection) -> str:
     ).fetchall()
     header = ["run", "model", "images", "rows", "ok", "errors", "first row (UTC)", "last row (UTC)"]
     return "<h2>Runs</h2>" + _table(header, rows, "runs")
+
+
+def _model_reading_section(connection, output_uri: str, storage: StorageOptions, report: Report) -> str:
+    """Each run's top-1 accuracy against the labels (the run manifest's ``top1``), its 95%
+    interval and chance; a loud line for a run whose model reads the inputs no better than
+    chance. Empty when no run had labels."""
+    rows, warnings = [], []
+    run_ids = [row[0] for row in connection.execute("select distinct run_id from saliency order by 1").fetchall()]
+    for run_id in run_ids:
+        manifest = read_manifest(output_uri, storage, run_id) or {}
+        reading = manifest.get("top1")
+        if not reading:
+            continue
+        low, high = reading["interval_95"]
+        rows.append([run_id, manifest.get("model_id"), manifest.get("config", {}).get("image_size"),
+                     manifest.get("model_input_size"), f"{reading['correct']} / {reading['labelled']}",
+                     _number(reading["accuracy"]), f"{_number(low)} - {_number(high)}",
+                     _number(reading["chance"]), "NOT above chance" if reading["near_chance"] else "above chance"])
+        if reading["near_chance"]:
+            warnings.append(
+                f"Run {run_id}: the model's top-1 accuracy against the labels, {reading['accuracy']:.2f}"
+                f" (95% interval {low:.2f}-{high:.2f}), is not above chance ({reading['chance']:.2f}):"
+                " its maps explain a model that does not recognise these images."
+            )
+    if not rows:
+        return ""
+    report.notes.extend(warnings)
+    header = ["run", "model", "image size", "model's input size", "top-1 correct / labelled", "accuracy",
+              "95% interval (Wilson)", "chance (1 / classes)", "verdict"]
+    loud = "".join(f'<p style="color: #b00000; font-weight: bold">{_escape(text)}</p>' for text in warnings)
+    return "<h2>Model accuracy on the labelled inputs</h2>" + loud + _table(header, rows, "model-accuracy")
 
 
 def _summary_section(summary: dict[str, dict], metrics: list[str]) -> str:
@@ -645,6 +677,7 @@ def write_report(
 
     sections = [
         _runs_section(connection),
+        _model_reading_section(connection, output_uri, storage, report),
         _summary_section(_summary(connection, variants, report.metrics), report.metrics),
         _estimates_section(connection, variants, report.metrics, columns),
         _distribution_section(connection, variants, report.metrics, report),

@@ -118,6 +118,9 @@ class ParquetWriter:
             ("model_s", pa.float64()),
             ("model_start", pa.float64()),
             ("model_end", pa.float64()),
+            ("labelled", pa.int64()),
+            ("correct", pa.int64()),
+            ("classes", pa.int64()),
         ]
     )
 
@@ -147,6 +150,10 @@ class ParquetWriter:
             "model_s": pc.sum(batch.column("_model_s")).as_py() if batch.num_rows else None,
             "model_start": pc.min(batch.column("_model_start")).as_py() if batch.num_rows else None,
             "model_end": pc.max(batch.column("_model_end")).as_py() if batch.num_rows else None,
+            # The model's reading of the labels, likewise: every image a model call saw.
+            "labelled": pc.sum(batch.column("_labelled")).as_py() if batch.num_rows else None,
+            "correct": pc.sum(batch.column("_correct")).as_py() if batch.num_rows else None,
+            "classes": pc.max(batch.column("_classes")).as_py() if batch.num_rows else None,
         }
         fresh = [key not in written for key in keys]
         skipped = len(keys) - sum(fresh)

@@ -48,7 +48,9 @@ DECODED_SCHEMA = pa.schema(
 # output table types them), plus internal ones (leading underscore) that the sink drops.
 # _model_s/_model_start/_model_end time one model call (seconds, epoch start and end) and sit on
 # the first row of that call only, as _forwards counts an image's forwards on one row: summed or
-# min/maxed downstream, each call counts once (see ``ONCE_PER_CALL``).
+# min/maxed downstream, each call counts once (see ``ONCE_PER_CALL``). _labelled/_correct count
+# the call's images that carry a label and those whose clean top-1 class is that label, and
+# _classes is the model's number of outputs, on the same first row.
 _OUTPUT_FIELDS = {output_field.name: output_field for output_field in output_schema()}
 STAGE_SCHEMA = pa.schema(
     [
@@ -63,6 +65,9 @@ STAGE_SCHEMA = pa.schema(
         ("_model_s", pa.float64()),
         ("_model_start", pa.float64()),
         ("_model_end", pa.float64()),
+        ("_labelled", pa.int64()),
+        ("_correct", pa.int64()),
+        ("_classes", pa.int64()),
         ("_stats", pa.binary()),
         ("_pending", pa.string()),
         ("_image", pa.binary()),
@@ -254,7 +259,7 @@ def _images_tensor(images: list[bytes], size: int):
     return torch.from_numpy(array).permute(0, 3, 1, 2).float().div_(255.0)
 
 
-ONCE_PER_CALL = ("_forwards", "_model_s", "_model_start", "_model_end")
+ONCE_PER_CALL = ("_forwards", "_model_s", "_model_start", "_model_end", "_labelled", "_correct", "_classes")
 
 
 class ExplainActor:
@@ -293,6 +298,7 @@ class ExplainActor:
         rows: list[dict[str, Any]] = []
         records = batch.to_pylist()
         good = [r for r in records if r["status"] == "ok"]
+        reading: dict[str, int] = {}
         for record in records:
             if record["status"] != "ok":
                 base = self._base(record, None, None)
@@ -303,7 +309,13 @@ class ExplainActor:
             if self.device == "cuda":
                 images = images.pin_memory().to(self.device, non_blocking=True)
             with torch.inference_mode():
-                targets, scores = self._targets(images, good)
+                targets, scores, predictions, classes = self._targets(images, good)
+            labels = [r["label"] for r in good]
+            reading = {
+                "_labelled": sum(label is not None for label in labels),
+                "_correct": sum(label is not None and label == p for label, p in zip(labels, predictions)),
+                "_classes": classes,
+            }
             bases = [self._base(r, int(t), float(s)) for r, t, s in zip(good, targets, scores)]
             for members in self.samplers.values():
                 rows.extend(self._sample(members, images, targets, bases))
@@ -313,7 +325,7 @@ class ExplainActor:
             if self.device == "cuda":
                 torch.cuda.synchronize()
             rows[0].update(_model_s=time.perf_counter() - started, _model_start=started_at,
-                           _model_end=time.time())
+                           _model_end=time.time(), **reading)
         return pa.Table.from_pylist(rows, schema=STAGE_SCHEMA)
 
     def _base(self, record: dict[str, Any], target: int | None, score: float | None) -> dict[str, Any]:
@@ -331,20 +343,22 @@ class ExplainActor:
             "_box": record["_box"] if carry else None,
         }
 
-    def _targets(self, images, records: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-        """The explained class per image (clean top-1, or the label where asked and known) and
-        its softmax probability."""
+    def _targets(self, images, records: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, list[int], int]:
+        """The explained class per image (clean top-1, or the label where asked and known), its
+        softmax probability, the clean top-1 classes and the model's number of classes."""
         from methods.base import predict_logits
 
         logits = predict_logits(self.model, images, batch_size=len(records)).cpu()
-        targets = logits.argmax(dim=1).numpy()
+        predictions = logits.argmax(dim=1).numpy()
+        targets = predictions.copy()
         if self.plan.target == "label":
             for position, record in enumerate(records):
                 label = record["label"]
                 if label is not None and 0 <= label < logits.shape[1]:
                     targets[position] = label
         probabilities = logits.softmax(dim=1).numpy()
-        return targets.astype(np.int64), probabilities[np.arange(len(records)), targets]
+        return (targets.astype(np.int64), probabilities[np.arange(len(records)), targets],
+                predictions.tolist(), int(logits.shape[1]))
 
     def _per_image(self, call, images, targets, bases):
         """``call(images, targets)`` on the batch; if it raises, once per image so that one bad

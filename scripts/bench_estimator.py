@@ -15,6 +15,13 @@ and without antithetic pairs) is scored at the same number of forwards per image
 
 The exact gradient's own pointing rate is printed first: the ceiling of any gradient estimator
 on this model. It prints a Markdown table (the README's "LEG and LEG-TV" section).
+
+    python scripts/bench_estimator.py --clip-effect [--images 48] [--budget 1026]
+
+instead measures what clipping perturbed pixels to [0, 1] (legx's default; the reference code
+does not clip) changes on the same draws: per image ||LEG_clip - LEG_noclip||^2 / ||LEG_clip||^2,
+its mean over images, the image it moves most and that image's share of saturated pixels (0 or
+1 in some channel), for the separate channel mode with and without antithetic pairs.
 """
 
 from __future__ import annotations
@@ -77,6 +84,27 @@ def pointing(maps: np.ndarray, masks: np.ndarray) -> float:
     return float(np.nanmean(localisation(maps, masks=masks)[0]))
 
 
+def clip_effect(model, images: torch.Tensor, targets: torch.Tensor, args: argparse.Namespace) -> None:
+    saturated = ((images == 0) | (images == 1)).any(dim=1).float().mean(dim=(1, 2)).numpy()
+    n_samples = args.budget // 3
+    n_samples -= n_samples % 2
+    print(f"demo model, {len(images)} demo images, {args.grid_size} x {args.grid_size} grid, noise level "
+          f"{args.noise_level}, {n_samples} samples per channel (channels separate), seed 0 on both sides; "
+          f"median share of saturated pixels {np.median(saturated):.3f}\n")
+    print("| draws | mean ||LEG_clip - LEG_noclip||^2 / ||LEG_clip||^2 | median | largest (image, its saturated share) |")
+    print("|---|---|---|---|")
+    for antithetic in (False, True):
+        common = dict(n_samples=n_samples, grid_size=args.grid_size, noise_level=args.noise_level,
+                      antithetic=antithetic, batch_size=512, seed=0)
+        clipped = LEG(clip=True, **common).explain(model, images, targets)
+        unclipped = LEG(clip=False, **common).explain(model, images, targets)
+        change = ((clipped - unclipped) ** 2).sum(axis=(1, 2)) / (clipped**2).sum(axis=(1, 2))
+        worst = int(np.argmax(change))
+        label = "antithetic pairs (legx default)" if antithetic else "plain i.i.d. (reference default)"
+        print(f"| {label} | {change.mean():.4f} | {np.median(change):.4f} | "
+              f"{change[worst]:.4f} (image {worst}, {saturated[worst]:.3f}) |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=16)
@@ -85,12 +113,17 @@ def main() -> None:
     parser.add_argument("--grid-size", type=int, default=8)
     parser.add_argument("--noise-level", type=float, default=0.02)
     parser.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "legx-bench-estimator"))
+    parser.add_argument("--clip-effect", action="store_true",
+                        help="measure what clipping to [0, 1] changes on the same draws, and stop")
     args = parser.parse_args()
 
     model = load_model("demo", device="cpu")
     images, masks = load_demo(Path(args.data), args.images)
     with torch.no_grad():
         targets = model(images).argmax(dim=1)
+    if args.clip_effect:
+        clip_effect(model, images, targets, args)
+        return
     gradient = block_gradient(model, images, targets, args.grid_size)
     exact = {"per_channel": np.abs(gradient).mean(axis=1), "grey": np.abs(gradient.sum(axis=1))}
     print(f"demo model, {args.images} demo images, {args.grid_size} x {args.grid_size} grid, "

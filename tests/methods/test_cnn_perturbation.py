@@ -28,7 +28,7 @@ def test_generator_lowers_the_target_score(case):
     model, images, _ = case
     explainer = CNNPerturbation(**SETTINGS)
     with torch.enable_grad():
-        perturbed = explainer._optimise(model, images, torch.zeros(3, dtype=torch.long))
+        _, perturbed = explainer._optimise(model, images, torch.zeros(3, dtype=torch.long))
     with torch.no_grad():
         before = torch.softmax(model(images), 1)[:, 0]
         after = torch.softmax(model(perturbed), 1)[:, 0]
@@ -58,3 +58,44 @@ def test_batch_equals_one_image_at_a_time(case):
     model, images, maps = case
     single = CNNPerturbation(**SETTINGS).explain(model, images[2:3])
     np.testing.assert_allclose(single[0], maps[2], rtol=1e-3, atol=1e-3 * maps[2].max())
+
+
+class Normalised(torch.nn.Module):
+    """``model`` reading ``(x - mean) / std``, with the normalisation declared as legx's models do."""
+
+    def __init__(self, model: torch.nn.Module, mean: float, std: float) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.full((1, 3, 1, 1), mean))
+        self.register_buffer("std", torch.full((1, 3, 1, 1), std))
+
+    def forward(self, images):
+        return self.model((images - self.mean) / self.std)
+
+
+def test_seed_preset_sets_the_seeds_choices_and_explicit_parameters_override_it():
+    legx = CNNPerturbation().params()
+    assert (legx["preset"], legx["n_iterations"], legx["input_space"], legx["power"]) == ("legx", 300, "pixels", 6.0)
+    seed = get_explainer("cnn-perturbation", preset="seed")
+    assert (seed.n_iterations, seed.input_space, seed.l1_coeff, seed.edge_fraction) == (1000, "normalised", 1.0, 0.1)
+    assert get_explainer("cnn-perturbation", preset="seed", n_iterations=7).n_iterations == 7
+    with pytest.raises(ValueError, match="unknown preset 'x'.*known presets: legx, seed"):
+        get_explainer("cnn-perturbation", preset="x")
+
+
+def test_normalised_space_is_the_seeds_generator_on_the_models_own_input():
+    """Under an identity normalisation the two spaces are one; under another the seed's L1 and
+    difference are taken on the normalised scale, and the map changes."""
+    images = texture_images(1)
+    settings = dict(n_iterations=10, batch_size=1)
+    pixels = CNNPerturbation(input_space="pixels", **settings).explain(Normalised(TextureModel(), 0.0, 1.0), images)
+    same = CNNPerturbation(input_space="normalised", **settings).explain(Normalised(TextureModel(), 0.0, 1.0), images)
+    np.testing.assert_allclose(same, pixels, rtol=1e-5, atol=1e-6 * pixels.max())
+    model = Normalised(TextureModel(), 0.45, 0.25)
+    explainer = CNNPerturbation(input_space="normalised", **settings)
+    with torch.enable_grad():
+        inputs, perturbed = explainer._optimise(model, images, torch.zeros(1, dtype=torch.long))
+    torch.testing.assert_close(inputs, (images - 0.45) / 0.25)
+    assert perturbed.min() >= inputs.min() - 1e-5 and perturbed.max() <= inputs.max() + 1e-5
+    with pytest.raises(ValueError, match="declares no input normalisation"):
+        explainer.explain(TextureModel(), images)

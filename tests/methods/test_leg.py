@@ -221,3 +221,52 @@ def test_unknown_method_and_parameter_errors_name_what_is_accepted():
 def test_bad_images_are_rejected(images):
     with pytest.raises(ValueError):
         LEG(n_samples=2, grid_size=2).explain(RangeRecorder(), images)
+
+
+def _hand_computed_leg(explainer: LEG, weights: torch.Tensor, image: torch.Tensor, clip: bool) -> np.ndarray:
+    """The LEG map of the linear logit w . x from the explainer's own draws, by the estimator's
+    definition: y_i = w . (x_i - x) with x_i = x + up(z_i), clipped to [0, 1] when ``clip``;
+    g_hat_c = (1/n) sum_i y_i z_ic over the forwards perturbing channel c (separate mode);
+    LEG_c = Sigma^{-1} g_hat_c; map = mean_c |LEG_c|."""
+    noise = explainer._draw_noise(torch.device("cpu")).double()  # (3n, 3, p)
+    g = explainer.grid_size
+    pixels = grid_to_image(noise.reshape(-1, 3, g, g), *image.shape[-2:])
+    perturbed = image.double() + pixels
+    if clip:
+        perturbed = perturbed.clamp(0, 1)
+    responses = ((perturbed - image.double()) * weights.double()).flatten(1).sum(1).numpy()
+    inverse = np.linalg.inv(covariance(g, explainer.noise_level))
+    n = explainer.n_samples
+    per_channel = [
+        inverse @ (responses[c * n:(c + 1) * n, None] * noise[c * n:(c + 1) * n, c].numpy()).mean(axis=0)
+        for c in range(3)
+    ]
+    return np.abs(np.stack(per_channel)).mean(axis=0).reshape(g, g)
+
+
+@pytest.mark.parametrize("clip", [True, False])
+def test_clip_option_matches_the_hand_computed_estimator(clip):
+    """A saturated image (left half black, right half white): the perturbed pixels leave [0, 1]
+    only without clipping, and either way the map is the estimator computed by hand on the same
+    draws (clip=False is the reference code's estimator)."""
+    weights, _ = region_weights()
+    image = torch.zeros(1, 3, SIZE, SIZE)
+    image[..., SIZE // 2:] = 1.0
+    recorder = RangeRecorder()
+    explainer = LEG(n_samples=40, grid_size=GRID, noise_level=0.1, score="logit", clip=clip, batch_size=64)
+    explainer.sample(recorder, image, [0])
+    if clip:
+        assert (recorder.low, recorder.high) == (0.0, 1.0)
+    else:
+        assert recorder.low < 0 and recorder.high > 1
+    model = LinearLogitModel(weights * 0.01)
+    expected = _hand_computed_leg(explainer, weights * 0.01, image[0], clip)
+    np.testing.assert_allclose(explainer.explain(model, image, [0])[0], expected, rtol=1e-4, atol=1e-7)
+    # Clipping changes the estimate on this saturated image: the two options differ.
+    other = _hand_computed_leg(explainer, weights * 0.01, image[0], not clip)
+    assert np.abs(expected - other).max() > 0.1 * np.abs(expected).max()
+
+
+def test_clipping_is_the_default_and_part_of_the_recorded_parameters():
+    assert LEG().clip and methods.get_explainer("leg-tv").clip
+    assert methods.get_explainer("leg-tv", clip=False).params()["clip"] is False

@@ -197,3 +197,25 @@ def test_default_weights_that_cannot_be_downloaded_say_what_to_do(tmp_path, monk
     assert "torchvision:resnet18@PATH_OR_URI" in message
     assert torchvision.models.ResNet18_Weights.DEFAULT.url in message
     assert "download" in message
+
+
+def test_every_model_declares_the_input_size_it_was_trained_on(tmp_path):
+    from methods.input_size import declared_input_size
+
+    demo = load_model("demo", device="cpu")
+    assert demo.input_size == declared_input_size("demo") == 64
+    torch.save(tiny_resnet().state_dict(), tmp_path / "resnet18.pth")
+    assert load_model(f"torchvision:resnet18@{tmp_path / 'resnet18.pth'}", device="cpu").input_size == 224
+    assert declared_input_size("torchvision:resnet18") == 224
+    # torchvision's inception_v3 was trained on 299 px crops: the loaded model says so.
+    torch.manual_seed(0)
+    inception = torchvision.models.get_model("inception_v3", weights=None, aux_logits=True, init_weights=False)
+    torch.save(inception.state_dict(), tmp_path / "inception.pth")
+    assert load_model(f"torchvision:inception_v3@{tmp_path / 'inception.pth'}", device="cpu").input_size == 299
+    # A legx checkpoint may carry its size; a TorchScript archive carries none.
+    torch.save({"arch": "demo", "state_dict": DemoCNN().state_dict(), "image_size": 48}, tmp_path / "demo48.pt")
+    assert load_model(str(tmp_path / "demo48.pt"), device="cpu").input_size == 48
+    assert declared_input_size(str(tmp_path / "demo48.pt")) is None
+    scripted = torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 5)))
+    scripted.save(str(tmp_path / "model.ts"))
+    assert load_model(str(tmp_path / "model.ts"), device="cpu").input_size is None

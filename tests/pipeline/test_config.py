@@ -95,3 +95,12 @@ def test_forward_options_are_checked_and_reach_the_plan():
     assert (plan.precision, plan.channels_last, plan.compile, plan.torch_threads) == ("bf16", True, False, 2)
     # Without actor_threads, torch gets the CPUs Ray reserves for the actor.
     assert make_plan(load_config(None, ["input=./images", "actor_cpus=3"]), use_gpu=False).torch_threads == 3
+
+
+def test_image_size_defaults_to_the_size_the_model_declares():
+    assert load_config(None, ["input=./images"]).image_size == 64  # the demo model
+    assert load_config(None, ["input=./images", "model=torchvision:resnet50"]).image_size == 224
+    assert load_config(None, ["input=./images", "image_size=96"]).image_size == 96
+    assert load_config(None, ["input=./images", "model=./m.pt", "image_size=128"]).image_size == 128
+    text = _problems(["input=./images", "model=./m.pt"])
+    assert "image_size: the model './m.pt' declares no input size" in text

@@ -320,3 +320,40 @@ def test_any_subset_of_methods_runs_by_name(ray_local, tmp_path):
         assert values.shape == (height * width,) and np.isfinite(values).all(), method
         per_method[method] = per_method.get(method, 0) + 1
     assert per_method == {name: 3 for name in names}
+
+
+def test_demo_data_then_run_reads_at_the_model_input_size_and_reports_its_accuracy(tmp_path):
+    """`legx demo-data ./d` then `legx run --input ./d`, as a new user types them: the job runs
+    at the demo model's declared 64 px (not 224, where it reads the shapes at chance) and prints
+    and records its top-1 accuracy against the demo labels, with no warning."""
+    finish(legx("demo-data", "d", "--count", "12", cwd=tmp_path))
+    log = finish(legx("run", "--input", "d", "--methods", "leg", "--samples", "16",
+                      "--set", "leg.grid_size=4", "--run-id", "fresh", cwd=tmp_path))
+    assert "top-1:      12 of 12 labelled images (1.00, 95% interval 0.76-1.00; chance 0.17 = 1/6)" in log
+    assert "WARNING" not in log
+    manifest = json.loads((tmp_path / "legx-output" / "runs" / "fresh.json").read_text())
+    assert manifest["config"]["image_size"] == 64 and manifest["model_input_size"] == 64
+    assert manifest["top1"] == {"labelled": 12, "correct": 12, "accuracy": 1.0, "interval_95": [0.7575, 1.0],
+                                "chance": 0.1667, "classes": 6, "near_chance": False}
+    assert manifest["attempts"][-1]["warnings"] == []
+
+
+def test_a_model_that_misreads_its_inputs_is_flagged(ray_local, tmp_path):
+    """Forced to 16 px, the demo model reads 64 px shapes at about chance (1/6): the job says
+    so in its summary, its manifest and its log, and names the input size as a cause."""
+    from pipeline.config import load_config
+    from pipeline.job import run_job
+
+    demo = tmp_path / "demo"
+    write_demo_dataset(str(demo), 24, seed=0, image_size=64)
+    config = load_config(None, [f"input={demo}", f"output={tmp_path / 'out'}", "image_size=16",
+                                "methods=[leg]", "leg.n_samples=16", "leg.grid_size=4", "run_id=small"])
+    messages: list[str] = []
+    summary = run_job(config, log=messages.append)
+    reading = summary.top1
+    assert reading["labelled"] == 24 and reading["near_chance"]
+    assert reading["interval_95"][0] <= 1 / 6 <= reading["interval_95"][1]
+    assert any("trained on 64 px images; this job resizes its inputs to image_size 16" in m for m in messages)
+    assert any("not above chance (0.17 = 1/6 classes)" in m for m in summary.warnings)
+    manifest = json.loads((tmp_path / "out" / "runs" / "small.json").read_text())
+    assert manifest["top1"]["near_chance"] and manifest["attempts"][-1]["warnings"] == summary.warnings

@@ -229,3 +229,19 @@ def test_report_renders_in_chromium(output, tmp_path):
     rows = dict(check["tables"])
     for table in ("runs", "key-size", "metrics", "sanity", "errors"):
         assert rows[table] > 0, (table, rows)
+
+
+def test_report_shows_the_model_accuracy_and_warns_near_chance(output, tmp_path):
+    from pipeline.job import top1_reading
+
+    manifest_path = os.path.join(output, "runs", "run-a.json")
+    with open(manifest_path) as handle:
+        manifest = json.load(handle)
+    manifest.update(model_input_size=64, top1=top1_reading(24, 3, 6))
+    with open(manifest_path, "w") as handle:
+        json.dump(manifest, handle)
+    path = str(tmp_path / "report.html")
+    report = write_report(output, path)
+    row = _tables(path)["model-accuracy"][1]
+    assert row[0] == "run-a" and row[4:] == ["3 / 24", "0.125", "0.043 - 0.310", "0.167", "NOT above chance"]
+    assert any("is not above chance (0.17)" in note for note in report.notes)

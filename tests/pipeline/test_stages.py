@@ -52,3 +52,26 @@ def test_a_model_calls_time_counts_once_downstream(tmp_path):
         assert summary["model_start"] == explained.column("_model_start")[0].as_py()
         assert summary["model_end"] == explained.column("_model_end")[0].as_py()
     assert summaries[0]["model_end"] <= summaries[1]["model_start"]
+
+
+def test_top1_reading_is_a_wilson_interval_against_chance():
+    from pipeline.job import top1_reading, top1_warning
+
+    # Known answers (labelled, correct, classes): Wilson 95% intervals of 5/10 and 0/10.
+    half = top1_reading(10, 5, 2)
+    assert half["interval_95"] == [0.2366, 0.7634] and half["near_chance"]  # 0.5 is chance
+    assert top1_reading(10, 0, 6)["interval_95"] == [0.0, 0.2775]
+    clear = top1_reading(10, 9, 6)
+    assert clear["accuracy"] == 0.9 and clear["chance"] == 0.1667 and not clear["near_chance"]
+    assert top1_warning(clear, 64, 64) is None
+    assert top1_reading(0, 0, 6) is None and top1_warning(None, 64, 64) is None
+    warning = top1_warning(top1_reading(12, 2, 6), 224, 64)
+    assert warning.startswith("WARNING") and "trained on 64 px images and this job resizes to 224 px" in warning
+
+
+def test_leg_and_leg_tv_share_one_sample_only_when_they_clip_alike():
+    from pipeline.stages import _sampling_key
+
+    leg, legtv = method_spec("leg", {"clip": False}).build(), method_spec("leg-tv", {"clip": False}).build()
+    assert _sampling_key(leg) == _sampling_key(legtv)
+    assert _sampling_key(leg) != _sampling_key(method_spec("leg-tv", {}).build())
