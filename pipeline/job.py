@@ -168,14 +168,22 @@ def alive_node_ids() -> set[str]:
 
 def recovery(nodes_at_start: set[str]) -> dict[str, Any]:
     """What Ray recovered from during this attempt: nodes that were alive at its start and are
-    gone, restarts of this job's actors and retried attempts of its tasks. The counts come from
+    gone (Ray marks a killed node dead only after its health checks fail, so a loss just before
+    the end may not count yet), nodes that joined, restarts of this job's actors and retried
+    attempts of its tasks. The counts come from
     Ray's state API, which needs the dashboard (``ray[default]``; a local Ray started by legx
     runs without one): without it they are None and ``state_api`` says why."""
     import ray
 
-    lost = len(nodes_at_start - alive_node_ids())
-    report: dict[str, Any] = {"nodes_at_start": len(nodes_at_start), "nodes_lost": lost,
-                              "actor_restarts": None, "task_retries": None, "state_api": "ok"}
+    alive = alive_node_ids()
+    report: dict[str, Any] = {
+        "nodes_at_start": len(nodes_at_start),
+        "nodes_lost": len(nodes_at_start - alive),
+        "nodes_joined": len(alive - nodes_at_start),
+        "actor_restarts": None,
+        "task_retries": None,
+        "state_api": "ok",
+    }
     try:
         from ray.util.state import list_actors, list_tasks
 
@@ -265,6 +273,10 @@ def run_job(config: JobConfig, log=print) -> JobSummary:
     written_ref = ray.put(frozenset(existing)) if existing else None
     repeated_ref = ray.put(repeated) if repeated else None
 
+    # Blocks of one model call from the read on: Ray Data's read blocks hold many images, and an
+    # actor holds up to two blocks in flight, so losing its node would re-run two read blocks
+    # (hundreds of images on a large input) instead of two model calls.
+    dataset = dataset.repartition(target_num_rows_per_block=config.decode_batch_size or config.batch_size)
     model_metrics = needs_model(plan.metrics)
     gpus = (0.5 if model_metrics else 1.0) if use_gpu else 0
     dataset = dataset.map_batches(

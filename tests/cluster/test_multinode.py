@@ -64,7 +64,9 @@ def cluster(s3_endpoint):
 
     started = Cluster(
         initialize_head=True,
-        head_node_args={"num_cpus": 0, "include_dashboard": True, "dashboard_port": _free_port()},
+        # Ports of its own: other Ray instances on the machine may hold the default ones.
+        head_node_args={"num_cpus": 0, "include_dashboard": True, "dashboard_port": _free_port(),
+                        "dashboard_agent_listen_port": _free_port()},
     )
     for _ in range(WORKER_NODES):
         started.add_node(num_cpus=1)
@@ -143,29 +145,36 @@ def _state(cluster, kind: str, **options) -> list:
         return []
 
 
-def _tasks_named(cluster, fragment: str, status: str) -> list:
-    return [task for task in _state(cluster, "tasks") if fragment in task.name and task.state == status]
+def _earlier_jobs(cluster) -> set[str]:
+    """Ids of the Ray jobs that already ran tasks: the tests share one cluster."""
+    return {task.job_id for task in _state(cluster, "tasks")}
 
 
-def _model_actor_node(cluster):
-    """The worker node whose explain actor is alive (after at least one model call finished,
-    so the job is under way), or None."""
-    if not _tasks_named(cluster, "ExplainActor)).submit", "FINISHED"):
+def _tasks_named(cluster, fragment: str, status: str, earlier: set[str]) -> list:
+    return [task for task in _state(cluster, "tasks")
+            if fragment in task.name and task.state == status and task.job_id not in earlier]
+
+
+def _model_actor_node(cluster, earlier: set[str]):
+    """The worker node whose explain actor (of a job not in ``earlier``) is alive, after at
+    least one model call finished (so the job is under way), or None."""
+    if not _tasks_named(cluster, "ExplainActor)).submit", "FINISHED", earlier):
         return None
-    actors = [a for a in _state(cluster, "actors") if "ExplainActor" in a.class_name and a.state == "ALIVE"]
+    actors = [a for a in _state(cluster, "actors")
+              if "ExplainActor" in a.class_name and a.state == "ALIVE" and a.job_id not in earlier]
     nodes = {node.node_id: node for node in cluster.worker_nodes}
     return next((nodes[a.node_id] for a in actors if a.node_id in nodes), None)
 
 
-def _solve_or_write_node(cluster):
-    """A live worker node that is running (or ran) a LEG-TV solve or a Parquet write, once a
-    first write finished; None before."""
-    if not _tasks_named(cluster, "ParquetWriter", "FINISHED"):
+def _solve_or_write_node(cluster, earlier: set[str]):
+    """A live worker node that is running (or ran) a LEG-TV solve or a Parquet write of a job
+    not in ``earlier``, once its first write finished; None before."""
+    if not _tasks_named(cluster, "ParquetWriter", "FINISHED", earlier):
         return None
     nodes = {node.node_id: node for node in cluster.worker_nodes}
     for status in ("RUNNING", "FINISHED"):
         for fragment in ("solve_batch", "ParquetWriter"):
-            for task in _tasks_named(cluster, fragment, status):
+            for task in _tasks_named(cluster, fragment, status, earlier):
                 if task.node_id in nodes:
                     return nodes[task.node_id]
     return None
@@ -212,7 +221,9 @@ def _assert_recovered(output: str, run_id: str) -> dict:
     """The manifest's last attempt saw the node go and Ray restart or retry work."""
     recovery = _manifest(output, run_id)["attempts"][-1]["recovery"]
     assert recovery["state_api"] == "ok", recovery
-    assert recovery["nodes_lost"] == 1, recovery
+    # Ray marks the killed node dead only once its health checks fail: it may still count as
+    # alive when a quick job ends. The replacement has joined by then.
+    assert recovery["nodes_joined"] == 1 and recovery["nodes_lost"] in (0, 1), recovery
     assert recovery["actor_restarts"] + recovery["task_retries"] >= 1, recovery
     return recovery
 
@@ -244,9 +255,10 @@ def test_losing_the_model_actors_node(cluster, s3_bucket, s3_images, tmp_path):
     source = s3_images(s3_bucket, images)
     output = f"s3://{s3_bucket}/out"
     log = tmp_path / "job.log"
+    earlier = _earlier_jobs(cluster)
     process = legx_on(cluster, log, "run", "--input", source, "--output", output, "--run-id", "actor-loss",
                       *SMALL_JOB, "--samples", "192")
-    node = wait_for(lambda: _model_actor_node(cluster), "a model call finished on a known node", process)
+    node = wait_for(lambda: _model_actor_node(cluster, earlier), "a model call finished on a known node", process)
     assert process.poll() is None
     _replace(cluster, node)
     finished(process, log)
@@ -261,9 +273,11 @@ def test_losing_the_node_of_the_solves_and_writes(cluster, s3_bucket, s3_images,
     source = s3_images(s3_bucket, images)
     output = f"s3://{s3_bucket}/out"
     log = tmp_path / "job.log"
+    earlier = _earlier_jobs(cluster)
     process = legx_on(cluster, log, "run", "--input", source, "--output", output, "--run-id", "task-loss",
                       *SMALL_JOB, "--samples", "192")
-    node = wait_for(lambda: _solve_or_write_node(cluster), "a write finished and a solve's node known", process)
+    node = wait_for(lambda: _solve_or_write_node(cluster, earlier), "a write finished and a solve's node known",
+                    process)
     assert process.poll() is None
     assert _files(output, "task-loss") < images, "the job was nearly done before the loss"
     _replace(cluster, node)
@@ -298,6 +312,16 @@ def test_driver_killed_on_the_cluster_then_rerun_resumes(cluster, s3_bucket, s3_
     assert attempts[0]["rows"] == images * len(EXPECTED_OUTPUTS) - attempts[0]["resumed_rows"]
 
 
+def _submitted(client, entrypoint: str, runtime_env: dict) -> str | None:
+    """The submitted job's id, or None while the head's job agent is not up yet."""
+    try:
+        return client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+    except RuntimeError as error:
+        if "No available agent" in str(error):
+            return None
+        raise
+
+
 def test_job_submission_api_runs_the_readme_entrypoint(cluster, s3_endpoint, s3_bucket, s3_images):
     from ray.job_submission import JobStatus, JobSubmissionClient
 
@@ -314,7 +338,7 @@ def test_job_submission_api_runs_the_readme_entrypoint(cluster, s3_endpoint, s3_
         "PATH": os.path.dirname(shutil.which("legx") or sys.executable) + os.pathsep + os.environ["PATH"],
         "AWS_ENDPOINT_URL": s3_endpoint,
     }}
-    job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+    job_id = wait_for(lambda: _submitted(client, entrypoint, runtime_env), "the job server to accept the job")
     final = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
     status = wait_for(lambda: (lambda s: s if s in final else None)(client.get_job_status(job_id)),
                       "the submitted job to end", timeout=JOB_TIMEOUT_S)
