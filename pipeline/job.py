@@ -170,9 +170,9 @@ def recovery(nodes_at_start: set[str]) -> dict[str, Any]:
     """What Ray recovered from during this attempt: nodes that were alive at its start and are
     gone (Ray marks a killed node dead only after its health checks fail, so a loss just before
     the end may not count yet), nodes that joined, restarts of this job's actors and retried
-    attempts of its tasks. The counts come from
-    Ray's state API, which needs the dashboard (``ray[default]``; a local Ray started by legx
-    runs without one): without it they are None and ``state_api`` says why."""
+    attempts of its tasks. The last two come from Ray's state API, which needs the dashboard
+    (``ray[default]``; a local Ray started by legx runs without one): without it they are None
+    and ``state_api`` says why."""
     import ray
 
     alive = alive_node_ids()

@@ -27,6 +27,7 @@ import pyarrow as pa
 import methods
 from pipeline.decode import DecodeError, decode_image, fit_box, fit_mask
 from pipeline.sink import output_schema
+from pipeline.sources import image_digest
 from pipeline.storage import StorageOptions
 
 DECODED_SCHEMA = pa.schema(
@@ -169,8 +170,6 @@ def decode_batch(
     """Source rows -> DECODED_SCHEMA rows; images already complete (resume) are dropped, and
     the later occurrences of a repeated id (``pipeline.sources.repeated_ids``) become error
     rows under their unique names."""
-    from pipeline.sources import image_digest
-
     skip = _shared(skip_ref) if skip_ref is not None else frozenset()
     repeated = _shared(repeated_ref) if repeated_ref is not None else {}
     annotations = _annotation_index(annotations_ref) if annotations_ref is not None else {}

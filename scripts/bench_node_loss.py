@@ -7,9 +7,11 @@ as an autoscaler would), side by side.
 The cluster is ``ray.cluster_utils.Cluster`` on this machine: a head without CPUs (with the
 dashboard, for Ray's state API) and two one-CPU worker nodes; the demo images and model; the
 output in a temporary folder (``output_shared``: the nodes share this machine's disk). Printed
-per run: wall seconds, model calls (Ray Data actor tasks, one per block) and how many of them
-ran again after the loss, and the forwards that re-running cost (images in the re-run blocks x
-forwards per image). A loss should cost about the blocks in flight on the lost actor.
+per run: wall seconds, the explain actor's tasks (Ray Data hands an actor one block per task)
+and how many of them ran again after the loss, and the forwards that re-running cost (images in
+the re-run blocks x forwards per image). The undisturbed job runs before and after the one with
+the loss, so that the first run's cold start is not counted as the loss's cost. Ray Data keeps up
+to two tasks in flight per actor: a loss should cost about two blocks.
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ def run_once(cluster, dashboard: str, job: list[str], output: Path, run_id: str,
     if process.returncode != 0:
         raise SystemExit(f"{run_id}: rc {process.returncode}; see {log}")
     if kill_after is not None and killed_at is None:
-        raise SystemExit(f"{run_id}: the job ended before {kill_after} model calls finished")
+        raise SystemExit(f"{run_id}: the job ended before {kill_after} actor tasks finished")
     calls = [t for t in _tasks(dashboard) if MODEL_CALL in t.name and t.job_id not in seen_jobs]
     seen_jobs.update(t.job_id for t in calls)
     attempt = json.loads((output / "runs" / f"{run_id}.json").read_text())["attempts"][-1]
@@ -97,9 +99,9 @@ def run_once(cluster, dashboard: str, job: list[str], output: Path, run_id: str,
     return {
         "run": run_id,
         "wall_s": round(attempt["wall_s"], 1),
-        "model_calls": len(blocks),
-        "images_per_call": round(images_per_block, 2),
-        "calls_rerun": len(rerun),
+        "actor_tasks": len(blocks),
+        "images_per_task": round(images_per_block, 2),
+        "tasks_rerun": len(rerun),
         "forwards_recomputed": round(len(rerun) * images_per_block * forwards_per_image),
         "forwards_written": attempt["forwards"],
         "recovery": attempt["recovery"],
@@ -111,7 +113,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=24)
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--kill-after", type=int, default=2, help="model calls finished before the loss")
+    parser.add_argument("--kill-after", type=int, default=2, help="actor tasks finished before the loss")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
@@ -122,7 +124,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="legx-node-loss-"))
     write_demo_dataset(work / "images", args.images, seed=0, image_size=64)
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "include_dashboard": True, "dashboard_port": _free_port()})
+        "num_cpus": 0, "include_dashboard": True, "dashboard_port": _free_port(),
+        "dashboard_agent_listen_port": _free_port()})
     for _ in range(2):
         cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
@@ -134,7 +137,8 @@ def main() -> None:
     (work / "out").mkdir()
     seen: set[str] = set()
     try:
-        for run_id, kill_after in (("undisturbed", None), ("node-lost", args.kill_after)):
+        for run_id, kill_after in (("undisturbed", None), ("node-lost", args.kill_after),
+                                   ("undisturbed-again", None)):
             print(json.dumps(run_once(cluster, dashboard, job, work / "out", run_id, kill_after, seen)), flush=True)
     finally:
         cluster.shutdown()
