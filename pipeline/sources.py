@@ -28,7 +28,6 @@ run skips and keeps exactly the rows of the first attempt.
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
 
 import pyarrow as pa
@@ -38,6 +37,7 @@ import pyarrow.parquet as pq
 import ray
 
 from pipeline.config import JobConfig
+from pipeline.decode import image_digest
 from pipeline.storage import exists, read_bytes, resolve, scheme_of
 
 IMAGE_EXTENSIONS = ["jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp", "ppm", "pgm"]
@@ -59,11 +59,6 @@ DUPLICATE_ID_ERROR = "duplicate id"
 
 class SourceError(ValueError):
     """The input cannot be read as the configured (or detected) format."""
-
-
-def image_digest(data: bytes | None) -> str:
-    """The SHA-256 of an image's encoded bytes: what tells repeated ids in one shard apart."""
-    return hashlib.sha256(data or b"").hexdigest()
 
 
 def _uri_prefix(uri: str) -> str:
@@ -289,14 +284,6 @@ def read_annotations(config: JobConfig, source_format: str) -> pa.Table | None:
     return table.select(keep)
 
 
-def _occurrences(batch: pa.Table) -> pa.Table:
-    return pa.table({
-        "image_id": batch.column("image_id"),
-        "source_uri": batch.column("source_uri"),
-        "digest": pa.array([image_digest(value) for value in batch.column("data").to_pylist()], pa.string()),
-    })
-
-
 def repeated_ids(config: JobConfig, source_format: str) -> dict[str, dict[str, tuple[str, str]]]:
     """The occurrences of repeated ids that lose to the first one (see the module docstring):
     source_uri -> {digest of the bytes: (unique image_id, error)}. Empty for folder inputs and
@@ -305,9 +292,19 @@ def repeated_ids(config: JobConfig, source_format: str) -> dict[str, dict[str, t
     if source_format == "folder":
         return {}
     filesystem, root = resolve(config.input, config.storage)
+
+    # Nested, as the readers' row functions are: Ray ships it by value, so that its workers do
+    # not import this module (and through the config, torch).
+    def occurrences(batch: pa.Table) -> pa.Table:
+        return pa.table({
+            "image_id": batch.column("image_id"),
+            "source_uri": batch.column("source_uri"),
+            "digest": pa.array([image_digest(value) for value in batch.column("data").to_pylist()], pa.string()),
+        })
+
     read = _read_webdataset if source_format == "webdataset" else _read_parquet
     refs = read(config, filesystem, root).map_batches(
-        _occurrences, batch_format="pyarrow", batch_size=None
+        occurrences, batch_format="pyarrow", batch_size=None
     ).to_arrow_refs()
     tables = [table for table in ray.get(refs) if table.num_rows]
     if not tables:

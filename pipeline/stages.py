@@ -25,9 +25,8 @@ import numpy as np
 import pyarrow as pa
 
 import methods
-from pipeline.decode import DecodeError, decode_image, fit_box, fit_mask
+from pipeline.decode import DecodeError, decode_image, fit_box, fit_mask, image_digest
 from pipeline.sink import output_schema
-from pipeline.sources import image_digest
 from pipeline.storage import StorageOptions
 
 DECODED_SCHEMA = pa.schema(

@@ -22,7 +22,8 @@ from PIL import Image
 
 from pipeline.config import load_config
 from pipeline.job import run_job
-from pipeline.sources import DUPLICATE_ID_ERROR, SourceError, image_digest
+from pipeline.decode import image_digest
+from pipeline.sources import DUPLICATE_ID_ERROR, SourceError
 
 BRIGHT, DARK = 0, 1
 
