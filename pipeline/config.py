@@ -88,6 +88,9 @@ class JobConfig:
     channels_last: bool = True
     compile: bool = False
     storage: StorageOptions = field(default_factory=StorageOptions)
+    # A local output path on a multi-node cluster is refused (each node would write its part to
+    # its own disk) unless the path is one every node mounts (NFS and the like): say so here.
+    output_shared: bool = False
 
     def public_dict(self) -> dict[str, Any]:
         """The config as written to the run manifest (no secrets: the endpoint loses any

@@ -7,6 +7,7 @@ the pipeline turns into an error row.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import warnings
 
@@ -16,6 +17,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 class DecodeError(ValueError):
     """The bytes are not a usable image; the message says why."""
+
+
+def image_digest(data: bytes | None) -> str:
+    """The SHA-256 of an image's encoded bytes: what tells copies of a repeated id in one shard
+    apart (``pipeline.sources.repeated_ids``)."""
+    return hashlib.sha256(data or b"").hexdigest()
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

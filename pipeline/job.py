@@ -32,7 +32,8 @@ from pipeline.sink import (
     write_manifest,
     written_keys,
 )
-from pipeline.sources import read_annotations, read_source
+from pipeline.sources import read_annotations, read_source, repeated_ids
+from pipeline.storage import scheme_of
 from pipeline.stages import (
     ExplainActor,
     MetricsActor,
@@ -51,6 +52,7 @@ logger = logging.getLogger(__name__)
 # Decoding workers import no torch (~0.25 GiB peak: Ray, pyarrow, cvxpy); the declaration's job is
 # to keep decode from being fused into the model actors (see below).
 DECODE_TASK_MEMORY = 512 * 1024**2
+STATE_API_TIMEOUT_S = 30
 
 
 @dataclass
@@ -212,6 +214,60 @@ def _check_resources(config: JobConfig, use_gpu: bool) -> None:
         )
 
 
+def alive_node_ids() -> set[str]:
+    """Ids of the connected Ray cluster's live nodes (the head counts, CPUs or not)."""
+    import ray
+
+    return {node["NodeID"] for node in ray.nodes() if node.get("Alive")}
+
+
+def recovery(nodes_at_start: set[str]) -> dict[str, Any]:
+    """What Ray recovered from during this attempt: nodes that were alive at its start and are
+    gone (Ray marks a killed node dead only after its health checks fail, so a loss just before
+    the end may not count yet), nodes that joined, restarts of this job's actors and retried
+    attempts of its tasks. The last two come from Ray's state API, which needs the dashboard
+    (``ray[default]``; a local Ray started by legx runs without one): without it they are None
+    and ``state_api`` says why."""
+    import ray
+
+    alive = alive_node_ids()
+    report: dict[str, Any] = {
+        "nodes_at_start": len(nodes_at_start),
+        "nodes_lost": len(nodes_at_start - alive),
+        "nodes_joined": len(alive - nodes_at_start),
+        "actor_restarts": None,
+        "task_retries": None,
+        "state_api": "ok",
+    }
+    try:
+        from ray.util.state import list_actors, list_tasks
+
+        job = [("job_id", "=", ray.get_runtime_context().get_job_id())]
+        actors = list_actors(filters=job, detail=True, limit=10_000, timeout=STATE_API_TIMEOUT_S,
+                             raise_on_missing_output=False)
+        retried = list_tasks(filters=job + [("attempt_number", "!=", 0)], limit=10_000,
+                             timeout=STATE_API_TIMEOUT_S, raise_on_missing_output=False)
+    except Exception as error:  # noqa: BLE001 - the counts are a report, never a job failure
+        report["state_api"] = f"unavailable: {type(error).__name__}: {error}"[:300]
+        return report
+    report["actor_restarts"] = sum(actor.num_restarts or 0 for actor in actors)
+    report["task_retries"] = len(retried)
+    return report
+
+
+def check_shared_output(config: JobConfig, nodes: int) -> None:
+    """Refuse a local output path on a multi-node cluster unless the config says every node
+    mounts it: the write tasks run on every node, and each would write its files to its own
+    disk. Decided by node count, since nodes on one machine share a disk that proves nothing."""
+    if nodes > 1 and scheme_of(config.output) == "file" and not config.output_shared:
+        raise ConfigError([
+            f"output: {config.output!r} is a local path, but this Ray cluster has {nodes} nodes and"
+            " each would write its part of the output to its own disk; write to object storage"
+            " (s3://bucket/prefix or gs://bucket/prefix), or to a path that every node mounts"
+            " (NFS, a shared volume) and set output_shared: true"
+        ])
+
+
 def _versions() -> dict[str, str]:
     import cvxpy
     import pyarrow
@@ -239,6 +295,8 @@ def run_job(config: JobConfig, log=print) -> JobSummary:
     import ray
 
     ensure_ray()
+    nodes_at_start = alive_node_ids()
+    check_shared_output(config, len(nodes_at_start))
     # The clock starts once Ray is up: on a cluster it already is, and the job's rate should
     # not depend on whether this process had to start a local Ray first.
     started_at = datetime.now(timezone.utc)
@@ -264,6 +322,10 @@ def run_job(config: JobConfig, log=print) -> JobSummary:
 
     dataset, source_format = read_source(config)
     annotations = read_annotations(config, source_format)
+    repeated = repeated_ids(config, source_format)
+    if repeated:
+        log(f"{sum(map(len, repeated.values()))} later occurrences of repeated image ids become"
+            " 'duplicate id' error rows")
 
     existing = written_keys(config.output, config.storage, config.run_id)
     if existing:
@@ -273,7 +335,12 @@ def run_job(config: JobConfig, log=print) -> JobSummary:
     annotations_ref = ray.put(annotations) if annotations is not None else None
     skip_ref = ray.put(frozenset(complete)) if complete else None
     written_ref = ray.put(frozenset(existing)) if existing else None
+    repeated_ref = ray.put(repeated) if repeated else None
 
+    # Blocks of one model call from the read on: Ray Data's read blocks hold many images, and an
+    # actor holds up to two blocks in flight, so losing its node would re-run two read blocks
+    # (hundreds of images on a large input) instead of two model calls.
+    dataset = dataset.repartition(target_num_rows_per_block=config.decode_batch_size or config.batch_size)
     model_metrics = needs_model(plan.metrics)
     gpus = (0.5 if model_metrics else 1.0) if use_gpu else 0
     dataset = dataset.map_batches(
@@ -282,7 +349,8 @@ def run_job(config: JobConfig, log=print) -> JobSummary:
         # LP solves and writes of one block overlap the forwards of the next.
         batch_size=config.decode_batch_size or config.batch_size,
         batch_format="pyarrow",
-        fn_kwargs={"plan": plan, "annotations_ref": annotations_ref, "skip_ref": skip_ref},
+        fn_kwargs={"plan": plan, "annotations_ref": annotations_ref, "skip_ref": skip_ref,
+                   "repeated_ref": repeated_ref},
         # Ray fuses consecutive map stages whose remote args are equal; declaring the decode
         # tasks' memory keeps decoding on CPU tasks instead of inside the model actors.
         memory=DECODE_TASK_MEMORY,
@@ -379,6 +447,7 @@ def run_job(config: JobConfig, log=print) -> JobSummary:
             "source_format": source_format,
             "device": "cuda" if use_gpu else "cpu",
             "resumed_rows": len(existing),
+            "recovery": recovery(nodes_at_start),
             **{
                 key: value
                 for key, value in summary.as_dict().items()

@@ -13,6 +13,17 @@ Three layouts, local or in object storage:
 
 Annotations (image_id, and any of label, box, height, width, mask) come from a Parquet file
 joined by image_id; ROOT/annotations.parquet is used when present and none is configured.
+
+Repeated ids (WebDataset and Parquet inputs; a folder's relative paths are unique): the first
+occurrence wins, so the output never holds two rows of one key. "First" is fixed by the input,
+not by the order in which Ray's tasks happen to run: the occurrence in the shard whose path sorts
+first, and within one shard (a Parquet file; Ray's WebDataset reader refuses a key repeated in
+one tar) the one whose bytes' SHA-256 sorts first. Every other occurrence
+becomes error rows ("duplicate id: ...") under the id made unique by its shard, ``ID@SHARD``
+(``ID@SHARD#DIGEST`` when the shard holds the id more than once), so that it is visible and
+never explained. ``repeated_ids`` finds them in one pass over the ids and image bytes, before
+the job; the decode stage applies them. The same input always gives the same names, so a resumed
+run skips and keeps exactly the rows of the first attempt.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ import pyarrow.parquet as pq
 import ray
 
 from pipeline.config import JobConfig
+from pipeline.decode import image_digest
 from pipeline.storage import exists, read_bytes, resolve, scheme_of
 
 IMAGE_EXTENSIONS = ["jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp", "ppm", "pgm"]
@@ -40,6 +52,9 @@ SOURCE_SCHEMA = pa.schema(
 )
 ID_COLUMNS = ("image_id", "id", "key", "__key__")
 IMAGE_COLUMNS = ("image", "img", "image_bytes", "bytes", "jpg", "jpeg", "png")
+
+
+DUPLICATE_ID_ERROR = "duplicate id"
 
 
 class SourceError(ValueError):
@@ -267,3 +282,67 @@ def read_annotations(config: JobConfig, source_format: str) -> pa.Table | None:
         raise SourceError(f"annotations have no image_id column; columns: {table.column_names}")
     keep = [n for n in ("image_id", "label", "box", "height", "width", "mask") if n in table.column_names]
     return table.select(keep)
+
+
+def repeated_ids(config: JobConfig, source_format: str) -> dict[str, dict[str, tuple[str, str]]]:
+    """The occurrences of repeated ids that lose to the first one (see the module docstring):
+    source_uri -> {digest of the bytes: (unique image_id, error)}. Empty for folder inputs and
+    when no id repeats. Reads the whole input (not just ``limit`` images), so that the names do
+    not depend on which images a limited run happens to take."""
+    if source_format == "folder":
+        return {}
+    filesystem, root = resolve(config.input, config.storage)
+
+    # Nested, as the readers' row functions are: Ray ships it by value, so that its workers do
+    # not import this module (and through the config, torch).
+    def occurrences(batch: pa.Table) -> pa.Table:
+        return pa.table({
+            "image_id": batch.column("image_id"),
+            "source_uri": batch.column("source_uri"),
+            "digest": pa.array([image_digest(value) for value in batch.column("data").to_pylist()], pa.string()),
+        })
+
+    read = _read_webdataset if source_format == "webdataset" else _read_parquet
+    refs = read(config, filesystem, root).map_batches(
+        occurrences, batch_format="pyarrow", batch_size=None
+    ).to_arrow_refs()
+    tables = [table for table in ray.get(refs) if table.num_rows]
+    if not tables:
+        return {}
+    table = pa.concat_tables(tables)
+    counts = table.group_by("image_id").aggregate([("image_id", "count")])
+    repeated = counts.filter(pc.greater(counts.column("image_id_count"), 1)).column("image_id")
+    if not len(repeated):
+        return {}
+    table = table.filter(pc.is_in(table.column("image_id"), value_set=repeated))
+    prefix = _uri_prefix(config.input)
+    by_id: dict[str, list[tuple[str, str, str]]] = {}
+    for image_id, uri, digest in zip(*(table.column(name).to_pylist() for name in table.column_names)):
+        by_id.setdefault(image_id, []).append((_shard_of(uri, image_id, prefix, root), digest, uri))
+    losers: dict[str, dict[str, tuple[str, str]]] = {}
+    for image_id, occurrences in by_id.items():
+        occurrences.sort()
+        for (shard, digest, _), (next_shard, next_digest, _) in zip(occurrences, occurrences[1:]):
+            if (shard, digest) == (next_shard, next_digest):
+                raise SourceError(
+                    f"input: {shard} holds id {image_id!r} more than once with identical bytes;"
+                    " remove the copies (they cannot be told apart, so no one of them can be kept)"
+                )
+        first_shard = occurrences[0][0]
+        in_shard: dict[str, int] = {}
+        for shard, _, _ in occurrences:
+            in_shard[shard] = in_shard.get(shard, 0) + 1
+        for shard, digest, uri in occurrences[1:]:
+            unique = f"{image_id}@{shard}" + (f"#{digest[:12]}" if in_shard[shard] > 1 else "")
+            error = (f"{DUPLICATE_ID_ERROR}: {image_id!r} occurs {len(occurrences)} times; the first"
+                     f" occurrence (in {first_shard}) is explained under that id, this one is not")
+            losers.setdefault(uri, {})[digest] = (unique, error)
+    return losers
+
+
+def _shard_of(source_uri: str, image_id: str, prefix: str, root: str) -> str:
+    """The shard of a WebDataset / Parquet row (its source_uri is SHARD#ID), relative to the
+    input root."""
+    shard = source_uri[: -len(image_id) - 1] if source_uri.endswith("#" + image_id) else source_uri
+    path = shard[len(prefix):] if prefix and shard.startswith(prefix) else shard
+    return posixpath.basename(path) if path == root else posixpath.relpath(path, root)

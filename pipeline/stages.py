@@ -25,8 +25,8 @@ import numpy as np
 import pyarrow as pa
 
 import methods
-from pipeline.decode import DecodeError, decode_image, fit_box, fit_mask
 from methods.metric_names import LOCALISATION_METRICS
+from pipeline.decode import DecodeError, decode_image, fit_box, fit_mask, image_digest
 from pipeline.sink import REGION_SHARE, output_schema
 from pipeline.storage import StorageOptions
 
@@ -170,9 +170,13 @@ def decode_batch(
     plan: Plan,
     annotations_ref=None,
     skip_ref=None,
+    repeated_ref=None,
 ) -> pa.Table:
-    """Source rows -> DECODED_SCHEMA rows; images already complete (resume) are dropped."""
+    """Source rows -> DECODED_SCHEMA rows; images already complete (resume) are dropped, and
+    the later occurrences of a repeated id (``pipeline.sources.repeated_ids``) become error
+    rows under their unique names."""
     skip = _shared(skip_ref) if skip_ref is not None else frozenset()
+    repeated = _shared(repeated_ref) if repeated_ref is not None else {}
     annotations = _annotation_index(annotations_ref) if annotations_ref is not None else {}
     rows = []
     ids = batch.column("image_id").to_pylist()
@@ -180,6 +184,11 @@ def decode_batch(
     labels = batch.column("label").to_pylist()
     data = batch.column("data")
     for position, image_id in enumerate(ids):
+        duplicate = None
+        if uris[position] in repeated:
+            duplicate = repeated[uris[position]].get(image_digest(data[position].as_py()))
+            if duplicate is not None:
+                image_id = duplicate[0]
         if image_id in skip:
             continue
         started = time.perf_counter()
@@ -193,6 +202,11 @@ def decode_batch(
             "_mask": None,
             "_box": None,
         }
+        if duplicate is not None:
+            row["status"], row["error"] = "error", duplicate[1]
+            row["decode_s"] = time.perf_counter() - started
+            rows.append(row)
+            continue
         annotation = annotations.get(image_id)
         if annotation is not None and annotation.get("label") is not None:
             row["label"] = int(annotation["label"])
