@@ -31,6 +31,7 @@ from methods.base import upsample_maps
 from methods.metric_names import BACKGROUNDS, HIGHER_IS_BETTER, METRIC_NAMES
 from methods.metrics import SENSITIVITY_ALPHAS
 from pipeline.query import connect
+from pipeline.report_trust import trust_section
 from pipeline.sink import read_manifest
 from pipeline.storage import StorageOptions, join, resolve, scheme_of
 
@@ -589,6 +590,7 @@ def write_report(
     sections = [
         _runs_section(connection),
         _summary_section(_summary(connection, variants, report.metrics), report.metrics),
+        trust_section(connection, variants, columns, _table),
         _distribution_section(connection, variants, report.metrics, report),
         _gallery_section(connection, variants, report.metrics, sources, seed, report),
         _sanity_section(connection, output_uri, storage, report),

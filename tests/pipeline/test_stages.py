@@ -52,3 +52,36 @@ def test_a_model_calls_time_counts_once_downstream(tmp_path):
         assert summary["model_start"] == explained.column("_model_start")[0].as_py()
         assert summary["model_end"] == explained.column("_model_end")[0].as_py()
     assert summaries[0]["model_end"] <= summaries[1]["model_start"]
+
+
+def test_every_row_says_how_far_to_trust_its_map(tmp_path):
+    import duckdb
+
+    grid = {"grid_size": 4, "n_samples": 16}
+    plan = Plan(model="demo", specs=(method_spec("leg", grid), method_spec("leg-tv", {**grid, "lambdas": [0.1]}),
+                                     method_spec("grad-cam", {})),
+                image_size=SIZE, resize="crop", target="top1", use_gpu=False, actor_cpus=1)
+    solved = solve_batch(ExplainActor(plan)(_decoded(2)))
+    writer = ParquetWriter(str(tmp_path / "out"), StorageOptions(), "r1", "demo", anchor=("leg", None))
+    summary = writer(solved).to_pylist()[0]
+    assert summary["forwards"] == 2 * 48  # the shared sampling counts once in the totals
+    rows = duckdb.sql(
+        f"select method, status, len(saliency) cells, len(saliency_se) se_cells, reliability,"
+        f" n_forwards, capped from read_parquet('{tmp_path}/out/saliency/**/*.parquet')"
+        " where image_id != 'broken.png' order by method"
+    ).fetchall()
+    by_method = {}
+    for method, status, cells, se_cells, reliability, forwards, capped in rows:
+        by_method.setdefault(method, []).append((cells, se_cells, reliability, forwards, capped))
+        assert status == "ok" and capped is None  # a fixed budget has no target to be capped at
+    for cells, se_cells, reliability, forwards, _ in by_method["leg"]:
+        assert se_cells == cells == 16 and -1 <= reliability <= 1 and forwards == 48
+    for cells, se_cells, reliability, forwards, _ in by_method["leg-tv"]:
+        assert se_cells is None and -1 <= reliability <= 1 and forwards == 48
+    for cells, se_cells, reliability, forwards, _ in by_method["grad-cam"]:
+        assert se_cells is None and reliability is None and forwards is None
+    broken = duckdb.sql(
+        f"select count(*) from read_parquet('{tmp_path}/out/saliency/**/*.parquet')"
+        " where image_id = 'broken.png' and (reliability is not null or n_forwards is not null)"
+    ).fetchall()[0][0]
+    assert broken == 0
