@@ -85,3 +85,18 @@ def test_every_row_says_how_far_to_trust_its_map(tmp_path):
         " where image_id = 'broken.png' and (reliability is not null or n_forwards is not null)"
     ).fetchall()[0][0]
     assert broken == 0
+
+
+def test_adaptive_budgets_reach_the_rows():
+    grid = {"grid_size": 4, "n_samples": "auto", "round_samples": 16, "max_samples": 64,
+            "target_reliability": 0.99}
+    plan = Plan(model="demo", specs=(method_spec("leg", grid), method_spec("leg-tv", {**grid, "lambdas": [0.1]})),
+                image_size=SIZE, resize="crop", target="top1", use_gpu=False, actor_cpus=1)
+    solved = solve_batch(ExplainActor(plan)(_decoded(2)))
+    rows = [row for row in solved.to_pylist() if row["image_id"] != "broken.png"]
+    assert {row["method"] for row in rows} == {"leg", "leg-tv"}
+    for row in rows:
+        # rounds of 48 forwards, at most 4 of them; a target of 0.99 is out of reach here
+        assert row["n_forwards"] in (96, 144, 192) and row["capped"] is (row["n_forwards"] == 192)
+    forwards = [row["_forwards"] for row in rows if row["_forwards"] is not None]
+    assert forwards == [row["n_forwards"] for row in rows if row["method"] == "leg"]
