@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from methods.inference import input_memory_format
-from methods.leg_moments import GROUPS, unit_sums
+from methods.leg_moments import GROUPS, UnitSums, unit_sums
 from methods.leg import perturb
 from methods.leg_solvers import LegStatistics
 from methods.leg_uncertainty import reliability
@@ -72,7 +72,7 @@ class _Image:
     """What one image has accumulated: sum_i y_i z_i per channel, the unit sums, its rounds."""
 
     response_sum: torch.Tensor
-    sums: object = None
+    sums: UnitSums | None = None
     rounds: int = 0
     done: bool = False
     capped: bool = False
