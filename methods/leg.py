@@ -31,7 +31,10 @@ packing the perturbations of several images into each forward batch) and returns
 statistics; ``leg_maps`` turns them into maps on the CPU, and ``methods.legtv`` solves LEG-TV
 from the same statistics (both in ``methods.leg_solvers``, which needs no torch). The same
 seeded noise is used for every image of a call, so an image's map does not depend on which
-other images share its batch.
+other images share its batch. The statistics also carry the moments of LEG's independent terms
+(``methods.leg_moments``), from which ``methods.leg_uncertainty`` gives each cell's standard
+error and each map's reliability; ``n_samples='auto'`` samples in rounds until the map is
+reliable enough (``methods.leg_adaptive``).
 """
 
 from __future__ import annotations
