@@ -44,7 +44,10 @@ packing the perturbations of several images into each forward batch) and returns
 statistics; ``leg_maps`` turns them into maps on the CPU, and ``methods.legtv`` solves LEG-TV
 from the same statistics (both in ``methods.leg_solvers``, which needs no torch). The same
 seeded noise is used for every image of a call, so an image's map does not depend on which
-other images share its batch.
+other images share its batch. The statistics also carry the moments of LEG's independent terms
+(``methods.leg_moments``), from which ``methods.leg_uncertainty`` gives each cell's standard
+error and each map's reliability; ``n_samples='auto'`` samples in rounds until the map is
+reliable enough (``methods.leg_adaptive``).
 """
 
 from __future__ import annotations
@@ -56,9 +59,11 @@ import torch
 
 from methods.base import Explainer, batches, check_images, model_device, resolve_targets
 from methods.inference import input_memory_format
+from methods.leg_moments import unit_sums
 from methods.leg_solvers import LegStatistics, grid_operators, leg_maps
 
 CHANNEL_MODES = ("separate", "joint", "shared")
+ADAPTIVE_PARAMETERS = ("target_reliability", "max_samples", "round_samples")
 SCORES = ("prob", "logit")
 
 
@@ -119,7 +124,10 @@ class LEG(Explainer):
     """LEG saliency maps at grid resolution, (N, grid_size, grid_size) float32.
 
     n_samples: perturbations per image (per channel in ``separate`` mode, which therefore costs
-    3 * n_samples forwards); noise_level: s; grid_size: g; batch_size: images per forward;
+    3 * n_samples forwards), or 'auto' for an adaptive budget (``methods.leg_adaptive``):
+    rounds of ``round_samples`` per channel until the map's predicted reliability reaches
+    ``target_reliability`` or ``max_samples`` per channel are spent; noise_level: s; grid_size:
+    g; batch_size: images per forward;
     channel_mode: 'separate' | 'joint' | 'shared'; antithetic: draw pairs (z, -z) (n_samples must
     be even); score: 'prob' or 'logit'; absolute: map = mean_c |LEG_c| (False: signed mean);
     clip: clip perturbed pixels to [0, 1] (False: as the reference code, which does not);
@@ -130,7 +138,7 @@ class LEG(Explainer):
 
     def __init__(
         self,
-        n_samples: int = 2000,
+        n_samples: int | str = 2000,
         noise_level: float = 0.02,
         grid_size: int = 28,
         batch_size: int = 256,
@@ -140,22 +148,35 @@ class LEG(Explainer):
         absolute: bool = True,
         clip: bool = True,
         seed: int = 0,
+        target_reliability: float = 0.9,
+        max_samples: int = 4096,
+        round_samples: int = 64,
     ) -> None:
-        if n_samples < 2:
-            raise ValueError(f"n_samples must be >= 2, got {n_samples}")
-        if antithetic and n_samples % 2:
-            raise ValueError(f"n_samples must be even with antithetic pairs, got {n_samples}")
+        problems = []
+        adaptive = n_samples == "auto"
+        if not adaptive and (isinstance(n_samples, (bool, str)) or int(n_samples) != n_samples):
+            problems.append(f"n_samples must be an integer or 'auto', got {n_samples!r}")
+        elif not adaptive and n_samples < 2:
+            problems.append(f"n_samples must be >= 2, got {n_samples}")
+        elif not adaptive and antithetic and n_samples % 2:
+            problems.append(f"n_samples must be even with antithetic pairs, got {n_samples}")
+        if adaptive:
+            from methods.leg_adaptive import adaptive_problems
+
+            problems.extend(adaptive_problems(target_reliability, max_samples, round_samples, antithetic))
         if not noise_level > 0:
-            raise ValueError(f"noise_level must be > 0, got {noise_level}")
+            problems.append(f"noise_level must be > 0, got {noise_level}")
         if grid_size < 2:
-            raise ValueError(f"grid_size must be >= 2, got {grid_size}")
+            problems.append(f"grid_size must be >= 2, got {grid_size}")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            problems.append(f"batch_size must be >= 1, got {batch_size}")
         if channel_mode not in CHANNEL_MODES:
-            raise ValueError(f"channel_mode must be one of {CHANNEL_MODES}, got {channel_mode!r}")
+            problems.append(f"channel_mode must be one of {CHANNEL_MODES}, got {channel_mode!r}")
         if score not in SCORES:
-            raise ValueError(f"score must be one of {SCORES}, got {score!r}")
-        self.n_samples = int(n_samples)
+            problems.append(f"score must be one of {SCORES}, got {score!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        self.n_samples = n_samples if adaptive else int(n_samples)
         self.noise_level = float(noise_level)
         self.grid_size = int(grid_size)
         self.batch_size = int(batch_size)
@@ -165,10 +186,28 @@ class LEG(Explainer):
         self.absolute = bool(absolute)
         self.clip = bool(clip)
         self.seed = int(seed)
+        self.target_reliability = float(target_reliability)
+        self.max_samples = int(max_samples)
+        self.round_samples = int(round_samples)
+
+    @property
+    def adaptive(self) -> bool:
+        return self.n_samples == "auto"
+
+    def params(self) -> dict:
+        """As ``Explainer.params``; a fixed budget leaves out the adaptive budget's parameters,
+        which it does not use."""
+        params = super().params()
+        if not self.adaptive:
+            for name in ADAPTIVE_PARAMETERS:
+                params.pop(name)
+        return params
 
     @property
     def forwards_per_image(self) -> int:
-        return 3 * self.n_samples if self.channel_mode == "separate" else self.n_samples
+        """Forwards per image, at most (the cap) for adaptive budgets."""
+        samples = self.max_samples if self.adaptive else self.n_samples
+        return 3 * samples if self.channel_mode == "separate" else samples
 
     def explain(
         self,
@@ -178,16 +217,20 @@ class LEG(Explainer):
     ) -> np.ndarray:
         return leg_maps(self.sample(model, images, targets), absolute=self.absolute)
 
-    def _draw_noise(self, device: torch.device) -> torch.Tensor:
-        """Grid noise for every forward of one image: (forwards_per_image, 3, p) on device.
+    def _draw_noise(
+        self, device: torch.device, n_samples: int | None = None, seed: int | None = None
+    ) -> torch.Tensor:
+        """Grid noise for every forward of one image: (forwards, 3, p) on device, for
+        ``n_samples`` per channel (default: the explainer's) drawn from ``seed`` (default: its).
 
         Rows are ordered by forward index; in ``separate`` mode forward k perturbs channel
         k // n_samples only.
         """
+        n_samples = self.n_samples if n_samples is None else n_samples
         n_cells = self.grid_size**2
-        n_draws = self.n_samples // 2 if self.antithetic else self.n_samples
+        n_draws = n_samples // 2 if self.antithetic else n_samples
         n_channels = 1 if self.channel_mode == "shared" else 3
-        generator = torch.Generator(device=device).manual_seed(self.seed)
+        generator = torch.Generator(device=device).manual_seed(self.seed if seed is None else seed)
         standard = torch.randn(
             n_channels, n_draws, n_cells, generator=generator, device=device
         )
@@ -201,10 +244,10 @@ class LEG(Explainer):
             return draws[0][:, None, :].expand(-1, 3, -1)
         if self.channel_mode == "joint":
             return draws.transpose(0, 1)
-        noise = torch.zeros(3, self.n_samples, 3, n_cells, device=device)
+        noise = torch.zeros(3, n_samples, 3, n_cells, device=device)
         for channel in range(3):
             noise[channel, :, channel] = draws[channel]
-        return noise.reshape(3 * self.n_samples, 3, n_cells)
+        return noise.reshape(3 * n_samples, 3, n_cells)
 
     def _score(
         self, logits: torch.Tensor, target: torch.Tensor, opposite: torch.Tensor | None
@@ -238,11 +281,16 @@ class LEG(Explainer):
         if opposite_targets is not None:
             opposite, _ = resolve_targets(model, images, opposite_targets, self.batch_size)
         clean_score = self._score(clean_logits, target, opposite)
+        if self.adaptive:
+            from methods.leg_adaptive import sample_adaptive
+
+            return sample_adaptive(self, model, images, target, opposite, clean_score)
 
         noise = self._draw_noise(device)
         n_stat_channels = 1 if self.channel_mode == "shared" else 3
         forwards = noise.shape[0]
         sums = torch.zeros(n_images, n_stat_channels, noise.shape[-1], dtype=torch.float64, device=device)
+        all_responses = torch.empty(n_images, forwards, dtype=torch.float64, device=device)
         g = self.grid_size
         buffer = torch.empty(
             min(self.batch_size, n_images * forwards), 3, height, width, device=device,
@@ -264,8 +312,10 @@ class LEG(Explainer):
                 None if opposite is None else opposite[image_index],
             )
             responses = scores - clean_score[image_index]
+            all_responses[image_index, forward_index] = responses
             weighted = responses[:, None, None] * grid_noise[:, :n_stat_channels].double()
             sums.index_add_(0, image_index, weighted)
+        leg_covariance, group_leg, n_units = self._uncertainty(all_responses, noise)
         return LegStatistics(
             g_hat=(sums / self.n_samples).cpu().numpy(),
             target=target.cpu().numpy().astype(np.int64),
@@ -273,4 +323,16 @@ class LEG(Explainer):
             grid_size=self.grid_size,
             noise_level=self.noise_level,
             n_forwards=forwards,
+            leg_covariance=leg_covariance.cpu().numpy(),
+            group_leg=group_leg.cpu().numpy(),
+            n_units=n_units,
         )
+
+    def _uncertainty(
+        self, responses: torch.Tensor, noise: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """The covariance of the channels' LEG estimates per cell (N, C, C, p), LEG of each of K
+        disjoint groups of units (N, K, C, p) and the units per channel, from one call's
+        responses (N, forwards) and noise (forwards, 3, p) (see ``unit_sums``)."""
+        return unit_sums(responses, noise, self.n_samples, self.channel_mode, self.antithetic,
+                         self.grid_size, self.noise_level).finish()

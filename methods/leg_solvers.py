@@ -99,6 +99,13 @@ class LegStatistics:
 
     g_hat: (N, C, p) float64, (1/n) sum_i y_i z_i per perturbed channel (C = 3, or 1 for the
     ``shared`` channel mode); target: (N,) explained class; clean_score: (N,) f(x).
+    The sampling's own uncertainty (``methods.leg_uncertainty``), None where not recorded:
+    leg_covariance: (N, C, C, p) float64, the estimated covariance of the LEG estimates of two
+    channels in each cell; group_leg: (N, K, C, p) float64, LEG of each of K disjoint groups of
+    independent draws (consecutive, sizes within one); n_units: independent draws per channel (antithetic
+    pairs count once). Adaptive budgets (``methods.leg_adaptive``) differ per image:
+    image_forwards (N,) int64, the forwards each image cost (n_forwards is then the cap), and
+    capped (N,) bool, stopped at the cap before the target reliability.
     """
 
     g_hat: np.ndarray
@@ -107,6 +114,15 @@ class LegStatistics:
     grid_size: int
     noise_level: float
     n_forwards: int
+    leg_covariance: np.ndarray | None = None
+    group_leg: np.ndarray | None = None
+    n_units: int | None = None
+    image_forwards: np.ndarray | None = None
+    capped: np.ndarray | None = None
+
+    _PER_IMAGE = ("g_hat", "target", "clean_score", "leg_covariance", "group_leg", "image_forwards",
+                  "capped")
+    _SHARED = ("grid_size", "noise_level", "n_forwards", "n_units")
 
     def __len__(self) -> int:
         return self.g_hat.shape[0]
@@ -114,35 +130,29 @@ class LegStatistics:
     def __getitem__(self, index: int) -> LegStatistics:
         position = range(len(self))[index]
         part = slice(position, position + 1)
-        return LegStatistics(
-            g_hat=self.g_hat[part],
-            target=self.target[part],
-            clean_score=self.clean_score[part],
-            grid_size=self.grid_size,
-            noise_level=self.noise_level,
-            n_forwards=self.n_forwards,
-        )
+        per_image = {
+            name: None if getattr(self, name) is None else getattr(self, name)[part]
+            for name in self._PER_IMAGE
+        }
+        return LegStatistics(**per_image, **{name: getattr(self, name) for name in self._SHARED})
 
     @staticmethod
     def concat(parts: Sequence[LegStatistics]) -> LegStatistics:
         if not parts:
             raise ValueError("nothing to concatenate")
         first = parts[0]
+        shared = {name: getattr(first, name) for name in LegStatistics._SHARED}
         for part in parts[1:]:
-            if (part.grid_size, part.noise_level, part.n_forwards) != (
-                first.grid_size,
-                first.noise_level,
-                first.n_forwards,
-            ):
+            if {name: getattr(part, name) for name in LegStatistics._SHARED} != shared:
                 raise ValueError("cannot concatenate statistics of different LEG settings")
-        return LegStatistics(
-            g_hat=np.concatenate([part.g_hat for part in parts]),
-            target=np.concatenate([part.target for part in parts]),
-            clean_score=np.concatenate([part.clean_score for part in parts]),
-            grid_size=first.grid_size,
-            noise_level=first.noise_level,
-            n_forwards=first.n_forwards,
-        )
+        per_image = {}
+        for name in LegStatistics._PER_IMAGE:
+            values = [getattr(part, name) for part in parts]
+            recorded = [value is not None for value in values]
+            if any(recorded) and not all(recorded):
+                raise ValueError(f"cannot concatenate statistics with and without {name}")
+            per_image[name] = np.concatenate(values) if all(recorded) else None
+        return LegStatistics(**per_image, **shared)
 
 
 def combine_channels(per_channel: np.ndarray, absolute: bool) -> np.ndarray:

@@ -55,6 +55,9 @@ class LEGTV(LEG):
         lambdas: Sequence[float] = (0.1,),
         solver: str = "CLARABEL",
         formulation: str = "sparse",
+        target_reliability: float = 0.9,
+        max_samples: int = 4096,
+        round_samples: int = 64,
     ) -> None:
         super().__init__(
             n_samples=n_samples,
@@ -67,6 +70,9 @@ class LEGTV(LEG):
             absolute=absolute,
             clip=clip,
             seed=seed,
+            target_reliability=target_reliability,
+            max_samples=max_samples,
+            round_samples=round_samples,
         )
         lambdas = tuple(float(lam) for lam in np.atleast_1d(lambdas))
         if not lambdas or any(not np.isfinite(lam) or lam < 0 for lam in lambdas):

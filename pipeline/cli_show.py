@@ -17,6 +17,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-id", help="run id (default: the newest row)")
     parser.add_argument("--style", choices=STYLES, default="overlay")
     parser.add_argument("--signed", action="store_true", help="keep the sign of the map (diverging colours)")
+    parser.add_argument("--significant", action="store_true",
+                        help="grey out the cells whose interval (from the stored standard errors, LEG"
+                        " only) contains zero, holding the false-discovery rate over the map's cells"
+                        " at --fdr (Benjamini-Hochberg on the cells' normal p-values)")
+    parser.add_argument("--fdr", type=float, default=0.05, help="false-discovery rate of --significant")
     parser.add_argument("-o", "--out", required=True, help="PNG file to write")
     add_storage_arguments(parser)
 
@@ -24,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         row = show(args.output, args.image_id, args.out, storage_from(args), method=args.method,
-                   lam=args.lam, run_id=args.run_id, style=args.style, signed=args.signed)
+                   lam=args.lam, run_id=args.run_id, style=args.style, signed=args.signed,
+                   significant=args.significant, fdr=args.fdr)
     except (LookupError, ValueError, OSError) as error:
         print(f"legx: {error}", file=sys.stderr)
         return 1

@@ -32,6 +32,7 @@ from methods.base import upsample_maps
 from methods.metric_names import BACKGROUNDS, HIGHER_IS_BETTER, METRIC_NAMES
 from methods.metrics import SENSITIVITY_ALPHAS
 from pipeline.query import connect
+from pipeline.report_trust import trust_section
 from pipeline.sink import read_manifest
 from pipeline.storage import StorageOptions, join, resolve, scheme_of
 
@@ -680,6 +681,7 @@ def write_report(
         _model_reading_section(connection, output_uri, storage, report),
         _summary_section(_summary(connection, variants, report.metrics), report.metrics),
         _estimates_section(connection, variants, report.metrics, columns),
+        trust_section(connection, variants, columns, _table),
         _distribution_section(connection, variants, report.metrics, report),
         _gallery_section(connection, variants, report.metrics, sources, seed, report),
         _sanity_section(connection, output_uri, storage, report),

@@ -6,6 +6,9 @@
 
 Absolute values by default (|map|, sequential colour map); ``signed`` keeps the sign and uses a
 diverging colour map centred on 0. Maps are upsampled (bilinear) to the image size.
+``significant`` greys out the cells not distinguishable from zero: those whose interval from the
+stored standard errors (``saliency_se``) contains zero, with the false-discovery rate over the
+map's cells held at ``fdr`` (Benjamini-Hochberg, ``methods.leg_uncertainty.significant_cells``).
 """
 
 from __future__ import annotations
@@ -91,8 +94,17 @@ def _parquet_member(location: str, key: str, storage: StorageOptions, config: di
     raise LookupError(f"no image for id {key!r} in {location!r}")
 
 
-def render(image: np.ndarray | None, saliency: np.ndarray, style: str, signed: bool, title: str, path: str) -> None:
-    """Write a PNG of the map in ``style`` (see module docstring)."""
+def _cells_to_pixels(cells: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Nearest-neighbour block upsampling of a grid, as LEG's perturbations cover the image."""
+    rows = np.arange(height) * cells.shape[0] // height
+    cols = np.arange(width) * cells.shape[1] // width
+    return cells[rows][:, cols]
+
+
+def render(image: np.ndarray | None, saliency: np.ndarray, style: str, signed: bool, title: str, path: str,
+           insignificant: np.ndarray | None = None) -> None:
+    """Write a PNG of the map in ``style`` (see module docstring); cells where ``insignificant``
+    (bool, the map's shape) is True are drawn in flat grey."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -116,6 +128,11 @@ def render(image: np.ndarray | None, saliency: np.ndarray, style: str, signed: b
         shown = axes.imshow(values, cmap=colour_map, vmin=low, vmax=high, alpha=0.5)
     else:
         shown = axes.imshow(values, cmap=colour_map, vmin=low, vmax=high)
+    if insignificant is not None and insignificant.any():
+        grey = np.zeros((*size, 4))
+        grey[..., :3] = 0.6
+        grey[..., 3] = _cells_to_pixels(insignificant, *size) * 0.85
+        axes.imshow(grey)
     axes.set_axis_off()
     axes.set_title(title, fontsize=8)
     figure.colorbar(shown, ax=axes, fraction=0.046, pad=0.04)
@@ -125,13 +142,24 @@ def render(image: np.ndarray | None, saliency: np.ndarray, style: str, signed: b
 
 def show(output: str, image_id: str, path: str, storage: StorageOptions | None = None,
          method: str | None = None, lam: float | None = None, run_id: str | None = None,
-         style: str = "overlay", signed: bool = False) -> dict:
-    """Render the map of ``image_id`` to ``path``; returns the row shown (without the map)."""
+         style: str = "overlay", signed: bool = False, significant: bool = False,
+         fdr: float = 0.05) -> dict:
+    """Render the map of ``image_id`` to ``path``; returns the row shown (without the map).
+    ``significant`` greys out the cells not distinguishable from zero (module docstring)."""
     storage = storage or StorageOptions()
     row = find_row(output, image_id, storage, method, lam, run_id)
     if row["status"] != "ok":
         raise LookupError(f"{image_id!r} {row['method']} has no map: {row['error']}")
     saliency = np.asarray(row["saliency"], dtype=np.float32).reshape(row["height"], row["width"])
+    insignificant = None
+    if significant:
+        if row.get("saliency_se") is None:
+            raise LookupError(f"{image_id!r} {row['method']} has no standard errors (saliency_se);"
+                              " --significant needs a LEG map")
+        from methods.leg_uncertainty import significant_cells
+
+        errors = np.asarray(row["saliency_se"], dtype=np.float32).reshape(saliency.shape)
+        insignificant = ~significant_cells(saliency, errors, fdr)
     manifest = read_manifest(output, storage, row["run_id"]) or {}
     config = manifest.get("config", {})
     image = None
@@ -142,5 +170,10 @@ def show(output: str, image_id: str, path: str, storage: StorageOptions | None =
             raise
     lam_text = f" lam={row['lam']:g}" if row["lam"] is not None else ""
     title = f"{image_id}  {row['method']}{lam_text}  target {row['target']} (p={row['target_score']:.2f})"
-    render(image, saliency, style, signed, title, path)
-    return {key: value for key, value in row.items() if key != "saliency"}
+    if insignificant is not None:
+        title += f"  {int((~insignificant).sum())}/{insignificant.size} cells significant (FDR {fdr:g})"
+    render(image, saliency, style, signed, title, path, insignificant)
+    shown = {key: value for key, value in row.items() if key not in ("saliency", "saliency_se")}
+    if insignificant is not None:
+        shown["significant_cells"] = int((~insignificant).sum())
+    return shown

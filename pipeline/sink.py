@@ -57,6 +57,13 @@ def output_schema() -> pa.Schema:
         ("height", pa.int32()),
         ("width", pa.int32()),
         ("saliency", pa.list_(pa.float32())),
+        # How far to trust a sampled map (design notes, "Trust in a sampled map"); null for
+        # methods that do not sample. n_forwards counts a sampling shared by several maps on
+        # each of them (the manifest's totals count it once).
+        ("saliency_se", pa.list_(pa.float32())),
+        ("reliability", pa.float64()),
+        ("n_forwards", pa.int64()),
+        ("capped", pa.bool_()),
     ]
     fields += [(name, pa.float64()) for name in metric_names()]
     fields += [(REGION_SHARE, pa.float64())]

@@ -57,7 +57,8 @@ STAGE_SCHEMA = pa.schema(
         _OUTPUT_FIELDS[name]
         for name in (
             "image_id", "source_uri", "label", "target", "target_score", "model_id", "method",
-            "lam", "params", "height", "width", "saliency", "status", "error", "elapsed_s",
+            "lam", "params", "height", "width", "saliency", "saliency_se", "reliability",
+            "n_forwards", "capped", "status", "error", "elapsed_s",
         )
     ]
     + [
@@ -415,7 +416,7 @@ class ExplainActor:
                     "method": members[0].name,
                     "status": "ok",
                     "elapsed_s": base["elapsed_s"] + seconds,
-                    "_forwards": int(single.n_forwards),
+                    "_forwards": _image_forwards(single),
                     "_stats": pickle.dumps(single),
                     "_pending": pending,
                 }
@@ -446,7 +447,7 @@ def map_row(base: dict[str, Any], method: str, lam: float | None, params_text: s
     saliency = np.asarray(saliency, dtype=np.float32)
     if not np.isfinite(saliency).all():
         return {**base, "method": method, "lam": lam, "params": params_text, "status": "error",
-                "error": "map has non-finite values"}
+                "error": "map has non-finite values", "saliency_se": None, "reliability": None}
     return {
         **base,
         "method": method,
@@ -470,6 +471,7 @@ def solve_batch(batch: pa.Table) -> pa.Table:
     this stage imports no torch (see ``methods.leg_solvers``).
     """
     from methods.leg_solvers import leg_maps, legtv_solutions
+    from methods.leg_uncertainty import legtv_reliability, map_standard_errors, reliability
 
     rows = []
     for record in batch.to_pylist():
@@ -480,6 +482,9 @@ def solve_batch(batch: pa.Table) -> pa.Table:
         base = {key: value for key, value in record.items()
                 if key not in ("_stats", "_pending", *ONCE_PER_CALL)}
         once = {key: record[key] for key in ONCE_PER_CALL}
+        base.update(n_forwards=_image_forwards(stats),
+                    capped=None if stats.capped is None else bool(stats.capped[0]))
+        certified = stats.group_leg is not None
         start = len(rows)
         for name, params in json.loads(record["_pending"]):
             params_text = json.dumps(params, sort_keys=True)
@@ -491,17 +496,27 @@ def solve_batch(batch: pa.Table) -> pa.Table:
                         stats, params["lambdas"], params["solver"], params["formulation"],
                         params["absolute"],
                     )
-                    for solution in solutions[0]:
-                        solved = {**base, "elapsed_s": base["elapsed_s"] + solution.solve_s}
+                    per_lambda = (
+                        legtv_reliability(stats, params["lambdas"], params["solver"],
+                                          params["formulation"], params["absolute"])[0]
+                        if certified else [None] * len(solutions[0])
+                    )
+                    for solution, map_reliability in zip(solutions[0], per_lambda):
+                        solved = {**base, "elapsed_s": base["elapsed_s"] + solution.solve_s,
+                                  "reliability": _finite_or_none(map_reliability)}
                         if solution.status == "ok":
                             spec_rows.append(map_row(solved, name, solution.lam, params_text, solution.map))
                         else:
                             spec_rows.append({**solved, "method": name, "lam": solution.lam,
                                               "params": params_text, "status": "error",
-                                              "error": f"solve: {solution.error}"})
+                                              "error": f"solve: {solution.error}",
+                                              "reliability": None})
                 else:
                     saliency = leg_maps(stats, absolute=params["absolute"])[0]
                     solved = {**base, "elapsed_s": base["elapsed_s"] + time.perf_counter() - started}
+                    if certified:
+                        solved["reliability"] = _finite_or_none(reliability(stats, params["absolute"])[0])
+                        solved["saliency_se"] = map_standard_errors(stats, params["absolute"])[0].ravel()
                     spec_rows.append(map_row(solved, name, None, params_text, saliency))
             except Exception as error:  # noqa: BLE001 - reported in the image's rows
                 spec = MethodSpec(name, params, tuple(params["lambdas"]) if "lambdas" in params else None)
@@ -516,6 +531,15 @@ def solve_batch(batch: pa.Table) -> pa.Table:
         row.setdefault("_stats", None)
         row.setdefault("_pending", None)
     return pa.Table.from_pylist(rows, schema=STAGE_SCHEMA)
+
+
+def _image_forwards(stats) -> int:
+    """The forwards one image's statistics cost (adaptive budgets differ per image)."""
+    return int(stats.n_forwards if stats.image_forwards is None else stats.image_forwards[0])
+
+
+def _finite_or_none(value) -> float | None:
+    return None if value is None or not np.isfinite(value) else float(value)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -61,3 +61,23 @@ def test_every_style_renders_a_png(tmp_path):
             assert shown["run_id"] == "r1" and Image.open(path).size[0] > 100
     with pytest.raises(LookupError, match="no row"):
         show(output, "a.png", str(tmp_path / "x.png"), STORAGE, method="lime")
+
+
+def test_significant_greys_out_cells_whose_interval_contains_zero(tmp_path):
+    data, _ = _image_bytes()
+    (tmp_path / "a.png").write_bytes(data)
+    output = str(tmp_path / "out")
+    saliency = np.where(np.arange(16) < 8, 10.0, 0.5).astype(np.float32)  # 8 cells at 10 SE
+    base = {"image_id": "a.png", "source_uri": str(tmp_path / "a.png"), "target": 1,
+            "target_score": 0.7, "params": "{}", "height": 4, "width": 4, "saliency": saliency,
+            "status": "ok", "elapsed_s": 0.1}
+    rows = [{**base, "method": "leg", "saliency_se": np.ones(16, np.float32)},
+            {**base, "method": "grad-cam"}]
+    writer = ParquetWriter(output, STORAGE, "r1", "demo", anchor=("leg", None))
+    writer(pa.Table.from_pylist(rows, schema=STAGE_SCHEMA))
+    write_manifest(output, STORAGE, "r1", {"config": CONFIG})
+    path = tmp_path / "significant.png"
+    shown = show(output, "a.png", str(path), STORAGE, method="leg", significant=True)
+    assert shown["significant_cells"] == 8 and Image.open(path).size[0] > 100
+    with pytest.raises(LookupError, match="no standard errors"):
+        show(output, "a.png", str(path), STORAGE, method="grad-cam", significant=True)

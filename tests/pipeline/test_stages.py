@@ -75,3 +75,51 @@ def test_leg_and_leg_tv_share_one_sample_only_when_they_clip_alike():
     leg, legtv = method_spec("leg", {"clip": False}).build(), method_spec("leg-tv", {"clip": False}).build()
     assert _sampling_key(leg) == _sampling_key(legtv)
     assert _sampling_key(leg) != _sampling_key(method_spec("leg-tv", {}).build())
+
+
+def test_every_row_says_how_far_to_trust_its_map(tmp_path):
+    import duckdb
+
+    grid = {"grid_size": 4, "n_samples": 16}
+    plan = Plan(model="demo", specs=(method_spec("leg", grid), method_spec("leg-tv", {**grid, "lambdas": [0.1]}),
+                                     method_spec("grad-cam", {})),
+                image_size=SIZE, resize="crop", target="top1", use_gpu=False, actor_cpus=1)
+    solved = solve_batch(ExplainActor(plan)(_decoded(2)))
+    writer = ParquetWriter(str(tmp_path / "out"), StorageOptions(), "r1", "demo", anchor=("leg", None))
+    summary = writer(solved).to_pylist()[0]
+    assert summary["forwards"] == 2 * 48  # the shared sampling counts once in the totals
+    rows = duckdb.sql(
+        f"select method, status, len(saliency) cells, len(saliency_se) se_cells, reliability,"
+        f" n_forwards, capped from read_parquet('{tmp_path}/out/saliency/**/*.parquet')"
+        " where image_id != 'broken.png' order by method"
+    ).fetchall()
+    by_method = {}
+    for method, status, cells, se_cells, reliability, forwards, capped in rows:
+        by_method.setdefault(method, []).append((cells, se_cells, reliability, forwards, capped))
+        assert status == "ok" and capped is None  # a fixed budget has no target to be capped at
+    for cells, se_cells, reliability, forwards, _ in by_method["leg"]:
+        assert se_cells == cells == 16 and -1 <= reliability <= 1 and forwards == 48
+    for cells, se_cells, reliability, forwards, _ in by_method["leg-tv"]:
+        assert se_cells is None and -1 <= reliability <= 1 and forwards == 48
+    for cells, se_cells, reliability, forwards, _ in by_method["grad-cam"]:
+        assert se_cells is None and reliability is None and forwards is None
+    broken = duckdb.sql(
+        f"select count(*) from read_parquet('{tmp_path}/out/saliency/**/*.parquet')"
+        " where image_id = 'broken.png' and (reliability is not null or n_forwards is not null)"
+    ).fetchall()[0][0]
+    assert broken == 0
+
+
+def test_adaptive_budgets_reach_the_rows():
+    grid = {"grid_size": 4, "n_samples": "auto", "round_samples": 16, "max_samples": 64,
+            "target_reliability": 0.99}
+    plan = Plan(model="demo", specs=(method_spec("leg", grid), method_spec("leg-tv", {**grid, "lambdas": [0.1]})),
+                image_size=SIZE, resize="crop", target="top1", use_gpu=False, actor_cpus=1)
+    solved = solve_batch(ExplainActor(plan)(_decoded(2)))
+    rows = [row for row in solved.to_pylist() if row["image_id"] != "broken.png"]
+    assert {row["method"] for row in rows} == {"leg", "leg-tv"}
+    for row in rows:
+        # rounds of 48 forwards, at most 4 of them; a target of 0.99 is out of reach here
+        assert row["n_forwards"] in (96, 144, 192) and row["capped"] is (row["n_forwards"] == 192)
+    forwards = [row["_forwards"] for row in rows if row["_forwards"] is not None]
+    assert forwards == [row["n_forwards"] for row in rows if row["method"] == "leg"]

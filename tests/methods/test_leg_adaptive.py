@@ -1,0 +1,98 @@
+"""Adaptive LEG budgets: each image stops at its target reliability or the cap, batches stay
+full across images' rounds, and a fixed budget is untouched."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import methods
+from methods.leg import LEG
+from methods.leg_uncertainty import reliability
+from tests.methods.test_leg import GRID, SIZE
+from tests.methods.test_leg_uncertainty import graded_linear_model
+
+
+class TwoPatternModel(torch.nn.Module):
+    """A linear logit whose weights depend on the image's brightness (mean below or above 0.5,
+    which LEG's small perturbations never change): graded weights for dark images, whose maps
+    settle fast, and nearly uniform ones for bright images, whose ranking stays noisy.
+    Records the size of every forward batch."""
+
+    def __init__(self):
+        super().__init__()
+        graded = graded_linear_model().weights
+        generator = torch.Generator().manual_seed(5)
+        uniform = graded.abs().mean() * (1 + 0.05 * torch.rand(graded.shape, generator=generator))
+        self.register_buffer("dark", graded)
+        self.register_buffer("bright", uniform * torch.sign(graded))
+        self.batch_sizes: list[int] = []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.batch_sizes.append(images.shape[0])
+        bright = images.flatten(1).mean(1) > 0.5
+        weights = torch.where(bright[:, None, None, None], self.bright, self.dark)
+        projection = (images * weights).flatten(1).sum(1)
+        return torch.stack([projection, torch.zeros_like(projection)], dim=1)
+
+
+def images(*levels: float) -> torch.Tensor:
+    return torch.cat([torch.full((1, 3, SIZE, SIZE), level) for level in levels])
+
+
+ADAPTIVE = dict(n_samples="auto", grid_size=GRID, score="logit", round_samples=32, max_samples=1024)
+
+
+def test_each_image_stops_at_its_target_or_the_cap():
+    model = TwoPatternModel()
+    explainer = LEG(target_reliability=0.7, batch_size=40, **ADAPTIVE)
+    stats = explainer.sample(model, images(0.3, 0.7, 0.35), targets=[0, 0, 0])
+    round_forwards = 3 * 32
+    assert (stats.image_forwards % round_forwards == 0).all()
+    dark, bright = [0, 2], 1
+    assert not stats.capped[dark].any() and stats.capped[bright]
+    assert stats.image_forwards[bright] == 3 * 1024
+    assert (stats.image_forwards[dark] < stats.image_forwards[bright]).all()
+    predicted = reliability(stats)
+    assert (predicted[dark] >= 0.7).all() and predicted[bright] < 0.7
+    # the batch's forwards are exactly the images' own
+    assert sum(model.batch_sizes) == stats.image_forwards.sum() + 3  # + the clean forward
+    assert stats.group_leg.shape == (3, 8, 3, GRID * GRID)
+
+
+def test_batches_stay_full_while_several_images_have_rounds_left():
+    model = TwoPatternModel()
+    explainer = LEG(target_reliability=0.7, batch_size=40, **ADAPTIVE)
+    stats = explainer.sample(model, images(0.3, 0.3, 0.3, 0.3), targets=[0, 0, 0, 0])
+    sampling = model.batch_sizes[1:]  # after the clean forward
+    total = int(stats.image_forwards.sum())
+    # 96 forwards per round do not divide into batches of 40: without refilling freed slots
+    # with other images' rounds, every round would end on a partial batch.
+    assert len(sampling) == -(-total // 40)
+    assert all(size == 40 for size in sampling[:-1])
+
+
+def test_an_image_map_does_not_depend_on_its_batch_companions():
+    model = TwoPatternModel()
+    explainer = LEG(target_reliability=0.7, batch_size=40, **ADAPTIVE)
+    together = explainer.sample(model, images(0.3, 0.7), targets=[0, 0])
+    alone = explainer.sample(model, images(0.3), targets=[0])
+    np.testing.assert_allclose(together.g_hat[0], alone.g_hat[0], rtol=1e-9)
+    assert together.image_forwards[0] == alone.image_forwards[0]
+
+
+def test_adaptive_parameters_are_checked_together_and_fixed_budgets_leave_them_out():
+    with pytest.raises(ValueError) as raised:
+        methods.get_explainer("leg", n_samples="auto", target_reliability=1.5, round_samples=24,
+                              max_samples=100)
+    message = str(raised.value)
+    assert "target_reliability" in message and "round_samples" in message
+    with pytest.raises(ValueError, match="max_samples must be a multiple"):
+        methods.get_explainer("leg", n_samples="auto", round_samples=64, max_samples=100)
+    with pytest.raises(ValueError, match="integer or 'auto'"):
+        methods.get_explainer("leg", n_samples="many")
+    assert methods.get_explainer("leg", n_samples="auto").forwards_per_image == 3 * 4096  # defaults
+    assert "target_reliability" not in methods.get_explainer("leg", n_samples=100).params()
+    adaptive = methods.get_explainer("leg-tv", n_samples="auto", max_samples=640).params()
+    assert adaptive["n_samples"] == "auto" and adaptive["max_samples"] == 640
