@@ -702,8 +702,10 @@ def write_report(
 
 def summary_markdown(output_uri: str, storage: StorageOptions | None = None) -> str:
     """The per-method summary as a Markdown table (for a README): maps, key size mean [95%
-    interval] / median per background, deletion and insertion AUC means [95% interval] (bootstrap
-    over images, ``pipeline.estimates``); only the metrics the output holds."""
+    interval] / median per background, deletion and insertion AUC, pointing game, mask energy
+    and Gini means [95% interval] (``pipeline.estimates``), the chance level of the localisation
+    metrics; only the metrics the output holds values of."""
+    from methods.metric_names import LOCALISATION_METRICS
     from pipeline.estimates import variant_estimates
 
     connection = connect(output_uri, storage or StorageOptions())
@@ -711,7 +713,10 @@ def summary_markdown(output_uri: str, storage: StorageOptions | None = None) -> 
     several_runs = connection.execute("select count(distinct run_id) from saliency").fetchall()[0][0] > 1
     variants = _variants(connection, several_runs)
     wanted = [f"key_size_{name}" for name in BACKGROUNDS] + ["deletion_auc", "insertion_auc"]
-    metrics = [name for name in wanted if name in columns]
+    wanted += ["pointing_game", "mask_energy", "gini"]
+    metrics = [name for name in wanted if name in columns and connection.execute(
+        f"select count(*) from saliency where {_finite(name)}").fetchall()[0][0]]
+    localised = [name for name in metrics if name in LOCALISATION_METRICS]
     summary = _summary(connection, variants, metrics)
     header = ["method", "maps"]
     for name in metrics:
@@ -719,6 +724,7 @@ def summary_markdown(output_uri: str, storage: StorageOptions | None = None) -> 
             header.append(f"key size {name.removeprefix('key_size_')} (mean [95%] / median)")
         else:
             header.append(f"{name} {'↑' if HIGHER_IS_BETTER[name] else '↓'} (mean [95%])")
+    header += ["chance (localisation)"] if localised else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for variant, (label, entry) in zip(variants, summary.items()):
         condition, parameters = variant.where()
@@ -731,6 +737,8 @@ def summary_markdown(output_uri: str, storage: StorageOptions | None = None) -> 
                 if name.startswith("key_size_")
                 else estimates[name].text()
             )
+        if localised:
+            cells.append(_number(estimates[localised[0]].chance))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -745,7 +753,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compare", help="a folder written by 'legx compare' to include")
     parser.add_argument("--sensitivity-images", type=int, default=4, help="images per method (default 4)")
     parser.add_argument("--seed", type=int, default=0, help="picks the random gallery and sensitivity images")
-    parser.add_argument("--markdown", help="also write the key-size / deletion / insertion table as Markdown here")
+    parser.add_argument("--markdown", help="also write the per-method table (means with 95%% intervals) as Markdown here")
     add_storage_arguments(parser)
 
 

@@ -119,8 +119,9 @@ def main(argv: list[str] | None = None) -> str:
         f"budget {budget} forward-equivalents per image, {device_name} "
         f"({torch.get_num_threads()} threads); model top-1 accuracy {accuracy:.3f}. "
         f"Mean [95% interval] over the images: pointing game (tie-aware) with Wilson's interval, "
-        f"mass in mask with a bootstrap interval; chance level of both (the masks' mean share "
-        f"of the image): {chance:.3f}.",
+        f"mass in mask with a bootstrap interval, over the n images whose map has mass (all of them "
+        f"unless n is given); chance level of both (the masks' mean share of the image): "
+        f"{chance:.3f}.",
         "",
         "| method | forwards / image | map size | pointing game | mass in mask | ms / image |",
         "|---|---|---|---|---|---|",
@@ -147,10 +148,12 @@ def main(argv: list[str] | None = None) -> str:
         for label, maps in labelled_maps(name, params, all_maps):
             saved[label] = maps
             pointing, energy = localisation(maps, masks=masks)
+            hits, mass = rate_estimate(pointing), mean_estimate(energy, seed=args.seed)
+            # A map with no mass (all zero) has no peak: it is left out, and the count says so.
+            scored = "" if hits.n == count else f" (n={hits.n})"
             rows.append(
                 f"| {label} | {budget_text} | {maps.shape[1]}x{maps.shape[2]} | "
-                f"{rate_estimate(pointing).text()} | {mean_estimate(energy, seed=args.seed).text()} | "
-                f"{seconds * 1000:.1f} |"
+                f"{hits.text()}{scored} | {mass.text()}{scored} | {seconds * 1000:.1f} |"
             )
         print(f"{name}: done in {seconds * count:.1f} s", flush=True)
         # Written after every method, so that a run cut short keeps the rows it finished.
