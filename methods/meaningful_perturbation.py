@@ -11,7 +11,7 @@ f the softmax probability of the target, Adam for ``n_iterations`` steps from m 
 to [0, 1] after each step. The map is the deletion mask 1 - m at the mask's resolution (N, s, s).
 
 Point by point against the seed, the widely used PyTorch implementation
-(jacobgil/pytorch-explain-black-box, ``explain.py``; VGG19 at 224 px):
+(jacobgil/pytorch-explain-black-box, ``explain.py`` as of commit e150e07; VGG19 at 224 px):
 
 | choice | seed | legx default (preset ``legx``) | why they differ |
 |---|---|---|---|
@@ -19,7 +19,7 @@ Point by point against the seed, the widely used PyTorch implementation
 | mask resolution | 28 x 28 at 224 px: 8 px per cell | 28 x 28 cells at every size (``mask_size``): 2.3 px per cell at 64 px | kept from before; ``mask_cell_pixels: 8`` keeps the seed's 8 px cells at any size (8 x 8 at 64 px) |
 | mask upsampling | ``UpsamplingBilinear2d``: bilinear, align_corners true | bilinear, align_corners false | torch's default since 0.4 (``align_corners``) |
 | iterations | 500 | 300 | a forward budget: each step is a forward and a backward per image; the README measures what it costs |
-| noise e | sigma 0.2 on the normalised input (0.045-0.05 on [0, 1] under ImageNet's std 0.224-0.229; 0.05 under the demo model's 0.25) | sigma 0.05 on [0, 1] in every channel (``noise_level``, ``noise_space: pixels``) | the explainer sees a model on [0, 1]; ``noise_space: normalised`` scales the noise by the model's own std, as the seed does |
+| noise e | sigma 0.2 on the normalised input (0.045-0.05 on [0, 1] under ImageNet's std 0.224-0.229; 0.05 under the demo model's 0.25), as its README states; its line ``noise + cv2.randn(noise, 0, 0.2)`` adds the draw to itself where cv2.randn returns the array it fills (recent OpenCV does; the old one returned None, the error of its issue #1), so there the code runs with sigma 0.4 | sigma 0.05 on [0, 1] in every channel (``noise_level``, ``noise_space: pixels``) | the explainer sees a model on [0, 1]; ``noise_space: normalised`` scales the noise by the model's own std, as the seed does |
 | l1, TV, beta, learning rate, start | 0.01 on mean abs(1 - m), 0.2 on TV_3, Adam lr 0.1, m = 1, m clipped to [0, 1] | the seed's | - |
 | x_m clipped to [0, 1] | no | no | - |
 

@@ -17,7 +17,7 @@ knows nothing of the model; a method that scores like it marks edges, not eviden
 Prints a Markdown table and writes it (and the maps) after every configuration, so a run cut
 short keeps what it finished. ``--images START STOP`` explains only images START..STOP-1 of
 the ``--count`` (to run parts in parallel); ``--score A.npz B.npz ...`` scores saved maps of
-consecutive parts together, without running anything.
+consecutive parts together (on ``--images`` of them when given), without running anything.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import methods  # noqa: E402
 from compare_methods import load_demo  # noqa: E402
+from methods.base import upsample_maps  # noqa: E402
 from methods.intervals import mean_estimate, rate_estimate  # noqa: E402
 from methods.localisation import localisation, region_share  # noqa: E402
 
@@ -65,20 +66,30 @@ def edge_maps(images: torch.Tensor) -> np.ndarray:
     return np.stack(maps).astype(np.float32)
 
 
-def score_saved(paths: list[Path]) -> str:
-    """The table rows of maps saved by parts of one run (``--save-maps``), concatenated in order."""
+def score_saved(paths: list[Path], images: slice, args: argparse.Namespace) -> str:
+    """The table rows of maps saved by parts of one run (``--save-maps``), concatenated in order,
+    on ``images`` of them, with each map's Spearman correlation with the image-edge map (mean over
+    images; the demo data of ``--count`` and ``--seed``, as the run used)."""
+    from scipy.stats import spearmanr
+
     parts = [np.load(path) for path in paths]
-    masks = np.concatenate([part["masks"] for part in parts])
+    masks = np.concatenate([part["masks"] for part in parts])[images]
+    with tempfile.TemporaryDirectory() as scratch:
+        demo_images = load_demo(Path(scratch), args.count, args.seed)[0][images]
+    edges = edge_maps(demo_images)
     lines = [f"{len(masks)} images from {len(parts)} part(s); chance level {np.nanmean(region_share(masks)):.3f}",
-             "", "| method | preset | map size | pointing game | mask energy |", "|---|---|---|---|---|"]
+             "", "| method | preset | map size | pointing game | mask energy | Spearman with image edges |",
+             "|---|---|---|---|---|---|"]
     for key in [key for key in parts[0].files if key != "masks"]:
         if not all(key in part.files for part in parts):
             continue
-        maps = np.concatenate([part[key] for part in parts])
+        maps = np.concatenate([part[key] for part in parts])[images]
         pointing, energy = localisation(maps, masks=masks)
         name, preset = key.split(":")
+        full = upsample_maps(maps, *edges.shape[-2:])
+        correlation = np.nanmean([spearmanr(m.ravel(), e.ravel()).statistic for m, e in zip(full, edges)])
         lines.append(f"| {name} | {preset} | {maps.shape[1]}x{maps.shape[2]} | "
-                     f"{rate_estimate(pointing).text()} | {mean_estimate(energy).text()} |")
+                     f"{rate_estimate(pointing).text()} | {mean_estimate(energy).text()} | {correlation:.2f} |")
     text = "\n".join(lines) + "\n"
     print(text)
     return text
@@ -98,7 +109,7 @@ def main() -> str:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.score:
-        return score_saved(args.score)
+        return score_saved(args.score, slice(*args.images) if args.images else slice(None), args)
 
     model = methods.load_model("demo", device="cpu").eval()
     with tempfile.TemporaryDirectory() as scratch:
