@@ -250,41 +250,36 @@ def test_local_output_is_refused_on_a_multinode_cluster_unless_shared(cluster, s
     assert_exactly_once(str(local), "local", 2)
 
 
-def test_losing_the_model_actors_node(cluster, s3_bucket, s3_images, tmp_path):
+def _lose_a_node_mid_job(cluster, s3_bucket, s3_images, tmp_path, run_id: str, find_node, waiting_for: str):
+    """Run an 8-image job on the cluster, kill the node ``find_node`` names once it names one
+    (not gracefully) and add a fresh node; return the output and the attempt's recovery record
+    after checking that the job finished by itself with every row exactly once."""
     images = 8
     source = s3_images(s3_bucket, images)
     output = f"s3://{s3_bucket}/out"
     log = tmp_path / "job.log"
     earlier = _earlier_jobs(cluster)
-    process = legx_on(cluster, log, "run", "--input", source, "--output", output, "--run-id", "actor-loss",
+    process = legx_on(cluster, log, "run", "--input", source, "--output", output, "--run-id", run_id,
                       *SMALL_JOB, "--samples", "192")
-    node = wait_for(lambda: _model_actor_node(cluster, earlier), "a model call finished on a known node", process)
+    node = wait_for(lambda: find_node(cluster, earlier), waiting_for, process)
     assert process.poll() is None
+    assert _files(output, run_id) < images, "the job was nearly done before the loss"
     _replace(cluster, node)
     finished(process, log)
 
-    assert_exactly_once(output, "actor-loss", images)
-    recovery = _assert_recovered(output, "actor-loss")
+    assert_exactly_once(output, run_id, images)
+    return _assert_recovered(output, run_id)
+
+
+def test_losing_the_model_actors_node(cluster, s3_bucket, s3_images, tmp_path):
+    recovery = _lose_a_node_mid_job(cluster, s3_bucket, s3_images, tmp_path, "actor-loss",
+                                    _model_actor_node, "a model call finished on a known node")
     assert recovery["actor_restarts"] >= 1, recovery
 
 
 def test_losing_the_node_of_the_solves_and_writes(cluster, s3_bucket, s3_images, tmp_path):
-    images = 8
-    source = s3_images(s3_bucket, images)
-    output = f"s3://{s3_bucket}/out"
-    log = tmp_path / "job.log"
-    earlier = _earlier_jobs(cluster)
-    process = legx_on(cluster, log, "run", "--input", source, "--output", output, "--run-id", "task-loss",
-                      *SMALL_JOB, "--samples", "192")
-    node = wait_for(lambda: _solve_or_write_node(cluster, earlier), "a write finished and a solve's node known",
-                    process)
-    assert process.poll() is None
-    assert _files(output, "task-loss") < images, "the job was nearly done before the loss"
-    _replace(cluster, node)
-    finished(process, log)
-
-    assert_exactly_once(output, "task-loss", images)
-    _assert_recovered(output, "task-loss")
+    _lose_a_node_mid_job(cluster, s3_bucket, s3_images, tmp_path, "task-loss",
+                         _solve_or_write_node, "a write finished and a solve's node known")
 
 
 def test_driver_killed_on_the_cluster_then_rerun_resumes(cluster, s3_bucket, s3_images, tmp_path):
