@@ -7,6 +7,7 @@ from saliency_toys import TEXTURE_SQUARE, TextureModel, mass_in_region, region_m
 
 from methods import get_explainer
 from methods.cnn_perturbation import CNNPerturbation
+from methods.models import NormalizedClassifier
 
 SETTINGS = dict(n_iterations=30, batch_size=2)
 
@@ -60,17 +61,9 @@ def test_batch_equals_one_image_at_a_time(case):
     np.testing.assert_allclose(single[0], maps[2], rtol=1e-3, atol=1e-3 * maps[2].max())
 
 
-class Normalised(torch.nn.Module):
-    """``model`` reading ``(x - mean) / std``, with the normalisation declared as legx's models do."""
-
-    def __init__(self, model: torch.nn.Module, mean: float, std: float) -> None:
-        super().__init__()
-        self.model = model
-        self.register_buffer("mean", torch.full((1, 3, 1, 1), mean))
-        self.register_buffer("std", torch.full((1, 3, 1, 1), std))
-
-    def forward(self, images):
-        return self.model((images - self.mean) / self.std)
+def normalised(model: torch.nn.Module, mean: float, std: float) -> NormalizedClassifier:
+    """``model`` reading ``(x - mean) / std``, the normalisation declared as legx's models do."""
+    return NormalizedClassifier(model, mean=(mean,) * 3, std=(std,) * 3)
 
 
 def test_seed_preset_sets_the_seeds_choices_and_explicit_parameters_override_it():
@@ -88,10 +81,10 @@ def test_normalised_space_is_the_seeds_generator_on_the_models_own_input():
     difference are taken on the normalised scale, and the map changes."""
     images = texture_images(1)
     settings = dict(n_iterations=10, batch_size=1)
-    pixels = CNNPerturbation(input_space="pixels", **settings).explain(Normalised(TextureModel(), 0.0, 1.0), images)
-    same = CNNPerturbation(input_space="normalised", **settings).explain(Normalised(TextureModel(), 0.0, 1.0), images)
+    pixels = CNNPerturbation(input_space="pixels", **settings).explain(normalised(TextureModel(), 0.0, 1.0), images)
+    same = CNNPerturbation(input_space="normalised", **settings).explain(normalised(TextureModel(), 0.0, 1.0), images)
     np.testing.assert_allclose(same, pixels, rtol=1e-5, atol=1e-6 * pixels.max())
-    model = Normalised(TextureModel(), 0.45, 0.25)
+    model = normalised(TextureModel(), 0.45, 0.25)
     explainer = CNNPerturbation(input_space="normalised", **settings)
     with torch.enable_grad():
         inputs, perturbed = explainer._optimise(model, images, torch.zeros(1, dtype=torch.long))

@@ -57,7 +57,9 @@ def test_total_variation_of_a_step():
 
 
 class Normalised(torch.nn.Module):
-    """``model`` behind a per-channel normalisation it declares, as legx's loaded models do."""
+    """``model`` with the per-channel ``mean`` and ``std`` buffers legx's loaded models declare,
+    but reading the pixels unchanged, so that only the declaration (what ``noise_space:
+    normalised`` scales by) differs from the bare model."""
 
     def __init__(self, model: torch.nn.Module, mean: float, std: float) -> None:
         super().__init__()
