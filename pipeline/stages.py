@@ -605,7 +605,7 @@ def score_batch(batch: pa.Table, plan: Plan, model) -> pa.Table:
         targets = np.array([r["target"] for r in chosen], dtype=np.int64)
         if localised:
             for position, share in zip(positions, region_shares(masks, boxes, len(chosen), size)):
-                shares[position] = None if not np.isfinite(share) else float(share)
+                shares[position] = _finite_or_none(share)
         try:
             values = compute_metrics(model, images, maps, targets, names=list(plan.metrics),
                                      masks=masks, boxes=boxes, **plan.metric_options)
