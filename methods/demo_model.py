@@ -1,4 +1,4 @@
-"""The bundled demo classifier: a small CNN for the synthetic shapes of ``pipeline.demo_data``.
+"""The bundled demo classifier: a small CNN for the synthetic shapes of ``pipeline.demo.data``.
 
 It takes [0, 1] RGB images of any size (attention pooling before the head) and returns
 logits over the six shape classes; the normalisation is inside the module. Grad-CAM's default

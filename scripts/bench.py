@@ -52,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from methods.inference import PRECISIONS, input_memory_format, prepare_model  # noqa: E402
 from methods.leg import LEG, grid_to_image  # noqa: E402
 from methods.leg_solvers import solve_tv  # noqa: E402
-from pipeline.allocator import retain_freed_memory  # noqa: E402
+from pipeline.engine.allocator import retain_freed_memory  # noqa: E402
 
 
 def build_model(args: argparse.Namespace) -> tuple[torch.nn.Module, str]:
@@ -234,9 +234,9 @@ def bench_lp_share(model, images, args) -> dict:
 
 
 def bench_pipeline(args) -> dict:
-    from pipeline.config import load_config
-    from pipeline.demo_data import write_demo_dataset
-    from pipeline.job import run_job
+    from pipeline.engine.config import load_config
+    from pipeline.demo.data import write_demo_dataset
+    from pipeline.engine.run import run_job
 
     work = Path(tempfile.mkdtemp(prefix="legx-bench-"))
     write_demo_dataset(work / "images", count=args.pipeline_images, seed=123, image_size=args.size)

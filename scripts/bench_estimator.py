@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from methods import load_model  # noqa: E402
 from methods.localisation import localisation  # noqa: E402
 from methods.leg import LEG  # noqa: E402
-from pipeline.demo_data import write_demo_dataset  # noqa: E402
+from pipeline.demo.data import write_demo_dataset  # noqa: E402
 
 SCHEMES = [
     ("separate", False),

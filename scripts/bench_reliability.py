@@ -36,7 +36,7 @@ from methods.leg_uncertainty import (  # noqa: E402
     reliability_at_half_and_full,
     spearman_rows,
 )
-from pipeline.demo_data import make_demo_arrays  # noqa: E402
+from pipeline.demo.data import make_demo_arrays  # noqa: E402
 
 
 def demo_images(count: int) -> torch.Tensor:

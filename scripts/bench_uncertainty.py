@@ -29,7 +29,7 @@ from methods import load_model  # noqa: E402
 from methods.leg import LEG  # noqa: E402
 from methods.leg_solvers import leg_maps, legtv_solutions  # noqa: E402
 from methods.leg_uncertainty import legtv_reliability, map_standard_errors, reliability  # noqa: E402
-from pipeline.demo_data import make_demo_arrays  # noqa: E402
+from pipeline.demo.data import make_demo_arrays  # noqa: E402
 
 
 class LEGWithoutUncertainty(LEG):

@@ -31,7 +31,7 @@ from PIL import Image
 import methods
 from methods.intervals import mean_estimate, rate_estimate
 from methods.localisation import localisation, region_share
-from pipeline.demo_data import ANNOTATIONS_FILE, write_demo_dataset
+from pipeline.demo.data import ANNOTATIONS_FILE, write_demo_dataset
 
 # The demo images are 64 px: a 16 x 16 mask (4 px blocks) for Meaningful Perturbation; LEG
 # estimates p = grid^2 unknowns per channel from its samples, so at these budgets it works on

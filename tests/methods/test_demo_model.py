@@ -10,7 +10,7 @@ import torch
 
 from methods import load_model
 from methods.demo_model import DEMO_CLASS_NAMES, DemoCNN
-from pipeline.demo_data import CLASS_NAMES, make_demo_sample
+from pipeline.demo.data import CLASS_NAMES, make_demo_sample
 
 UNSEEN_SEED = 4242  # training used seeds 1 (train) and 2 (test)
 

@@ -188,7 +188,7 @@ def test_the_solvers_and_the_pipelines_task_stages_import_no_torch():
     """The solve, decode and write workers load these modules only; torch would cost each
     worker process seconds of CPU and ~0.4 GiB."""
     code = (
-        "import sys, methods.leg_solvers, pipeline.stages, pipeline.sink\n"
+        "import sys, methods.leg_solvers, pipeline.engine.decode, pipeline.engine.finish, pipeline.engine.sink\n"
         "print(sorted(name for name in ('torch', 'torchvision') if name in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -47,7 +47,7 @@ def test_leg_and_legtv_point_at_the_object_on_the_demo_model():
     the object mask for a clear majority of images (chance is the object's area, about 11%)."""
     from methods import load_model
     from methods.localisation import localisation
-    from pipeline.demo_data import make_demo_sample
+    from pipeline.demo.data import make_demo_sample
 
     model = load_model("demo", device="cpu")
     samples = [make_demo_sample(4242, index) for index in range(24)]

@@ -12,7 +12,7 @@ import torchvision
 from methods import load_model
 from methods.demo_model import DEMO_CLASS_NAMES, DemoCNN
 from methods.models import IMAGENET_MEAN, IMAGENET_STD
-from pipeline.demo_data import make_demo_arrays
+from pipeline.demo.data import make_demo_arrays
 
 
 def tiny_resnet() -> torch.nn.Module:

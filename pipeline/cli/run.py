@@ -1,0 +1,146 @@
+"""``legx run``: one explanation job from the embedded default, a config file or flags."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from pipeline.engine.config import ConfigError, load_config
+
+DEMO_DATA_DIR = "./legx-demo-data"
+DEMO_COUNT = 48
+DEMO_IMAGE_SIZE = 64
+# The embedded default: finishes in a few minutes on 2 CPU cores. The demo images are 64 px, so
+# LEG works on an 8 x 8 grid of 8 px blocks: its estimate has p = 64 unknowns per channel, and
+# 342 samples per channel (1026 forwards, channels perturbed separately) keep the Monte-Carlo
+# error small (on a 16 x 16 grid, p = 256, the same budget leaves maps dominated by noise). LEG
+# and LEG-TV share the forwards; the localisation metrics need no forwards.
+DEMO_SAMPLING: dict[str, Any] = {"n_samples": 342, "grid_size": 8, "batch_size": 512}
+DEMO_CONFIG: dict[str, Any] = {
+    "input": DEMO_DATA_DIR,
+    "output": "./legx-output",
+    "model": "demo",
+    "methods": ["leg", "leg-tv"],
+    "image_size": DEMO_IMAGE_SIZE,
+    "batch_size": 8,
+    # The embedded default runs on this machine, where its one model actor does nearly all the
+    # work: torch may use every core (the other stages' tasks are short).
+    "actor_threads": os.cpu_count() or 1,
+    "leg": dict(DEMO_SAMPLING),
+    "leg-tv": {**DEMO_SAMPLING, "lambdas": [0.1, 0.3]},
+    "metrics": ["pointing_game", "mask_energy", "gini"],
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", nargs="?", help="job config YAML (local path or URI)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key (dotted for nesting, YAML value), e.g. leg.n_samples=500")
+    parser.add_argument("--input", help="images: folder, WebDataset shards or Parquet (path or s3://)")
+    parser.add_argument("--output", help="where the saliency table and run manifests go")
+    parser.add_argument("--model", help="model spec: demo, torchvision:NAME[@WEIGHTS], or a checkpoint path/URI")
+    parser.add_argument("--methods", help="comma-separated method names, e.g. leg,leg-tv")
+    parser.add_argument("--samples", type=int, help="n_samples of every selected method that has one")
+    parser.add_argument("--run-id", help="run id (rerun an id to resume it)")
+    parser.add_argument("--limit", type=int, help="explain at most this many images")
+
+
+def _flag_overrides(args: argparse.Namespace) -> list[str]:
+    overrides = []
+    for flag, key in (("input", "input"), ("output", "output"), ("model", "model"),
+                      ("run_id", "run_id"), ("limit", "limit")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={_yaml_string(value)}")
+    if args.methods:
+        overrides.append(f"methods=[{args.methods}]")
+    return overrides
+
+
+def _yaml_string(value: Any) -> str:
+    return value if isinstance(value, int) else "'" + str(value).replace("'", "''") + "'"
+
+
+def _samples_overrides(config_methods: list[str], samples: int) -> list[str]:
+    import methods
+
+    return [
+        f"{name}.n_samples={samples}"
+        for name in config_methods
+        if "n_samples" in methods.get_explainer(name).params()
+    ]
+
+
+def resolve_config(args: argparse.Namespace):
+    """The job config of the command line; the embedded default when neither a file nor
+    --input is given."""
+    embedded = args.config is None and args.input is None
+    base = dict(DEMO_CONFIG) if embedded else {}
+    overrides = list(args.overrides) + _flag_overrides(args)
+    config = load_config(args.config, overrides, base=base)
+    if args.samples is not None:
+        config = load_config(args.config, overrides + _samples_overrides(config.methods, args.samples), base=base)
+    return config, embedded
+
+
+def ensure_demo_data(directory: str) -> None:
+    """Generate the demo images once; later runs reuse them."""
+    from pipeline.demo.data import write_demo_dataset
+    from pipeline.engine.sources import ANNOTATIONS_FILE
+
+    if os.path.exists(os.path.join(directory, ANNOTATIONS_FILE)):
+        return
+    print(f"legx: writing {DEMO_COUNT} demo images to {directory}", flush=True)
+    write_demo_dataset(directory, DEMO_COUNT, seed=0, image_size=DEMO_IMAGE_SIZE)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config, embedded = resolve_config(args)
+    except ConfigError as error:
+        print(f"legx: {error}", file=sys.stderr)
+        return 2
+    if embedded and config.input == DEMO_DATA_DIR:
+        ensure_demo_data(DEMO_DATA_DIR)
+
+    from pipeline.engine.run import run_job
+    from pipeline.engine.sources import SourceError
+    from pipeline.engine.manifest import RUNS_DIR
+    from pipeline.engine.sink import SALIENCY_DIR
+    from pipeline.engine.storage import join
+
+    methods_text = ", ".join(config.methods)
+    print(f"legx: run {config.run_id}: {config.input} -> {config.output} "
+          f"(model {config.model}; methods {methods_text})", flush=True)
+    try:
+        summary = run_job(config, log=lambda message: print(f"legx: {message}", flush=True))
+    except (ConfigError, SourceError) as error:
+        print(f"legx: {error}", file=sys.stderr)
+        return 2
+    print()
+    print(f"legx: run {summary.run_id} finished in {summary.wall_s:.1f} s")
+    print(f"  this invocation: {summary.images} images, {summary.rows} rows "
+          f"({summary.ok} ok, {summary.errors} errors)"
+          + (f", {summary.skipped_rows} rows already written" if summary.skipped_rows else ""))
+    print(f"  throughput: {summary.images_per_s:.2f} images/s, {summary.forwards_per_s:,.0f} forwards/s")
+    if summary.model_window_s:
+        print(f"  model:      first call {summary.startup_s:.1f} s after the start; actors busy "
+              f"{summary.model_busy_s:.1f} s in {summary.model_window_s:.1f} s from the first call "
+              f"to the last, {summary.serving_forwards_per_s:,.0f} forwards/s there")
+    reading = summary.top1
+    if reading is not None:
+        low, high = reading["interval_95"]
+        print(f"  top-1:      {reading['correct']} of {reading['labelled']} labelled images "
+              f"({reading['accuracy']:.2f}, 95% interval {low:.2f}-{high:.2f}; chance "
+              f"{reading['chance']:.2f} = 1/{reading['classes']})")
+    print(f"  run totals: {summary.total_images} images, {summary.total_rows} rows "
+          f"({summary.total_ok} ok, {summary.total_errors} errors)")
+    print(f"  results:  {join(config.output, SALIENCY_DIR, f'run_id={config.run_id}')}")
+    print(f"  manifest: {join(config.output, RUNS_DIR, config.run_id + '.json')}")
+    print(f"  try:      legx query {config.output} \"select method, lam, status, count(*) from saliency "
+          f"group by all order by all\"")
+    for warning in summary.warnings:
+        print(f"legx: {warning}", file=sys.stderr, flush=True)
+    return 0

@@ -1,0 +1,142 @@
+"""The run manifest (OUTPUT/runs/RUN_ID.json): what ran, on what, with which result, attempt by
+attempt; and the readings it records (the model's top-1 against the labels, Ray's recoveries)."""
+
+from __future__ import annotations
+
+import json
+import platform
+import posixpath
+from typing import Any
+
+from methods.intervals import wilson_interval
+from pipeline.engine.storage import StorageOptions, exists, resolve, write_bytes_atomic
+
+RUNS_DIR = "runs"
+STATE_API_TIMEOUT_S = 30
+
+
+def write_manifest(output: str, storage: StorageOptions, run_id: str, manifest: dict[str, Any]) -> str:
+    """Write OUTPUT/runs/RUN_ID.json; returns its URI-relative path."""
+    filesystem, root = resolve(output, storage)
+    path = posixpath.join(root, RUNS_DIR, f"{run_id}.json")
+    write_bytes_atomic(output, storage, path, json.dumps(manifest, indent=2, default=str).encode())
+    return path
+
+
+def read_manifest(output: str, storage: StorageOptions, run_id: str) -> dict[str, Any] | None:
+    filesystem, root = resolve(output, storage)
+    path = posixpath.join(root, RUNS_DIR, f"{run_id}.json")
+    if not exists(filesystem, path):
+        return None
+    with filesystem.open_input_stream(path) as stream:
+        return json.loads(stream.read())
+
+
+def top1_reading(labelled: int, correct: int, classes: int | None) -> dict[str, Any] | None:
+    """Top-1 accuracy of ``correct`` out of ``labelled`` images, its 95% Wilson interval and the
+    chance level 1 / ``classes``. ``near_chance`` is true when the interval reaches down to chance:
+    the data cannot tell the model from one that guesses (or it reads worse than a guess, as when
+    the labels do not follow the model's class order). None when no image carries a label."""
+    if not labelled or not classes:
+        return None
+    low, high = wilson_interval(correct, labelled)
+    chance = 1.0 / classes
+    return {
+        "labelled": labelled,
+        "correct": correct,
+        "accuracy": round(correct / labelled, 4),
+        "interval_95": [round(low, 4), round(high, 4)],
+        "chance": round(chance, 4),
+        "classes": classes,
+        "near_chance": bool(low <= chance),
+    }
+
+
+def top1_warning(reading: dict[str, Any] | None, image_size: int, declared_size: int | None) -> str | None:
+    """The loud line for a model that reads the labelled inputs no better than chance."""
+    if reading is None or not reading["near_chance"]:
+        return None
+    low, high = reading["interval_95"]
+    causes = []
+    if declared_size and declared_size != image_size:
+        causes.append(f"it was trained on {declared_size} px images and this job resizes to {image_size} px")
+    causes += ["the labels may not follow the model's class order", "or it was not trained for these images"]
+    return (
+        f"WARNING: the model's top-1 accuracy against the labels is {reading['accuracy']:.2f} "
+        f"(95% interval {low:.2f}-{high:.2f}, {reading['labelled']} images), not above chance "
+        f"({reading['chance']:.2f} = 1/{reading['classes']} classes): its maps explain a model that "
+        f"does not recognise these images. Check the inputs: {'; '.join(causes)}."
+    )
+
+
+def run_top1(attempts: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The model's top-1 reading over every attempt of the run (each attempt's images once)."""
+    classes = max((attempt.get("classes") or 0 for attempt in attempts), default=0)
+    return top1_reading(
+        sum(attempt.get("labelled") or 0 for attempt in attempts),
+        sum(attempt.get("correct") or 0 for attempt in attempts),
+        classes or None,
+    )
+
+
+def alive_node_ids() -> set[str]:
+    """Ids of the connected Ray cluster's live nodes (the head counts, CPUs or not)."""
+    import ray
+
+    return {node["NodeID"] for node in ray.nodes() if node.get("Alive")}
+
+
+def recovery(nodes_at_start: set[str]) -> dict[str, Any]:
+    """What Ray recovered from during this attempt: nodes that were alive at its start and are
+    gone (Ray marks a killed node dead only after its health checks fail, so a loss just before
+    the end may not count yet), nodes that joined, restarts of this job's actors and retried
+    attempts of its tasks. The last two come from Ray's state API, which needs the dashboard
+    (``ray[default]``; a local Ray started by legx runs without one): without it they are None
+    and ``state_api`` says why."""
+    import ray
+
+    alive = alive_node_ids()
+    report: dict[str, Any] = {
+        "nodes_at_start": len(nodes_at_start),
+        "nodes_lost": len(nodes_at_start - alive),
+        "nodes_joined": len(alive - nodes_at_start),
+        "actor_restarts": None,
+        "task_retries": None,
+        "state_api": "ok",
+    }
+    try:
+        from ray.util.state import list_actors, list_tasks
+
+        job = [("job_id", "=", ray.get_runtime_context().get_job_id())]
+        actors = list_actors(filters=job, detail=True, limit=10_000, timeout=STATE_API_TIMEOUT_S,
+                             raise_on_missing_output=False)
+        retried = list_tasks(filters=job + [("attempt_number", "!=", 0)], limit=10_000,
+                             timeout=STATE_API_TIMEOUT_S, raise_on_missing_output=False)
+    except Exception as error:  # noqa: BLE001 - the counts are a report, never a job failure
+        report["state_api"] = f"unavailable: {type(error).__name__}: {error}"[:300]
+        return report
+    report["actor_restarts"] = sum(actor.num_restarts or 0 for actor in actors)
+    report["task_retries"] = len(retried)
+    return report
+
+
+def versions() -> dict[str, str]:
+    import cvxpy
+    import pyarrow
+    import ray
+    import torch
+
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        legx = version("legx")
+    except PackageNotFoundError:
+        legx = "unknown"
+    return {
+        "legx": legx,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "ray": ray.__version__,
+        "pyarrow": pyarrow.__version__,
+        "cvxpy": cvxpy.__version__,
+    }

@@ -1,0 +1,133 @@
+"""The one definition of every table the job passes along and writes (tests import it too).
+
+    output_schema()   the ``saliency`` table the sink writes (design notes, "Output schema")
+    DECODED_SCHEMA    decode -> explain: one row per image
+    STAGE_SCHEMA      explain -> finish -> score -> sink: one row per map (internal columns
+                      start with an underscore and are dropped by the sink)
+    WRITE_SUMMARY_SCHEMA  what each write returns to the driver
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+# The ground-truth region's share of the image, stored beside the localisation metrics: their
+# chance level (``methods.localisation.region_share``).
+REGION_SHARE = "region_share"
+
+
+def metric_names() -> list[str]:
+    """The metric columns of the table: every metric ``methods.metrics`` defines."""
+    from methods.metric_names import METRIC_NAMES
+
+    return list(METRIC_NAMES)
+
+
+def output_schema() -> pa.Schema:
+    """The ``saliency`` table (design notes, "Output schema")."""
+    fields = [
+        ("run_id", pa.string()),
+        ("image_id", pa.string()),
+        ("source_uri", pa.string()),
+        ("label", pa.int64()),
+        ("target", pa.int64()),
+        ("target_score", pa.float64()),
+        ("model_id", pa.string()),
+        ("method", pa.string()),
+        ("lam", pa.float64()),
+        ("params", pa.string()),
+        ("height", pa.int32()),
+        ("width", pa.int32()),
+        ("saliency", pa.list_(pa.float32())),
+        # How far to trust a sampled map (design notes, "Trust in a sampled map"); null for
+        # methods that do not sample. n_forwards counts a sampling shared by several maps on
+        # each of them (the manifest's totals count it once).
+        ("saliency_se", pa.list_(pa.float32())),
+        ("reliability", pa.float64()),
+        ("n_forwards", pa.int64()),
+        ("capped", pa.bool_()),
+    ]
+    fields += [(name, pa.float64()) for name in metric_names()]
+    fields += [(REGION_SHARE, pa.float64())]
+    fields += [
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("elapsed_s", pa.float64()),
+        # UTC, stored without a zone: DuckDB returns zoned timestamps to Python only with pytz.
+        ("created_at", pa.timestamp("us")),
+    ]
+    return pa.schema(fields)
+
+
+def row_key(image_id: str, method: str, lam: float | None) -> str:
+    return f"{image_id}\x1f{method}\x1f{'' if lam is None else repr(float(lam))}"
+
+
+DECODED_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("source_uri", pa.string()),
+        ("label", pa.int64()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("decode_s", pa.float64()),
+        ("_image", pa.binary()),
+        ("_mask", pa.binary()),
+        ("_box", pa.list_(pa.float64())),
+    ]
+)
+
+
+# Rows between the explain stage and the sink: the output columns the stages fill (typed as the
+# output table types them), plus internal ones (leading underscore) that the sink drops.
+# _model_s/_model_start/_model_end time one model call (seconds, epoch start and end) and sit on
+# the first row of that call only, as _forwards counts an image's forwards on one row: summed or
+# min/maxed downstream, each call counts once (see ``ONCE_PER_CALL``). _labelled/_correct count
+# the call's images that carry a label and those whose clean top-1 class is that label, and
+# _classes is the model's number of outputs, on the same first row.
+_OUTPUT_FIELDS = {output_field.name: output_field for output_field in output_schema()}
+STAGE_SCHEMA = pa.schema(
+    [
+        _OUTPUT_FIELDS[name]
+        for name in (
+            "image_id", "source_uri", "label", "target", "target_score", "model_id", "method",
+            "lam", "params", "height", "width", "saliency", "saliency_se", "reliability",
+            "n_forwards", "capped", "status", "error", "elapsed_s",
+        )
+    ]
+    + [
+        ("_forwards", pa.int64()),
+        ("_model_s", pa.float64()),
+        ("_model_start", pa.float64()),
+        ("_model_end", pa.float64()),
+        ("_labelled", pa.int64()),
+        ("_correct", pa.int64()),
+        ("_classes", pa.int64()),
+        ("_stats", pa.binary()),
+        ("_pending", pa.string()),
+        ("_image", pa.binary()),
+        ("_mask", pa.binary()),
+        ("_box", pa.list_(pa.float64())),
+    ]
+)
+
+
+ONCE_PER_CALL = ("_forwards", "_model_s", "_model_start", "_model_end", "_labelled", "_correct", "_classes")
+
+
+WRITE_SUMMARY_SCHEMA = pa.schema(
+    [
+        ("rows", pa.int64()),
+        ("ok", pa.int64()),
+        ("errors", pa.int64()),
+        ("images", pa.int64()),
+        ("forwards", pa.int64()),
+        ("skipped", pa.int64()),
+        ("model_s", pa.float64()),
+        ("model_start", pa.float64()),
+        ("model_end", pa.float64()),
+        ("labelled", pa.int64()),
+        ("correct", pa.int64()),
+        ("classes", pa.int64()),
+    ]
+)

@@ -1,0 +1,100 @@
+"""The score stage: faithfulness and localisation metrics of every 'ok' map (an actor pool that
+loads the model once; CPU tasks when every metric is model-free)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from methods.metric_names import LOCALISATION_METRICS
+from pipeline.engine.explain import images_tensor
+from pipeline.engine.finish import finite_or_none
+from pipeline.engine.plan import Plan, load_job_model
+from pipeline.engine.schema import REGION_SHARE, STAGE_SCHEMA
+
+
+def needs_model(metrics: tuple[str, ...]) -> bool:
+    """Whether any of ``metrics`` runs model forwards (then they need the metrics actor pool)."""
+    from methods.metric_names import MODEL_FREE_METRICS
+
+    return not set(metrics) <= MODEL_FREE_METRICS
+
+
+class MetricsActor:
+    """Scores every 'ok' map with ``methods.metrics.compute_metrics`` (the model loaded once)."""
+
+    def __init__(self, plan: Plan) -> None:
+        import torch
+
+        torch.set_num_threads(plan.torch_threads)
+        self.plan = plan
+        self.device = "cuda" if plan.use_gpu and torch.cuda.is_available() else "cpu"
+        self.model = load_job_model(plan, self.device)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return score_batch(batch, self.plan, self.model)
+
+
+def score_model_free_batch(batch: pa.Table, plan: Plan) -> pa.Table:
+    """The metrics stage as CPU tasks when every metric is model-free (no model is loaded; an
+    empty module stands in for it, and no forward runs)."""
+    import torch
+
+    return score_batch(batch, plan, torch.nn.Identity())
+
+
+def score_batch(batch: pa.Table, plan: Plan, model) -> pa.Table:
+    """Metric columns for every 'ok' row of ``batch``."""
+    from methods.metrics import compute_metrics
+
+    records = batch.to_pylist()
+    scores = {name: [None] * len(records) for name in plan.metrics}
+    localised = bool(LOCALISATION_METRICS & set(plan.metrics))
+    shares: list[float | None] = [None] * len(records)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for position, record in enumerate(records):
+        if record["status"] == "ok" and record["_image"] is not None:
+            groups.setdefault((record["height"], record["width"]), []).append(position)
+    size = plan.image_size
+    for (height, width), positions in groups.items():
+        chosen = [records[p] for p in positions]
+        images = images_tensor([r["_image"] for r in chosen], size)
+        maps = np.stack([np.asarray(r["saliency"], np.float32).reshape(height, width) for r in chosen])
+        masks = boxes = None
+        if any(r["_mask"] is not None for r in chosen):
+            masks = np.stack([
+                np.frombuffer(r["_mask"], np.uint8).reshape(size, size).astype(bool)
+                if r["_mask"] is not None else np.zeros((size, size), bool)
+                for r in chosen
+            ])
+        elif any(r["_box"] is not None for r in chosen):
+            boxes = np.array([r["_box"] if r["_box"] is not None else [np.nan] * 4 for r in chosen])
+        targets = np.array([r["target"] for r in chosen], dtype=np.int64)
+        if localised:
+            for position, share in zip(positions, region_shares(masks, boxes, len(chosen), size)):
+                shares[position] = finite_or_none(share)
+        try:
+            values = compute_metrics(model, images, maps, targets, names=list(plan.metrics),
+                                     masks=masks, boxes=boxes, **plan.metric_options)
+        except Exception as error:  # noqa: BLE001 - metrics stay null; the map is kept
+            for position in positions:
+                records[position]["error"] = f"metrics: {type(error).__name__}: {error}"
+            continue
+        for name, column in values.items():
+            for position, value in zip(positions, column):
+                scores[name][position] = None if not np.isfinite(value) else float(value)
+    table = pa.Table.from_pylist(records, schema=STAGE_SCHEMA)
+    for name in plan.metrics:
+        table = table.append_column(name, pa.array(scores[name], pa.float64()))
+    if localised:
+        table = table.append_column(REGION_SHARE, pa.array(shares, pa.float64()))
+    return table
+
+
+def region_shares(masks: np.ndarray | None, boxes: np.ndarray | None, count: int, size: int) -> np.ndarray:
+    """The ground-truth region's share of the image per row (NaN without one): the chance level
+    of the pointing game and mask energy."""
+    from methods.localisation import ground_truth, region_share
+
+    regions = ground_truth(masks, boxes, count, size, size)
+    return np.full(count, np.nan) if regions is None else region_share(regions)

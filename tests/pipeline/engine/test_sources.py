@@ -1,0 +1,120 @@
+"""Inputs through Ray Data readers: folders (ImageNet layout and flat), WebDataset tar shards,
+Parquet of image bytes; stable image ids and labels."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from pipeline.engine.config import load_config
+from pipeline.engine.sources import SourceError, detect_format, read_annotations, read_source
+
+
+def _png(value: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((6, 6, 3), value, np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _rows(config):
+    dataset, kind = read_source(config)
+    rows = sorted(dataset.take_all(), key=lambda row: row["image_id"])
+    return rows, kind
+
+
+def test_imagenet_folder_labels_follow_sorted_class_folders(ray_local, tmp_path):
+    for synset, count in (("n02", 2), ("n01", 1)):
+        (tmp_path / synset).mkdir()
+        for index in range(count):
+            (tmp_path / synset / f"img{index}.JPEG").write_bytes(_png(index))
+    (tmp_path / "loose.png").write_bytes(_png(9))
+    (tmp_path / "notes.txt").write_text("not an image")
+    rows, kind = _rows(load_config(None, [f"input={tmp_path}"]))
+    assert kind == "folder"
+    assert [(r["image_id"], r["label"]) for r in rows] == [
+        ("loose.png", None), ("n01/img0.JPEG", 0), ("n02/img0.JPEG", 1), ("n02/img1.JPEG", 1),
+    ]
+    assert rows[1]["source_uri"] == str(tmp_path / "n01" / "img0.JPEG")
+    assert rows[1]["data"] == _png(0)
+
+
+def test_classes_file_fixes_the_label_order(ray_local, tmp_path):
+    images = tmp_path / "images"
+    for synset in ("a", "b"):
+        (images / synset).mkdir(parents=True)
+        (images / synset / "x.png").write_bytes(_png(1))
+    classes = tmp_path / "classes.txt"
+    classes.write_text("b\na\n")
+    rows, _ = _rows(load_config(None, [f"input={images}", f"classes={classes}"]))
+    assert [(r["image_id"], r["label"]) for r in rows] == [("a/x.png", 1), ("b/x.png", 0)]
+
+
+def test_webdataset_shards(ray_local, tmp_path):
+    for shard in range(2):
+        with tarfile.open(tmp_path / f"shard-{shard:03d}.tar", "w") as archive:
+            for index in range(2):
+                key = f"s{shard}_{index}"
+                for extension, data in (("png", _png(index)), ("cls", str(index + 3).encode())):
+                    info = tarfile.TarInfo(f"{key}.{extension}")
+                    info.size = len(data)
+                    archive.addfile(info, io.BytesIO(data))
+    rows, kind = _rows(load_config(None, [f"input={tmp_path}"]))
+    assert kind == "webdataset"
+    assert [(r["image_id"], r["label"]) for r in rows] == [
+        ("s0_0", 3), ("s0_1", 4), ("s1_0", 3), ("s1_1", 4),
+    ]
+    assert rows[0]["source_uri"].endswith("shard-000.tar#s0_0") and rows[1]["data"] == _png(1)
+
+
+def test_parquet_bytes_plain_and_struct_columns(ray_local, tmp_path):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    pq.write_table(
+        pa.table({"image_id": ["p0", "p1"], "image": [_png(0), _png(1)], "label": [5, None]}),
+        plain / "part-0.parquet",
+    )
+    rows, kind = _rows(load_config(None, [f"input={plain}"]))
+    assert kind == "parquet"
+    assert [(r["image_id"], r["label"], r["data"]) for r in rows] == [("p0", 5, _png(0)), ("p1", None, _png(1))]
+
+    struct = tmp_path / "hf"
+    struct.mkdir()
+    images = pa.array([{"bytes": _png(2), "path": "cat/1.png"}],
+                      pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+    pq.write_table(pa.table({"image": images}), struct / "train.parquet")
+    rows, _ = _rows(load_config(None, [f"input={struct}"]))
+    assert [(r["image_id"], r["data"]) for r in rows] == [("cat/1.png", _png(2))]
+
+
+def test_parquet_without_ids_is_a_clear_error(ray_local, tmp_path):
+    pq.write_table(pa.table({"image": [_png(0)]}), tmp_path / "x.parquet")
+    with pytest.raises(SourceError, match="no id column"):
+        read_source(load_config(None, [f"input={tmp_path}"]))
+
+
+def test_limit_and_annotations(ray_local, tmp_path):
+    for index in range(5):
+        (tmp_path / f"{index}.png").write_bytes(_png(index))
+    pq.write_table(pa.table({"image_id": ["0.png"], "label": [2], "extra": ["x"]}),
+                   tmp_path / "annotations.parquet")
+    config = load_config(None, [f"input={tmp_path}", "limit=3"])
+    dataset, kind = read_source(config)
+    assert dataset.count() == 3
+    annotations = read_annotations(config, kind)
+    assert annotations.column_names == ["image_id", "label"]
+
+
+def test_detect_format_errors(tmp_path):
+    import pyarrow.fs as pafs
+
+    with pytest.raises(SourceError, match="does not exist"):
+        detect_format(pafs.LocalFileSystem(), str(tmp_path / "missing"))
+    (tmp_path / "readme.md").write_text("x")
+    with pytest.raises(SourceError, match="found no images"):
+        detect_format(pafs.LocalFileSystem(), str(tmp_path))

@@ -1,0 +1,128 @@
+"""The stages in process, without Ray: a model call's time rides on one row from the explain
+actor through the finish stage to the writer's summary, however many rows the call fans out to."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.engine.sink import ParquetWriter
+from pipeline.engine.explain import ExplainActor
+from pipeline.engine.finish import finish_batch
+from pipeline.engine.plan import Plan, method_spec
+from pipeline.engine.schema import DECODED_SCHEMA
+from pipeline.engine.storage import StorageOptions
+
+SIZE = 32
+
+
+def _decoded(count: int) -> pa.Table:
+    rng = np.random.default_rng(0)
+    rows = [{"image_id": "broken.png", "source_uri": "broken.png", "label": None, "status": "error",
+             "error": "decode: not an image", "decode_s": 0.0}]
+    for index in range(count):
+        pixels = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+        rows.append({"image_id": f"{index}.png", "source_uri": f"{index}.png", "label": None,
+                     "status": "ok", "error": None, "decode_s": 0.001, "_image": pixels.tobytes()})
+    return pa.Table.from_pylist(rows, schema=DECODED_SCHEMA)
+
+
+def test_a_model_calls_time_counts_once_downstream(tmp_path):
+    grid = {"grid_size": 4, "n_samples": 8}
+    plan = Plan(model="demo", specs=(method_spec("leg", grid), method_spec("leg-tv", {**grid, "lambdas": [0.1, 0.3]})),
+                image_size=SIZE, resize="crop", target="top1", use_gpu=False, actor_cpus=1)
+    actor = ExplainActor(plan)
+    calls = [actor(_decoded(3)), actor(_decoded(2))]
+
+    for explained in calls:
+        busy = explained.column("_model_s").to_pylist()
+        assert busy[0] > 0 and all(value is None for value in busy[1:])
+        start, end = explained.column("_model_start")[0].as_py(), explained.column("_model_end")[0].as_py()
+        assert 0 < end - start and abs((end - start) - busy[0]) < 0.05
+
+    solved = [finish_batch(explained) for explained in calls]
+    # leg + leg-tv at two lambdas per good image, three error rows for the broken one
+    assert [table.num_rows for table in solved] == [4 * 3, 3 * 3]
+    for explained, table in zip(calls, solved):
+        for column in ("_model_s", "_forwards"):
+            assert pa.compute.sum(table.column(column)).as_py() == pa.compute.sum(explained.column(column)).as_py()
+        assert table.column("_model_s").null_count == table.num_rows - 1
+
+    writer = ParquetWriter(str(tmp_path / "out"), StorageOptions(), "r1", "demo", anchor=("leg", None))
+    summaries = [writer(table).to_pylist()[0] for table in solved]
+    for explained, summary in zip(calls, summaries):
+        assert summary["model_s"] == explained.column("_model_s")[0].as_py()
+        assert summary["model_start"] == explained.column("_model_start")[0].as_py()
+        assert summary["model_end"] == explained.column("_model_end")[0].as_py()
+    assert summaries[0]["model_end"] <= summaries[1]["model_start"]
+
+
+def test_top1_reading_is_a_wilson_interval_against_chance():
+    from pipeline.engine.manifest import top1_reading, top1_warning
+
+    # Known answers (labelled, correct, classes): Wilson 95% intervals of 5/10 and 0/10.
+    half = top1_reading(10, 5, 2)
+    assert half["interval_95"] == [0.2366, 0.7634] and half["near_chance"]  # 0.5 is chance
+    assert top1_reading(10, 0, 6)["interval_95"] == [0.0, 0.2775]
+    clear = top1_reading(10, 9, 6)
+    assert clear["accuracy"] == 0.9 and clear["chance"] == 0.1667 and not clear["near_chance"]
+    assert top1_warning(clear, 64, 64) is None
+    assert top1_reading(0, 0, 6) is None and top1_warning(None, 64, 64) is None
+    warning = top1_warning(top1_reading(12, 2, 6), 224, 64)
+    assert warning.startswith("WARNING") and "trained on 64 px images and this job resizes to 224 px" in warning
+
+
+def test_leg_and_leg_tv_share_one_sample_only_when_they_clip_alike():
+    from pipeline.engine.plan import _sampling_key
+
+    leg, legtv = method_spec("leg", {"clip": False}).build(), method_spec("leg-tv", {"clip": False}).build()
+    assert _sampling_key(leg) == _sampling_key(legtv)
+    assert _sampling_key(leg) != _sampling_key(method_spec("leg-tv", {}).build())
+
+
+def test_every_row_says_how_far_to_trust_its_map(tmp_path):
+    import duckdb
+
+    grid = {"grid_size": 4, "n_samples": 16}
+    plan = Plan(model="demo", specs=(method_spec("leg", grid), method_spec("leg-tv", {**grid, "lambdas": [0.1]}),
+                                     method_spec("grad-cam", {})),
+                image_size=SIZE, resize="crop", target="top1", use_gpu=False, actor_cpus=1)
+    solved = finish_batch(ExplainActor(plan)(_decoded(2)))
+    writer = ParquetWriter(str(tmp_path / "out"), StorageOptions(), "r1", "demo", anchor=("leg", None))
+    summary = writer(solved).to_pylist()[0]
+    assert summary["forwards"] == 2 * 48  # the shared sampling counts once in the totals
+    rows = duckdb.sql(
+        f"select method, status, len(saliency) cells, len(saliency_se) se_cells, reliability,"
+        f" n_forwards, capped from read_parquet('{tmp_path}/out/saliency/**/*.parquet')"
+        " where image_id != 'broken.png' order by method"
+    ).fetchall()
+    by_method = {}
+    for method, status, cells, se_cells, reliability, forwards, capped in rows:
+        by_method.setdefault(method, []).append((cells, se_cells, reliability, forwards, capped))
+        assert status == "ok" and capped is None  # a fixed budget has no target to be capped at
+    for cells, se_cells, reliability, forwards, _ in by_method["leg"]:
+        assert se_cells == cells == 16 and -1 <= reliability <= 1 and forwards == 48
+    for cells, se_cells, reliability, forwards, _ in by_method["leg-tv"]:
+        assert se_cells is None and -1 <= reliability <= 1 and forwards == 48
+    for cells, se_cells, reliability, forwards, _ in by_method["grad-cam"]:
+        assert se_cells is None and reliability is None and forwards is None
+    broken = duckdb.sql(
+        f"select count(*) from read_parquet('{tmp_path}/out/saliency/**/*.parquet')"
+        " where image_id = 'broken.png' and (reliability is not null or n_forwards is not null)"
+    ).fetchall()[0][0]
+    assert broken == 0
+
+
+def test_adaptive_budgets_reach_the_rows():
+    grid = {"grid_size": 4, "n_samples": "auto", "round_samples": 16, "max_samples": 64,
+            "target_reliability": 0.99}
+    plan = Plan(model="demo", specs=(method_spec("leg", grid), method_spec("leg-tv", {**grid, "lambdas": [0.1]})),
+                image_size=SIZE, resize="crop", target="top1", use_gpu=False, actor_cpus=1)
+    solved = finish_batch(ExplainActor(plan)(_decoded(2)))
+    rows = [row for row in solved.to_pylist() if row["image_id"] != "broken.png"]
+    assert {row["method"] for row in rows} == {"leg", "leg-tv"}
+    for row in rows:
+        # rounds of 48 forwards, at most 4 of them; a target of 0.99 is out of reach here
+        assert row["n_forwards"] in (96, 144, 192) and row["capped"] is (row["n_forwards"] == 192)
+    forwards = [row["_forwards"] for row in rows if row["_forwards"] is not None]
+    assert forwards == [row["n_forwards"] for row in rows if row["method"] == "leg"]
