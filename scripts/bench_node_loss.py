@@ -61,7 +61,7 @@ def _actor_node(cluster, dashboard: str, job_id: str | None):
 
 def run_once(cluster, dashboard: str, job: list[str], output: Path, run_id: str, kill_after: int | None,
              seen_jobs: set[str]) -> dict:
-    command = [shutil.which("legx") or sys.executable, *([] if shutil.which("legx") else ["-m", "pipeline.cli.main"])]
+    command = [shutil.which("legx") or sys.executable, *([] if shutil.which("legx") else ["-m", "pipeline.cli"])]
     env = dict(os.environ, RAY_ADDRESS=cluster.address, RAY_AUTH_MODE="disabled")
     log = output / f"{run_id}.log"
     with open(log, "w") as stream:

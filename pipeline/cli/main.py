@@ -110,6 +110,3 @@ def storage_from(args: argparse.Namespace):
 
     return StorageOptions(endpoint_url=args.endpoint_url, region=args.region, anonymous=args.anonymous)
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

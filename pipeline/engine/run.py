@@ -242,7 +242,7 @@ def run_job(config: JobConfig, log=print) -> JobSummary:
         runtime_env={"env_vars": ALLOCATOR_ENV},
     )
     dataset = dataset.map_batches(
-        finish_batch, batch_size=config.finish_batch_size, batch_format="pyarrow", num_cpus=1
+        finish_batch, batch_size=config.solve_batch_size, batch_format="pyarrow", num_cpus=1
     )
     if config.metrics and not model_metrics:
         dataset = dataset.map_batches(

@@ -102,7 +102,7 @@ def _dashboard(cluster) -> str:
 def legx_on(cluster, log: Path, *args: str) -> subprocess.Popen:
     """`legx ARGS` as a driver of ``cluster`` (RAY_ADDRESS), in its own process group, its
     output in ``log`` (a pipe nobody reads would stall it)."""
-    command = [shutil.which("legx")] if shutil.which("legx") else [sys.executable, "-m", "pipeline.cli.main"]
+    command = [shutil.which("legx")] if shutil.which("legx") else [sys.executable, "-m", "pipeline.cli"]
     env = dict(os.environ, RAY_ADDRESS=cluster.address, RAY_AUTH_MODE="disabled")
     with open(log, "a") as stream:
         return subprocess.Popen(command + list(args), env=env, stdout=stream, stderr=subprocess.STDOUT,

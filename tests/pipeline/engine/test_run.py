@@ -57,7 +57,7 @@ def top_left_model(tmp_path_factory) -> str:
 
 def legx(*args: str, **options) -> subprocess.Popen:
     """`legx ARGS` as a new process group (so a test can kill it with its local Ray)."""
-    command = [shutil.which("legx")] if shutil.which("legx") else [sys.executable, "-m", "pipeline.cli.main"]
+    command = [shutil.which("legx")] if shutil.which("legx") else [sys.executable, "-m", "pipeline.cli"]
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
     env["RAY_AUTH_MODE"] = "disabled"
     return subprocess.Popen(
