@@ -18,15 +18,14 @@ weights instead; both replace the learned weights by ones independent of the dat
 Rows are written to ``OUTPUT/sanity/`` as Parquet by ``write_sanity_table``; the report plots
 mean correlation per method against the number of randomised layers.
 
-``legx sanity`` (same config and flags as ``legx run``, plus ``--images`` and ``--max-layers``)
-runs it for every configured method on the first images of the input.
+``legx sanity`` (``pipeline.cli.sanity``: same config and flags as ``legx run``, plus
+``--images`` and ``--max-layers``) runs it for every configured method on the first images of
+the input.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import sys
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -238,37 +237,3 @@ def run_sanity(
         log(f"sanity: {name} on {len(image_ids)} image(s)")
         rows += cascading_randomization(model, images, explainer, seed=seed, max_layers=max_layers)
     return write_sanity_table(rows, config.output, config.run_id, config.model, image_ids, config.storage)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from pipeline.cli.run import add_arguments as add_job_arguments
-
-    add_job_arguments(parser)
-    parser.add_argument("--images", type=int, default=4, help="images to check (default 4)")
-    parser.add_argument("--max-layers", type=int, help="randomise at most this many layers from the top")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the re-initialisations")
-    parser.add_argument("--device", help="device of the model (default: cuda when available)")
-
-
-def run(args: argparse.Namespace) -> int:
-    import methods
-    from pipeline.cli.run import DEMO_DATA_DIR, ensure_demo_data, resolve_config
-    from pipeline.engine.config import ConfigError
-
-    try:
-        config, embedded = resolve_config(args)
-    except ConfigError as error:
-        print(f"legx: {error}", file=sys.stderr)
-        return 2
-    if embedded and config.input == DEMO_DATA_DIR:
-        ensure_demo_data(DEMO_DATA_DIR)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = methods.load_model(config.model, device=device)
-    try:
-        uri = run_sanity(config, model, args.images, args.seed, args.max_layers,
-                         log=lambda message: print(f"legx: {message}", flush=True))
-    except (OSError, ValueError) as error:
-        print(f"legx: {error}", file=sys.stderr)
-        return 1
-    print(f"legx: wrote {uri}; 'legx report {config.output}' shows the curves")
-    return 0

@@ -29,9 +29,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "query": ("pipeline.cli.query", "SQL over a job's output with DuckDB (view 'saliency')"),
     "show": ("pipeline.cli.show", "render one image's saliency map to a PNG"),
     "demo-data": ("pipeline.cli.demo", "write the synthetic demo dataset to a folder"),
-    "report": ("pipeline.analysis.report", "render the HTML report of a job's output"),
-    "compare": ("pipeline.analysis.compare", "compare the maps and metrics of two outputs"),
-    "sanity": ("pipeline.analysis.sanity", "cascading-randomisation sanity check of the configured methods"),
+    "report": ("pipeline.cli.report", "render the HTML report of a job's output"),
+    "compare": ("pipeline.cli.compare", "compare the maps and metrics of two outputs"),
+    "sanity": ("pipeline.cli.sanity", "cascading-randomisation sanity check of the configured methods"),
 }
 
 

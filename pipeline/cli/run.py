@@ -96,14 +96,23 @@ def ensure_demo_data(directory: str) -> None:
     write_demo_dataset(directory, DEMO_COUNT, seed=0, image_size=DEMO_IMAGE_SIZE)
 
 
-def run(args: argparse.Namespace) -> int:
+def job_config(args: argparse.Namespace):
+    """The job config of the command line (``resolve_config``) with the embedded default's demo
+    data written; None, after printing the config errors, when the config is invalid."""
     try:
         config, embedded = resolve_config(args)
     except ConfigError as error:
         print(f"legx: {error}", file=sys.stderr)
-        return 2
+        return None
     if embedded and config.input == DEMO_DATA_DIR:
         ensure_demo_data(DEMO_DATA_DIR)
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    config = job_config(args)
+    if config is None:
+        return 2
 
     from pipeline.engine.run import run_job
     from pipeline.engine.sources import SourceError
