@@ -164,7 +164,7 @@ def sensitivity_section(connection, variants: list[Variant], model, sources: Sou
         return f'{header}<p class="note">{escape(note)}.</p>'
     import torch
 
-    from methods.metrics import SENSITIVITY_ALPHAS, sensitivity_curve
+    from methods.sensitivity import SENSITIVITY_ALPHAS, sensitivity_curve
 
     ids = [
         row[0]
