@@ -157,3 +157,14 @@ def input_normalisation(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Ten
             " normalisation (3-element 'mean' and 'std' tensors, as legx's loaded models have)"
         )
     return mean.reshape(1, 3, 1, 1).float(), std.reshape(1, 3, 1, 1).float()
+
+
+def explained_classes(model: torch.nn.Module, images: torch.Tensor,
+                      targets: Sequence[int] | torch.Tensor | None, batch_size: int
+                      ) -> tuple[torch.device, torch.Tensor]:
+    """The start of an ``explain`` call: ``images`` validated (``check_images``), then the
+    model's device and the explained class of each image on it (``resolve_targets``: the clean
+    top-1 where ``targets`` is None, from forwards of ``batch_size`` images)."""
+    check_images(images)
+    target_classes, _ = resolve_targets(model, images, targets, batch_size)
+    return model_device(model), target_classes

@@ -46,15 +46,7 @@ import torch
 import torch.nn.functional as F
 from scipy.ndimage import grey_dilation
 
-from methods.base import (
-    Explainer,
-    batches,
-    check_images,
-    input_normalisation,
-    model_device,
-    resolve_preset,
-    resolve_targets,
-)
+from methods.base import Explainer, batches, explained_classes, input_normalisation, resolve_preset
 
 INPUT_SPACES = ("pixels", "normalised")
 # Every choice of the method under a name (see the module docstring's table).
@@ -181,9 +173,9 @@ class CNNPerturbation(Explainer):
         images: torch.Tensor,
         targets: Sequence[int] | torch.Tensor | None = None,
     ) -> np.ndarray:
-        check_images(images)
-        device = model_device(model)
-        target_classes, _ = resolve_targets(model, images, targets, self.batch_size)
+        """Maps (N, H, W) at the image's resolution: the post-processed difference of each
+        image from its trained generator's output."""
+        device, target_classes = explained_classes(model, images, targets, self.batch_size)
         maps = np.zeros((images.shape[0], *images.shape[-2:]), dtype=np.float32)
         with torch.enable_grad():
             for part in batches(images.shape[0], self.batch_size):

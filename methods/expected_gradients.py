@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from methods.base import Explainer, batches, check_images, model_device, resolve_targets
+from methods.base import Explainer, batches, explained_classes
 from methods.superpixels import BASELINES, baseline_images
 
 DISTRIBUTIONS = ("uniform", *BASELINES)
@@ -98,9 +98,9 @@ class ExpectedGradients(Explainer):
         images: torch.Tensor,
         targets: Sequence[int] | torch.Tensor | None = None,
     ) -> np.ndarray:
-        check_images(images)
-        device = model_device(model)
-        target_classes, _ = resolve_targets(model, images, targets, self.batch_size)
+        """Maps (N, H, W) at the image's resolution: the expected gradients summed over the
+        colour channels."""
+        device, target_classes = explained_classes(model, images, targets, self.batch_size)
         cpu_images = images.detach().float().cpu()
         maps = np.zeros((images.shape[0], *images.shape[-2:]), dtype=np.float32)
         # Enough images per group to fill a forward; a group's points are cut into batches.

@@ -32,7 +32,7 @@ import torch
 from captum.attr import GuidedGradCam as CaptumGuidedGradCam
 from captum.attr import LayerGradCam
 
-from methods.base import Explainer, batches, check_images, model_device, resolve_targets
+from methods.base import Explainer, batches, explained_classes
 
 
 # Torchvision classifiers' heads pool the output of one of these children (ResNet family first).
@@ -107,9 +107,9 @@ class _CamExplainer(Explainer):
         images: torch.Tensor,
         targets: Sequence[int] | torch.Tensor | None = None,
     ) -> np.ndarray:
-        check_images(images)
-        device = model_device(model)
-        target_classes, _ = resolve_targets(model, images, targets, self.batch_size)
+        """Maps (N, h, w): Grad-CAM at the layer's resolution, Guided Grad-CAM at the
+        image's."""
+        device, target_classes = explained_classes(model, images, targets, self.batch_size)
         layer = find_layer(model, self.layer)
         parts = []
         with _out_of_place_relus(model), torch.enable_grad(), warnings.catch_warnings():

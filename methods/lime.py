@@ -15,18 +15,16 @@ instead. The map has the image's resolution (N, H, W): each pixel carries its su
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 
-import numpy as np
 import torch
 from captum._utils.models.linear_model import SkLearnRidge
 from captum.attr import Lime as CaptumLime
 
-from methods.base import Explainer
-from methods.superpixels import BASELINES, explain_superpixels, probability_of
+from methods.superpixels import SuperpixelExplainer, probability_of
 
 
-class LIME(Explainer):
+class LIME(SuperpixelExplainer):
     """LIME with SLIC superpixels; ``n_samples`` model forwards per image."""
 
     name = "lime"
@@ -43,19 +41,9 @@ class LIME(Explainer):
         batch_size: int = 64,
         seed: int = 0,
     ) -> None:
-        if n_samples < 2:
-            raise ValueError(f"n_samples must be >= 2, got {n_samples}")
-        if baseline not in BASELINES:
-            raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
-        self.n_samples = n_samples
-        self.n_segments = n_segments
-        self.compactness = compactness
-        self.slic_sigma = slic_sigma
-        self.baseline = baseline
+        super().__init__(n_samples, n_segments, compactness, slic_sigma, baseline, batch_size, seed)
         self.kernel_width = kernel_width
         self.ridge_alpha = ridge_alpha
-        self.batch_size = batch_size
-        self.seed = seed
 
     def _similarity(self, original, perturbed, interpretable, **kwargs) -> torch.Tensor:
         n_features = interpretable.shape[-1]
@@ -63,27 +51,10 @@ class LIME(Explainer):
         distance = 1.0 - torch.sqrt(on / n_features)
         return torch.sqrt(torch.exp(-(distance**2) / self.kernel_width**2))
 
-    def explain(
-        self,
-        model: torch.nn.Module,
-        images: torch.Tensor,
-        targets: Sequence[int] | torch.Tensor | None = None,
-    ) -> np.ndarray:
+    def _attribute(self, model: torch.nn.Module) -> Callable[..., torch.Tensor]:
         lime = CaptumLime(
             probability_of(model),
             interpretable_model=SkLearnRidge(alpha=self.ridge_alpha),
             similarity_func=self._similarity,
         )
-        return explain_superpixels(
-            lime.attribute,
-            model,
-            images,
-            targets,
-            n_segments=self.n_segments,
-            compactness=self.compactness,
-            slic_sigma=self.slic_sigma,
-            baseline=self.baseline,
-            n_samples=self.n_samples,
-            batch_size=self.batch_size,
-            seed=self.seed,
-        )
+        return lime.attribute

@@ -41,15 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from methods.base import (
-    Explainer,
-    batches,
-    check_images,
-    input_normalisation,
-    model_device,
-    resolve_preset,
-    resolve_targets,
-)
+from methods.base import Explainer, batches, explained_classes, input_normalisation, resolve_preset
 from methods.superpixels import gaussian_blur
 
 PERTURBATIONS = ("blur", "median")
@@ -211,9 +203,9 @@ class MeaningfulPerturbation(Explainer):
         images: torch.Tensor,
         targets: Sequence[int] | torch.Tensor | None = None,
     ) -> np.ndarray:
-        check_images(images)
-        device = model_device(model)
-        target_classes, _ = resolve_targets(model, images, targets, self.batch_size)
+        """Deletion masks 1 - m, (N, s, s) at the mask's resolution (``mask_side``): how much of
+        each cell the optimised mask replaces by the perturbation image (1: all, 0: none)."""
+        device, target_classes = explained_classes(model, images, targets, self.batch_size)
         parts = []
         with torch.enable_grad():
             for part in batches(images.shape[0], self.batch_size):

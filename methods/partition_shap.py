@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from methods.base import Explainer, check_images, model_device, resolve_targets
+from methods.base import Explainer, explained_classes
 from methods.superpixels import BASELINES, baseline_images
 
 
@@ -52,9 +52,7 @@ class PartitionSHAP(Explainer):
     ) -> np.ndarray:
         import shap
 
-        check_images(images)
-        device = model_device(model)
-        target_classes, _ = resolve_targets(model, images, targets, self.batch_size)
+        device, target_classes = explained_classes(model, images, targets, self.batch_size)
         references = baseline_images(images, self.baseline)
         maps = np.zeros((images.shape[0], *images.shape[-2:]), dtype=np.float32)
         for index in range(images.shape[0]):

@@ -7,7 +7,9 @@ superpixels on (original pixels) or off (baseline pixels); the model score f(x_z
 images is regressed on z with sample weights pi(z), and the coefficient of superpixel j is its
 attribution, painted back on all its pixels. The two methods differ only in pi and the sampling
 of z, which captum's ``Lime`` and ``KernelShap`` implement; this module supplies what they share:
-the segmentation, the baseline image, the scored model and the per-image loop.
+the segmentation, the baseline image, the scored model, the per-image loop, and
+``SuperpixelExplainer``, their common parameters and call (a method supplies captum's
+``attribute``).
 
 The explained score is the softmax probability of the target class, as the LIME and SHAP
 libraries explain ``predict_proba``.
@@ -15,6 +17,7 @@ libraries explain ``predict_proba``.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -22,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from skimage.segmentation import slic
 
-from methods.base import check_images, model_device, resolve_targets
+from methods.base import Explainer, explained_classes
 
 BASELINES = ("gray", "black", "blur")
 
@@ -101,9 +104,7 @@ def explain_superpixels(
     samples from the torch generator seeded with ``seed``, so an image gets the same map
     whatever else is in the batch.
     """
-    check_images(images)
-    device = model_device(model)
-    target_classes, _ = resolve_targets(model, images, targets, batch_size)
+    device, target_classes = explained_classes(model, images, targets, batch_size)
     references = baseline_images(images, baseline)
     maps = np.zeros((images.shape[0], *images.shape[-2:]), dtype=np.float32)
     for index in range(images.shape[0]):
@@ -123,3 +124,58 @@ def explain_superpixels(
         weights = coefficients.detach().float().cpu().numpy().reshape(-1)
         maps[index] = weights[segments]
     return maps
+
+
+class SuperpixelExplainer(Explainer):
+    """A surrogate over SLIC superpixels (LIME, Kernel SHAP); ``n_samples`` model forwards per
+    image. ``n_segments``, ``compactness`` and ``slic_sigma`` are SLIC's; ``baseline`` is what a
+    switched-off superpixel becomes (``baseline_images``); every image draws its samples from
+    ``seed``."""
+
+    def __init__(
+        self,
+        n_samples: int = 1000,
+        n_segments: int = 50,
+        compactness: float = 10.0,
+        slic_sigma: float = 1.0,
+        baseline: str = "gray",
+        batch_size: int = 64,
+        seed: int = 0,
+    ) -> None:
+        if n_samples < 2:
+            raise ValueError(f"n_samples must be >= 2, got {n_samples}")
+        if baseline not in BASELINES:
+            raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+        self.n_samples = n_samples
+        self.n_segments = n_segments
+        self.compactness = compactness
+        self.slic_sigma = slic_sigma
+        self.baseline = baseline
+        self.batch_size = batch_size
+        self.seed = seed
+
+    @abc.abstractmethod
+    def _attribute(self, model: torch.nn.Module) -> Callable[..., torch.Tensor]:
+        """The method's captum ``attribute`` for ``model`` (see ``explain_superpixels``)."""
+
+    def explain(
+        self,
+        model: torch.nn.Module,
+        images: torch.Tensor,
+        targets: Sequence[int] | torch.Tensor | None = None,
+    ) -> np.ndarray:
+        """Maps (N, H, W) at the image's resolution: each pixel carries its superpixel's
+        coefficient."""
+        return explain_superpixels(
+            self._attribute(model),
+            model,
+            images,
+            targets,
+            n_segments=self.n_segments,
+            compactness=self.compactness,
+            slic_sigma=self.slic_sigma,
+            baseline=self.baseline,
+            n_samples=self.n_samples,
+            batch_size=self.batch_size,
+            seed=self.seed,
+        )
