@@ -4,9 +4,13 @@
 3 x 3 brightness conv, a ReLU and a masked average; class 1 is a constant. ``region_images``
 puts a bright square inside the region and an equally bright distractor outside it, so a map
 that follows brightness alone fails, and one that follows the model's evidence passes.
+``region_case`` explains three of them with a method at the settings of its tests
+(``REGION_SETTINGS``), once per test session.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import torch
@@ -71,6 +75,36 @@ def argmax_in_region(maps: np.ndarray, region=REGION, size: int = SIZE) -> np.nd
 
     upsampled = upsample_maps(maps, size, size).reshape(len(maps), -1)
     return region_mask(region, size).reshape(-1)[upsampled.argmax(axis=1)]
+
+
+# Each method's settings in the region tests: small budgets that still find the region.
+REGION_SETTINGS: dict[str, dict] = {
+    "lime": dict(n_samples=120, n_segments=30, batch_size=32),
+    "kernel-shap": dict(n_samples=120, n_segments=30, batch_size=32),
+    "partition-shap": dict(max_evals=300, batch_size=50),
+    "meaningful-perturbation": dict(mask_size=16, n_iterations=60, batch_size=2),
+}
+
+
+@functools.cache
+def region_case(method: str) -> tuple[RegionModel, torch.Tensor, np.ndarray]:
+    """(model, images, maps): ``RegionModel``, three ``region_images`` and the maps of
+    ``method`` at ``REGION_SETTINGS[method]``; computed once, shared by the tests that read them."""
+    from methods import get_explainer
+
+    model, images = RegionModel().eval(), region_images(3)
+    return model, images, get_explainer(method, **REGION_SETTINGS[method]).explain(model, images)
+
+
+def score_change(model: nn.Module, images: torch.Tensor, baseline: str) -> torch.Tensor:
+    """f(x) - f(baseline image) per image, f the softmax probability of class 0: what the
+    attributions of a method that is efficient (Shapley, Owen) add up to."""
+    from methods.superpixels import baseline_images
+
+    with torch.no_grad():
+        clean = torch.softmax(model(images), 1)[:, 0]
+        removed = torch.softmax(model(baseline_images(images, baseline)), 1)[:, 0]
+    return clean - removed
 
 
 RED_SQUARE = (4, 12, 20, 28)

@@ -1,33 +1,20 @@
-"""Meaningful Perturbation: the deletion mask lands on the region the model reads."""
+"""Meaningful Perturbation: masks in [0, 1] at the mask's side, seeds, presets, the seed's choices.
+The region known answer and batch invariance: ``test_region_baselines``."""
 
 import numpy as np
 import pytest
 import torch
-from saliency_toys import RegionModel, argmax_in_region, mass_in_region, region_images
+from saliency_toys import REGION_SETTINGS, RegionModel, argmax_in_region, region_case, region_images
 
 from methods import get_explainer
 from methods.meaningful_perturbation import MeaningfulPerturbation, total_variation
 
-SETTINGS = dict(mask_size=16, n_iterations=60, batch_size=2)
+SETTINGS = REGION_SETTINGS["meaningful-perturbation"]
 
 
-@pytest.fixture(scope="module")
-def case():
-    model, images = RegionModel().eval(), region_images(3)
-    return model, images, MeaningfulPerturbation(**SETTINGS).explain(model, images)
-
-
-def test_deletion_mask_covers_the_region_the_model_reads(case):
-    _, _, maps = case
-    assert argmax_in_region(maps).all()
-    assert (mass_in_region(maps) > 0.8).all()
-
-
-def test_shape_range_and_registry(case):
-    _, _, maps = case
-    assert maps.shape == (3, 16, 16) and maps.dtype == np.float32
-    assert np.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1
-    assert isinstance(get_explainer("meaningful-perturbation"), MeaningfulPerturbation)
+def test_maps_lie_in_0_1_and_take_the_mask_side():
+    _, _, maps = region_case("meaningful-perturbation")
+    assert maps.min() >= 0 and maps.max() <= 1
     tiny = MeaningfulPerturbation(n_iterations=2).explain(RegionModel(), region_images(1))
     assert tiny.shape == (1, 28, 28)
     linear = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
@@ -35,18 +22,12 @@ def test_shape_range_and_registry(case):
     assert small.shape == (1, 8, 8)
 
 
-def test_same_seed_same_map_other_seed_other_map(case):
-    model, images, maps = case
+def test_same_seed_same_map_other_seed_other_map():
+    model, images, maps = region_case("meaningful-perturbation")
     again = MeaningfulPerturbation(**SETTINGS).explain(model, images[:1])
     other = MeaningfulPerturbation(**SETTINGS, seed=1).explain(model, images[:1])
     np.testing.assert_allclose(again[0], maps[0], atol=1e-5)
     assert np.abs(other[0] - maps[0]).max() > 1e-3
-
-
-def test_batch_equals_one_image_at_a_time(case):
-    model, images, maps = case
-    single = MeaningfulPerturbation(**SETTINGS).explain(model, images[2:3])
-    np.testing.assert_allclose(single[0], maps[2], atol=1e-5)
 
 
 def test_total_variation_of_a_step():
