@@ -26,7 +26,8 @@ runs only the forwards and CPU workers without torch do the rest:
   that imports no torch): ``finish(statistics, params) -> [[FinishedMap, ...], ...]``, one
   list per image and one ``methods.sampled.FinishedMap`` per output (a map, or the error that
   stands in its place, with optional standard errors, reliability and time), from the
-  statistics and the explainer's ``params()``. ``explain`` gives the same maps.
+  statistics and the explainer's ``params()``. ``explainer.finish(statistics)`` runs it in this
+  process; ``explain`` gives the same maps.
 * ``sampling_params()``: the parameters ``sample`` depends on (by default every parameter
   but the ``finish_params`` the class names); explainers whose ``sampling_key()`` agree draw
   the same statistics, so the job samples once for all of them (LEG and LEG-TV of one budget).
