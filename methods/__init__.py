@@ -13,6 +13,7 @@ from typing import Any
 
 _LAZY = {
     "Explainer": "methods.base",
+    "SampledExplainer": "methods.base",
     "upsample_maps": "methods.base",
     "load_model": "methods.models",
 }
@@ -49,10 +50,25 @@ def get_explainer(name: str, **params) -> Explainer:
     try:
         return explainer_class(**params)
     except TypeError as error:
-        accepted = [p for p in inspect.signature(explainer_class).parameters if p != "self"]
+        accepted = _constructor_parameters(explainer_class)
         raise ValueError(
             f"bad parameters for method {name!r}: {error}; accepted: {', '.join(accepted)}"
         ) from error
+
+
+def _constructor_parameters(explainer_class: type) -> list[str]:
+    """The keyword parameters the constructor accepts, through the ``**params`` a subclass
+    passes on to its base class (LEG-TV's sampling parameters are LEG's)."""
+    names: list[str] = []
+    for klass in explainer_class.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        parameters = list(inspect.signature(vars(klass)["__init__"]).parameters.values())[1:]
+        names += [p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+                  and p.name not in names]
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            break
+    return names
 
 
 def __getattr__(name: str) -> Any:
@@ -61,4 +77,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'methods' has no attribute {name!r}")
 
 
-__all__ = ["Explainer", "available", "get_explainer", "load_model", "upsample_maps"]
+__all__ = ["Explainer", "SampledExplainer", "available", "get_explainer", "load_model", "upsample_maps"]

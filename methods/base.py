@@ -1,7 +1,10 @@
 """The explainer contract shared by every method, and the few tensor helpers they all need.
 
-Every explainer takes its hyperparameters in the constructor and its data in
-``explain(model, images, targets=None)``:
+Every explainer takes its hyperparameters in the constructor and its data in the call, and
+declares its shape by its base class (never by its name); the job runs any method through this
+contract alone.
+
+Direct explainers (``Explainer``): ``explain(model, images, targets=None) -> maps``.
 
 * ``model``: a torch module mapping a float batch (N, 3, H, W) in [0, 1] to logits (N, K)
   (normalisation inside the module, as ``methods.load_model`` builds it). The explainer runs
@@ -9,14 +12,33 @@ Every explainer takes its hyperparameters in the constructor and its data in
 * ``images``: float tensor (N, 3, H, W) with values in [0, 1].
 * ``targets``: class indices (N,) or ``None`` for the clean top-1 class of each image.
 
-It returns a float32 numpy array (N, h, w) (methods with several outputs per image document
-an extra axis, e.g. LEG-TV's (N, L, h, w), one map per lambda).
+It returns a float32 numpy array (N, h, w), or (N, L, h, w) for a method with L outputs per
+image (``outputs()``: LEG-TV's lambdas). ``params()`` gives the constructor's parameters,
+JSON-serialisable, from which the constructor builds the same explainer again.
+
+Sampled explainers (``SampledExplainer``) split the work in two, so that the model's device
+runs only the forwards and CPU workers without torch do the rest:
+
+* ``sample(model, images, targets) -> statistics``: the forwards, batched, on the model's
+  device; the statistics are numpy and picklable, one entry per image
+  (``methods.sampled.SampledStatistics``).
+* the finish step, named by the class attribute ``finisher`` ("module:function" in a module
+  that imports no torch): ``finish(statistics, params) -> [[FinishedMap, ...], ...]``, one
+  list per image and one ``methods.sampled.FinishedMap`` per output (a map, or the error that
+  stands in its place, with optional standard errors, reliability and time), from the
+  statistics and the explainer's ``params()``. ``explainer.finish(statistics)`` runs it in this
+  process; ``explain`` gives the same maps.
+* ``sampling_params()``: the parameters ``sample`` depends on (by default every parameter
+  but the ``finish_params`` the class names); explainers whose ``sampling_key()`` agree draw
+  the same statistics, so the job samples once for all of them (LEG and LEG-TV of one budget).
 """
 
 from __future__ import annotations
 
 import abc
+import json
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,9 +67,50 @@ class Explainer(abc.ABC):
             if not key.startswith("_")
         }
 
+    def outputs(self) -> list[float | None]:
+        """The outputs per image, as the output table's ``lam`` names them: one map (None) unless
+        the method makes several."""
+        return [None]
+
     def __repr__(self) -> str:
         args = ", ".join(f"{key}={value!r}" for key, value in self.params().items())
         return f"{type(self).__name__}({args})"
+
+
+class SampledExplainer(Explainer):
+    """An explainer in two steps: ``sample`` on the model's device, then the torch-free finish
+    step that ``finisher`` names (module docstring)."""
+
+    finisher: str = ""
+    finish_params: tuple[str, ...] = ()
+
+    @abc.abstractmethod
+    def sample(
+        self,
+        model: torch.nn.Module,
+        images: torch.Tensor,
+        targets: Sequence[int] | torch.Tensor | None = None,
+    ) -> Any:
+        """The statistics of ``images`` from which the finish step makes their maps."""
+
+    def finish(self, statistics: Any) -> list:
+        """The finish step on ``statistics`` with this explainer's parameters, in this process."""
+        from methods.sampled import load_finisher
+
+        return load_finisher(self.finisher)(statistics, json.loads(json.dumps(self.params())))
+
+    def sampling_params(self) -> dict:
+        """The parameters ``sample`` depends on: all but the finish step's own."""
+        return {key: value for key, value in self.params().items() if key not in self.finish_params}
+
+    def sampling_key(self) -> str:
+        """Equal for explainers whose ``sample`` draws the same statistics: the same sampling
+        routine with the same sampling parameters."""
+        sample = type(self).sample
+        return json.dumps(
+            {"sample": f"{sample.__module__}.{sample.__qualname__}", "params": self.sampling_params()},
+            sort_keys=True,
+        )
 
 
 def model_device(model: torch.nn.Module) -> torch.device:

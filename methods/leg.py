@@ -39,10 +39,11 @@ forwards they came closest to the exact (autograd) gradient on the demo model; `
 perturbing three channels at once with more nonlinear bias, and plain sampling with twice the
 error of antithetic pairs.
 
-The work is split for the pipeline: ``LEG.sample`` runs the forwards (on the model's device,
-packing the perturbations of several images into each forward batch) and returns the sufficient
-statistics; ``leg_maps`` turns them into maps on the CPU, and ``methods.legtv`` solves LEG-TV
-from the same statistics (both in ``methods.leg_solvers``, which needs no torch). The same
+LEG is a sampled explainer (``methods.base``): ``LEG.sample`` runs the forwards (on the model's
+device, packing the perturbations of several images into each forward batch) and returns the
+sufficient statistics; its finish step (``methods.leg_finish``, no torch) turns them into maps
+with ``leg_maps`` on the CPU, and LEG-TV's solves its programs from the same statistics, which
+the job draws once for both when their sampling parameters agree. The same
 seeded noise is used for every image of a call, so an image's map does not depend on which
 other images share its batch. The statistics also carry the moments of LEG's independent terms
 (``methods.leg_moments``), from which ``methods.leg_uncertainty`` gives each cell's standard
@@ -57,7 +58,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from methods.base import Explainer, batches, check_images, model_device, resolve_targets
+from methods.base import SampledExplainer, batches, check_images, model_device, resolve_targets
 from methods.inference import input_memory_format
 from methods.leg_moments import unit_sums
 from methods.leg_solvers import LegStatistics, grid_operators, leg_maps
@@ -120,7 +121,7 @@ def perturb(
     return out.clamp_(0.0, 1.0) if clip else out
 
 
-class LEG(Explainer):
+class LEG(SampledExplainer):
     """LEG saliency maps at grid resolution, (N, grid_size, grid_size) float32.
 
     n_samples: perturbations per image (per channel in ``separate`` mode, which therefore costs
@@ -135,6 +136,8 @@ class LEG(Explainer):
     """
 
     name = "leg"
+    finisher = "methods.leg_finish:finish_leg"
+    finish_params = ("absolute",)
 
     def __init__(
         self,

@@ -127,6 +127,12 @@ class LegStatistics:
     def __len__(self) -> int:
         return self.g_hat.shape[0]
 
+    def forwards_per_image(self) -> np.ndarray:
+        """The forwards each image cost, (N,) int64 (``methods.sampled.SampledStatistics``)."""
+        if self.image_forwards is not None:
+            return np.asarray(self.image_forwards, dtype=np.int64)
+        return np.full(len(self), self.n_forwards, dtype=np.int64)
+
     def __getitem__(self, index: int) -> LegStatistics:
         position = range(len(self))[index]
         part = slice(position, position + 1)

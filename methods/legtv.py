@@ -33,47 +33,24 @@ from methods.leg_solvers import (
 class LEGTV(LEG):
     """LEG-TV maps: (N, L, grid_size, grid_size) float32, one map per lambda in ``lambdas``.
 
-    Sampling parameters as for ``LEG``; lambdas: constraint levels, each >= 0 (0 returns LEG,
-    >= 1 returns 0; the reference uses 0.05 to 0.3); solver: 'CLARABEL' or 'HIGHS' (the other is
-    the fallback); formulation: 'sparse' (default) or 'dense' (the reference's, for benchmarks).
+    Sampling parameters, by keyword, as for ``LEG``; lambdas: constraint levels, each >= 0 (0
+    returns LEG, >= 1 returns 0; the reference uses 0.05 to 0.3); solver: 'CLARABEL' or 'HIGHS'
+    (the other is the fallback); formulation: 'sparse' (default) or 'dense' (the reference's,
+    for benchmarks). These three, like ``absolute``, are the finish step's (``finish_params``).
     """
 
     name = "leg-tv"
+    finisher = "methods.leg_finish:finish_legtv"
+    finish_params = ("absolute", "lambdas", "solver", "formulation")
 
     def __init__(
         self,
-        n_samples: int = 2000,
-        noise_level: float = 0.02,
-        grid_size: int = 28,
-        batch_size: int = 256,
-        channel_mode: str = "separate",
-        antithetic: bool = True,
-        score: str = "prob",
-        absolute: bool = True,
-        clip: bool = True,
-        seed: int = 0,
         lambdas: Sequence[float] = (0.1,),
         solver: str = "CLARABEL",
         formulation: str = "sparse",
-        target_reliability: float = 0.9,
-        max_samples: int = 4096,
-        round_samples: int = 64,
+        **leg_params,
     ) -> None:
-        super().__init__(
-            n_samples=n_samples,
-            noise_level=noise_level,
-            grid_size=grid_size,
-            batch_size=batch_size,
-            channel_mode=channel_mode,
-            antithetic=antithetic,
-            score=score,
-            absolute=absolute,
-            clip=clip,
-            seed=seed,
-            target_reliability=target_reliability,
-            max_samples=max_samples,
-            round_samples=round_samples,
-        )
+        super().__init__(**leg_params)
         lambdas = tuple(float(lam) for lam in np.atleast_1d(lambdas))
         if not lambdas or any(not np.isfinite(lam) or lam < 0 for lam in lambdas):
             raise ValueError(f"lambdas must be a non-empty list of finite values >= 0, got {lambdas}")
@@ -84,6 +61,9 @@ class LEGTV(LEG):
         self.lambdas = lambdas
         self.solver = solver
         self.formulation = formulation
+
+    def outputs(self) -> list[float | None]:
+        return list(self.lambdas)
 
     def solve(self, stats: LegStatistics) -> list[list[TVSolution]]:
         """LEG-TV solutions per image and lambda from sampled statistics."""

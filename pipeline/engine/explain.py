@@ -1,6 +1,7 @@
 """The explain stage: an actor that holds the model and the explainers; one call explains a
-batch of decoded images and returns one row per expected output (method, and lambda for methods
-with ``lambdas``), or error rows with the reason, so nothing is dropped."""
+batch of decoded images and returns one row per expected output (method, and each entry of its
+``outputs()``), or error rows with the reason, so nothing is dropped. A sampled explainer's row
+carries its statistics to the finish stage instead (the contract of ``methods.base``)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.engine.plan import MethodSpec, Plan, _is_leg_family, _sampling_key, load_job_model
+from pipeline.engine.plan import MethodSpec, Plan, load_job_model
 from pipeline.engine.schema import STAGE_SCHEMA
 
 
@@ -36,12 +37,15 @@ class ExplainActor:
     it with ``ALLOCATOR_ENV``). Each call's wall time rides on its first row, so that the job
     can tell how busy the model was (start-up, idle waits) from the rows it writes.
 
-    LEG-family methods whose sampling parameters agree share one ``sample`` call, so LEG and
-    LEG-TV of the same budget cost the forwards once.
+    Direct explainers run ``explain``; sampled ones run ``sample``, once for all the methods
+    whose ``sampling_key()`` agree (LEG and LEG-TV of the same budget cost the forwards once),
+    and leave their finish steps to the finish stage.
     """
 
     def __init__(self, plan: Plan) -> None:
         import torch
+
+        from methods.base import SampledExplainer
 
         torch.set_num_threads(plan.torch_threads)
         self.plan = plan
@@ -50,12 +54,12 @@ class ExplainActor:
         self.model_id = getattr(self.model, "model_id", plan.model)
         self.explainers = {spec.name: spec.build() for spec in plan.specs}
         self.params_text = {spec.name: json.dumps(spec.params, sort_keys=True) for spec in plan.specs}
-        self.samplers: dict[str, list[MethodSpec]] = {}
+        self.sampled: dict[str, list[MethodSpec]] = {}
         self.direct: list[MethodSpec] = []
         for spec in plan.specs:
             explainer = self.explainers[spec.name]
-            if _is_leg_family(explainer):
-                self.samplers.setdefault(_sampling_key(explainer), []).append(spec)
+            if isinstance(explainer, SampledExplainer):
+                self.sampled.setdefault(explainer.sampling_key(), []).append(spec)
             else:
                 self.direct.append(spec)
 
@@ -85,7 +89,7 @@ class ExplainActor:
                 "_classes": classes,
             }
             bases = [self._base(r, int(t), float(s)) for r, t, s in zip(good, targets, scores)]
-            for members in self.samplers.values():
+            for members in self.sampled.values():
                 rows.extend(self._sample(members, images, targets, bases))
             for spec in self.direct:
                 rows.extend(self._explain(spec, images, targets, bases))
@@ -154,7 +158,11 @@ class ExplainActor:
         outcomes, batched = self._per_image(
             lambda x, t: sampler.sample(self.model, x, t), images, targets, bases
         )
-        pending = json.dumps([[spec.name, spec.params] for spec in members])
+        pending = json.dumps([
+            {"method": spec.name, "finisher": self.explainers[spec.name].finisher,
+             "params": spec.params, "outputs": spec.outputs}
+            for spec in members
+        ])
         rows = []
         for position, stats, error, seconds in outcomes:
             base = bases[position]
@@ -169,7 +177,7 @@ class ExplainActor:
                     "method": members[0].name,
                     "status": "ok",
                     "elapsed_s": base["elapsed_s"] + seconds,
-                    "_forwards": image_forwards(single),
+                    "_forwards": int(single.forwards_per_image()[0]),
                     "_stats": pickle.dumps(single),
                     "_pending": pending,
                 }
@@ -188,7 +196,7 @@ class ExplainActor:
                 rows.extend(error_rows(base, spec, f"explain: {error}", self.params_text[spec.name]))
                 continue
             image_maps = np.asarray(maps[position] if batched else maps[0], dtype=np.float32)
-            if spec.lambdas is None:
+            if image_maps.ndim == 2:  # the one output of a method with one map per image
                 image_maps = image_maps[None]
             for lam, saliency in zip(spec.outputs, image_maps):
                 rows.append(map_row(base, spec.name, lam, self.params_text[spec.name], saliency))
@@ -213,7 +221,3 @@ def map_row(base: dict[str, Any], method: str, lam: float | None, params_text: s
         "error": None,
     }
 
-
-def image_forwards(stats) -> int:
-    """The forwards one image's statistics cost (adaptive budgets differ per image)."""
-    return int(stats.n_forwards if stats.image_forwards is None else stats.image_forwards[0])

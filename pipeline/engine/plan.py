@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -20,15 +19,11 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class MethodSpec:
     """One requested method: its registry name, constructor parameters and its outputs per
-    image (one per lambda for methods with ``lambdas``, else one with lam None)."""
+    image (the ``lam`` of each of its rows, as the explainer's ``outputs()`` lists them)."""
 
     name: str
     params: dict[str, Any]
-    lambdas: tuple[float, ...] | None
-
-    @property
-    def outputs(self) -> list[float | None]:
-        return list(self.lambdas) if self.lambdas else [None]
+    outputs: tuple[float | None, ...]
 
     def build(self):
         return methods.get_explainer(self.name, **self.params)
@@ -82,9 +77,7 @@ def load_job_model(plan: Plan, device: str):
 def method_spec(name: str, params: dict[str, Any]) -> MethodSpec:
     """The spec of a method, with its full parameter set as the explainer reports it."""
     explainer = methods.get_explainer(name, **params)
-    full = json.loads(json.dumps(explainer.params()))
-    lambdas = full.get("lambdas")
-    return MethodSpec(name, full, tuple(float(v) for v in lambdas) if lambdas is not None else None)
+    return MethodSpec(name, json.loads(json.dumps(explainer.params())), tuple(explainer.outputs()))
 
 
 def make_plan(config: JobConfig, use_gpu: bool) -> Plan:
@@ -106,16 +99,3 @@ def make_plan(config: JobConfig, use_gpu: bool) -> Plan:
         storage=config.storage,
     )
 
-
-def _is_leg_family(explainer) -> bool:
-    from methods.leg import LEG
-
-    return isinstance(explainer, LEG)
-
-
-def _sampling_key(explainer) -> str:
-    """LEG's sampling parameters: two LEG-family methods with equal keys share forwards."""
-    from methods.leg import LEG
-
-    names = set(inspect.signature(LEG.__init__).parameters) - {"self", "absolute"}
-    return json.dumps({k: v for k, v in explainer.params().items() if k in names}, sort_keys=True)

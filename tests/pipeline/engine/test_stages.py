@@ -73,11 +73,9 @@ def test_top1_reading_is_a_wilson_interval_against_chance():
 
 
 def test_leg_and_leg_tv_share_one_sample_only_when_they_clip_alike():
-    from pipeline.engine.plan import _sampling_key
-
     leg, legtv = method_spec("leg", {"clip": False}).build(), method_spec("leg-tv", {"clip": False}).build()
-    assert _sampling_key(leg) == _sampling_key(legtv)
-    assert _sampling_key(leg) != _sampling_key(method_spec("leg-tv", {}).build())
+    assert leg.sampling_key() == legtv.sampling_key()
+    assert leg.sampling_key() != method_spec("leg-tv", {}).build().sampling_key()
 
 
 def test_every_row_says_how_far_to_trust_its_map(tmp_path):
