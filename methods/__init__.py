@@ -13,7 +13,7 @@ from typing import Any
 
 _LAZY = {
     "Explainer": "methods.base",
-    "upsample_maps": "methods.base",
+    "upsample_maps": "methods.resize",
     "load_model": "methods.models",
 }
 

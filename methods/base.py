@@ -20,7 +20,6 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 class Explainer(abc.ABC):
@@ -116,20 +115,6 @@ def resolve_targets(
     if (target_tensor < 0).any() or (target_tensor >= n_classes).any():
         raise ValueError(f"targets must lie in [0, {n_classes - 1}], got {target_tensor.tolist()}")
     return target_tensor, logits
-
-
-def upsample_maps(maps: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear resize of maps (..., h, w) to (..., height, width), float32.
-
-    Used to overlay grid-resolution maps on the image and to score them with pixel metrics.
-    """
-    array = np.asarray(maps, dtype=np.float32)
-    lead, (rows, cols) = array.shape[:-2], array.shape[-2:]
-    if (rows, cols) == (height, width):
-        return array.copy()
-    flat = torch.from_numpy(np.ascontiguousarray(array.reshape(-1, 1, rows, cols)))
-    resized = F.interpolate(flat, size=(height, width), mode="bilinear", align_corners=False)
-    return resized.reshape(*lead, height, width).numpy()
 
 
 def resolve_preset(

@@ -55,9 +55,10 @@ import numpy as np
 import torch
 from torchvision.transforms.functional import gaussian_blur
 
-from methods.base import batches, check_images, model_device, predict_logits, upsample_maps
+from methods.base import batches, check_images, model_device, predict_logits
 from methods.localisation import ground_truth, region_scores
 from methods.metric_names import BACKGROUNDS, METRIC_NAMES
+from methods.resize import upsample_maps
 
 KEY_SIZE_GRID: np.ndarray = np.linspace(0.0, 1.0, 1000)
 SENSITIVITY_ALPHAS: np.ndarray = np.linspace(0.0, 0.4, 21)

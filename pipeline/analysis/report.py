@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pyarrow.fs as pafs
 
-from methods.base import upsample_maps
+from methods.resize import upsample_maps
 from methods.metric_names import BACKGROUNDS, HIGHER_IS_BETTER, METRIC_NAMES
 from methods.metrics import SENSITIVITY_ALPHAS
 from pipeline.analysis.query import connect
