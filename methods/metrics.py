@@ -57,11 +57,10 @@ from torchvision.transforms.functional import gaussian_blur
 
 from methods.base import batches, check_images, model_device, predict_logits
 from methods.localisation import ground_truth, region_scores
-from methods.metric_names import BACKGROUNDS, METRIC_NAMES
+from methods.metric_names import BACKGROUNDS, METRIC_NAMES, SENSITIVITY_ALPHAS
 from methods.resize import upsample_maps
 
 KEY_SIZE_GRID: np.ndarray = np.linspace(0.0, 1.0, 1000)
-SENSITIVITY_ALPHAS: np.ndarray = np.linspace(0.0, 0.4, 21)
 INSERTION_BASELINES = ("blur", "zero")
 
 _DIST_SHIFTS = {"dist50": 50 / 255, "dist100": 100 / 255}

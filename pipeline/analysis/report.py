@@ -29,8 +29,7 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from methods.resize import upsample_maps
-from methods.metric_names import BACKGROUNDS, HIGHER_IS_BETTER, METRIC_NAMES
-from methods.metrics import SENSITIVITY_ALPHAS
+from methods.metric_names import BACKGROUNDS, HIGHER_IS_BETTER, METRIC_NAMES, SENSITIVITY_ALPHAS
 from pipeline.analysis.query import connect
 from pipeline.analysis.report_trust import trust_section
 from pipeline.engine.manifest import read_manifest
