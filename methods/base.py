@@ -19,7 +19,8 @@ import abc
 from collections.abc import Iterator, Sequence
 
 import numpy as np
-import torch
+
+from methods.lazy_imports import no_grad, torch
 
 
 class Explainer(abc.ABC):
@@ -84,7 +85,7 @@ def batches(total: int, batch_size: int) -> Iterator[slice]:
         yield slice(start, min(start + batch_size, total))
 
 
-@torch.no_grad()
+@no_grad
 def predict_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Logits of ``images`` in forward batches of ``batch_size``, on the model's device."""
     device = model_device(model)

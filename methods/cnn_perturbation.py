@@ -42,8 +42,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from scipy.ndimage import grey_dilation
 
 from methods.base import (
@@ -55,6 +53,7 @@ from methods.base import (
     resolve_preset,
     resolve_targets,
 )
+from methods.lazy_imports import torch
 
 INPUT_SPACES = ("pixels", "normalised")
 # Every choice of the method under a name (see the module docstring's table).
@@ -134,6 +133,8 @@ class CNNPerturbation(Explainer):
         )
 
     def _perturb(self, images: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor):
+        import torch.nn.functional as F
+
         count, channels, height, width = images.shape
         low = images.amin(dim=(1, 2, 3), keepdim=True)
         span = (images - low).amax(dim=(1, 2, 3), keepdim=True)

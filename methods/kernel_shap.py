@@ -14,10 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
-from captum.attr import KernelShap as CaptumKernelShap
 
 from methods.base import Explainer
+from methods.lazy_imports import torch
 from methods.superpixels import BASELINES, explain_superpixels, probability_of
 
 
@@ -54,6 +53,8 @@ class KernelSHAP(Explainer):
         images: torch.Tensor,
         targets: Sequence[int] | torch.Tensor | None = None,
     ) -> np.ndarray:
+        from captum.attr import KernelShap as CaptumKernelShap
+
         return explain_superpixels(
             CaptumKernelShap(probability_of(model)).attribute,
             model,

@@ -18,11 +18,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
-from captum._utils.models.linear_model import SkLearnRidge
-from captum.attr import Lime as CaptumLime
 
 from methods.base import Explainer
+from methods.lazy_imports import torch
 from methods.superpixels import BASELINES, explain_superpixels, probability_of
 
 
@@ -69,6 +67,9 @@ class LIME(Explainer):
         images: torch.Tensor,
         targets: Sequence[int] | torch.Tensor | None = None,
     ) -> np.ndarray:
+        from captum._utils.models.linear_model import SkLearnRidge
+        from captum.attr import Lime as CaptumLime
+
         lime = CaptumLime(
             probability_of(model),
             interpretable_model=SkLearnRidge(alpha=self.ridge_alpha),

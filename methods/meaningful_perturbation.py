@@ -38,8 +38,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from methods.base import (
     Explainer,
@@ -50,6 +48,7 @@ from methods.base import (
     resolve_preset,
     resolve_targets,
 )
+from methods.lazy_imports import torch
 from methods.superpixels import gaussian_blur
 
 PERTURBATIONS = ("blur", "median")
@@ -74,6 +73,8 @@ PRESETS["seed"] = {
 def median_blur(images: torch.Tensor, kernel: int) -> torch.Tensor:
     """Median filter of (N, C, H, W) over a square odd ``kernel``, borders replicated (as
     OpenCV's medianBlur)."""
+    import torch.nn.functional as F
+
     radius = kernel // 2
     padded = F.pad(images, (radius, radius, radius, radius), mode="replicate")
     windows = padded.unfold(2, kernel, 1).unfold(3, kernel, 1)
@@ -166,6 +167,8 @@ class MeaningfulPerturbation(Explainer):
     def _optimise(
         self, model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor
     ) -> torch.Tensor:
+        import torch.nn.functional as F
+
         height, width = images.shape[-2:]
         side = self.mask_side(height, width)
         blurred = self.perturbation_image(images)

@@ -22,9 +22,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
 from methods.base import Explainer, check_images, model_device, resolve_targets
+from methods.lazy_imports import torch
 from methods.superpixels import BASELINES, baseline_images
 
 

@@ -18,11 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from skimage.segmentation import slic
 
 from methods.base import check_images, model_device, resolve_targets
+from methods.lazy_imports import torch
 
 BASELINES = ("gray", "black", "blur")
 
@@ -47,6 +46,8 @@ def slic_segments(
 
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of (N, C, H, W) with reflect padding, kernel radius 3 sigma."""
+    import torch.nn.functional as F
+
     if sigma <= 0:
         return images.clone()
     height, width = images.shape[-2:]

@@ -34,10 +34,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-import torch
 from scipy.stats import rankdata
 
 from methods.base import Explainer, check_images, model_device, resolve_targets
+from methods.lazy_imports import no_grad, torch
 from pipeline.engine.storage import StorageOptions, join, resolve, write_bytes_atomic
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ def parameterised_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Mod
     return owners[::-1]
 
 
-@torch.no_grad()
+@no_grad
 def reinitialise(module: torch.nn.Module, seed: int) -> None:
     """Re-draw the module's own parameters with its default initialisation, seeded, leaving the
     global random state as it was. Modules without ``reset_parameters`` get normal draws with
