@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import logging
 import sys
 import uuid
 from collections.abc import Sequence
@@ -42,6 +43,8 @@ from pipeline.engine.storage import StorageOptions, join, resolve, write_bytes_a
 
 if TYPE_CHECKING:
     from pipeline.engine.config import JobConfig
+
+logger = logging.getLogger(__name__)
 
 SANITY_SCHEMA = pa.schema(
     [
@@ -225,7 +228,6 @@ def run_sanity(
     n_images: int = 4,
     seed: int = 0,
     max_layers: int | None = None,
-    log=print,
 ) -> str:
     """Cascading randomisation of every method in ``config`` on the first ``n_images`` images
     of its input; writes one Parquet file under OUTPUT/sanity/ and returns its URI."""
@@ -235,7 +237,7 @@ def run_sanity(
     rows: list[dict] = []
     for name in config.methods:
         explainer = methods.get_explainer(name, **config.method_params(name))
-        log(f"sanity: {name} on {len(image_ids)} image(s)")
+        logger.info("sanity: %s on %d image(s)", name, len(image_ids))
         rows += cascading_randomization(model, images, explainer, seed=seed, max_layers=max_layers)
     return write_sanity_table(rows, config.output, config.run_id, config.model, image_ids, config.storage)
 
@@ -265,8 +267,7 @@ def run(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = methods.load_model(config.model, device=device)
     try:
-        uri = run_sanity(config, model, args.images, args.seed, args.max_layers,
-                         log=lambda message: print(f"legx: {message}", flush=True))
+        uri = run_sanity(config, model, args.images, args.seed, args.max_layers)
     except (OSError, ValueError) as error:
         print(f"legx: {error}", file=sys.stderr)
         return 1
