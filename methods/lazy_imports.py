@@ -49,23 +49,19 @@ class LazyModule:
 torch = LazyModule("torch")
 
 
-def no_grad(function: Function) -> Function:
-    """``function`` run under ``torch.no_grad()``."""
+def _run_under(context: str) -> Callable[[Function], Function]:
+    """A decorator running its function inside ``torch.<context>()``, looked up per call."""
 
-    @functools.wraps(function)
-    def without_gradients(*args, **kwargs):
-        with torch.no_grad():
-            return function(*args, **kwargs)
+    def decorate(function: Function) -> Function:
+        @functools.wraps(function)
+        def run(*args, **kwargs):
+            with getattr(torch, context)():
+                return function(*args, **kwargs)
 
-    return without_gradients  # type: ignore[return-value]
+        return run  # type: ignore[return-value]
+
+    return decorate
 
 
-def inference_mode(function: Function) -> Function:
-    """``function`` run under ``torch.inference_mode()``."""
-
-    @functools.wraps(function)
-    def in_inference_mode(*args, **kwargs):
-        with torch.inference_mode():
-            return function(*args, **kwargs)
-
-    return in_inference_mode  # type: ignore[return-value]
+no_grad = _run_under("no_grad")
+inference_mode = _run_under("inference_mode")
