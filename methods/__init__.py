@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from methods.base import Explainer
 
 _LAZY = {
     "Explainer": "methods.base",
     "SampledExplainer": "methods.base",
-    "upsample_maps": "methods.base",
+    "upsample_maps": "methods.resize",
     "load_model": "methods.models",
 }
 

@@ -41,8 +41,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+from methods.lazy_imports import no_grad, torch
 
 
 class Explainer(abc.ABC):
@@ -148,7 +148,7 @@ def batches(total: int, batch_size: int) -> Iterator[slice]:
         yield slice(start, min(start + batch_size, total))
 
 
-@torch.no_grad()
+@no_grad
 def predict_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Logits of ``images`` in forward batches of ``batch_size``, on the model's device."""
     device = model_device(model)
@@ -179,20 +179,6 @@ def resolve_targets(
     if (target_tensor < 0).any() or (target_tensor >= n_classes).any():
         raise ValueError(f"targets must lie in [0, {n_classes - 1}], got {target_tensor.tolist()}")
     return target_tensor, logits
-
-
-def upsample_maps(maps: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear resize of maps (..., h, w) to (..., height, width), float32.
-
-    Used to overlay grid-resolution maps on the image and to score them with pixel metrics.
-    """
-    array = np.asarray(maps, dtype=np.float32)
-    lead, (rows, cols) = array.shape[:-2], array.shape[-2:]
-    if (rows, cols) == (height, width):
-        return array.copy()
-    flat = torch.from_numpy(np.ascontiguousarray(array.reshape(-1, 1, rows, cols)))
-    resized = F.interpolate(flat, size=(height, width), mode="bilinear", align_corners=False)
-    return resized.reshape(*lead, height, width).numpy()
 
 
 def resolve_preset(

@@ -42,11 +42,10 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from scipy.ndimage import grey_dilation
 
 from methods.base import Explainer, batches, explained_classes, input_normalisation, resolve_preset
+from methods.lazy_imports import torch
 
 INPUT_SPACES = ("pixels", "normalised")
 # Every choice of the method under a name (see the module docstring's table).
@@ -126,6 +125,8 @@ class CNNPerturbation(Explainer):
         )
 
     def _perturb(self, images: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor):
+        import torch.nn.functional as F
+
         count, channels, height, width = images.shape
         low = images.amin(dim=(1, 2, 3), keepdim=True)
         span = (images - low).amax(dim=(1, 2, 3), keepdim=True)

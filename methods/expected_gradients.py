@@ -25,10 +25,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from methods.base import Explainer, batches, explained_classes
+from methods.lazy_imports import torch
 from methods.superpixels import BASELINES, baseline_images
 
 DISTRIBUTIONS = ("uniform", *BASELINES)
@@ -53,16 +52,17 @@ class ExpectedGradients(Explainer):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if noise_level < 0:
             raise ValueError(f"noise_level must be >= 0, got {noise_level}")
-        if isinstance(background, torch.Tensor):
+        # A distribution's name is checked first: it needs no torch (config validation).
+        if isinstance(background, str) and background in DISTRIBUTIONS:
+            self._background_set: torch.Tensor | None = None
+            self.background = background
+        elif isinstance(background, torch.Tensor):
             if background.ndim != 4 or background.shape[1] != 3 or background.shape[0] == 0:
                 raise ValueError(
                     f"background must have shape (B, 3, H, W), got {tuple(background.shape)}"
                 )
-            self._background_set: torch.Tensor | None = background.detach().float().cpu()
+            self._background_set = background.detach().float().cpu()
             self.background = f"tensor of {background.shape[0]} images"
-        elif background in DISTRIBUTIONS:
-            self._background_set = None
-            self.background = background
         else:
             raise ValueError(f"background must be a tensor or one of {DISTRIBUTIONS}")
         self.n_samples = n_samples
@@ -72,6 +72,8 @@ class ExpectedGradients(Explainer):
 
     def _draw(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Path points and (x - x') of one image (3, H, W), from its own seeded generator."""
+        import torch.nn.functional as F
+
         generator = torch.Generator().manual_seed(self.seed)
         shape = (self.n_samples, *image.shape)
         if self._background_set is not None:

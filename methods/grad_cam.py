@@ -28,11 +28,9 @@ import warnings
 from collections.abc import Iterator, Sequence
 
 import numpy as np
-import torch
-from captum.attr import GuidedGradCam as CaptumGuidedGradCam
-from captum.attr import LayerGradCam
 
 from methods.base import Explainer, batches, explained_classes
+from methods.lazy_imports import torch
 
 
 # Torchvision classifiers' heads pool the output of one of these children (ResNet family first).
@@ -127,6 +125,8 @@ class GradCAM(_CamExplainer):
     name = "grad-cam"
 
     def _attribute(self, model, layer, images, targets) -> torch.Tensor:
+        from captum.attr import LayerGradCam
+
         cam = LayerGradCam(model, layer).attribute(images, target=targets, relu_attributions=True)
         return cam[:, 0]
 
@@ -137,6 +137,8 @@ class GuidedGradCAM(_CamExplainer):
     name = "guided-grad-cam"
 
     def _attribute(self, model, layer, images, targets) -> torch.Tensor:
+        from captum.attr import GuidedGradCam as CaptumGuidedGradCam
+
         guided = CaptumGuidedGradCam(model, layer).attribute(
             images, target=targets, interpolate_mode="bilinear"
         )

@@ -26,7 +26,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+from methods.precisions import PRECISIONS
+
+# The autocast dtype of each of PRECISIONS (None: no autocast).
+AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class InferenceModel(nn.Module):
@@ -51,7 +54,7 @@ class InferenceModel(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        dtype = PRECISIONS[self.precision]
+        dtype = AUTOCAST_DTYPES[self.precision]
         with torch.autocast(images.device.type, dtype=dtype, enabled=dtype is not None):
             logits = self.model(images)
         return logits.float()

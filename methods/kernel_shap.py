@@ -13,9 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
-from captum.attr import KernelShap as CaptumKernelShap
-
+from methods.lazy_imports import torch
 from methods.superpixels import SuperpixelExplainer, probability_of
 
 
@@ -25,4 +23,6 @@ class KernelSHAP(SuperpixelExplainer):
     name = "kernel-shap"
 
     def _attribute(self, model: torch.nn.Module) -> Callable[..., torch.Tensor]:
+        from captum.attr import KernelShap as CaptumKernelShap
+
         return CaptumKernelShap(probability_of(model)).attribute

@@ -56,10 +56,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
 from methods.base import SampledExplainer, batches, check_images, model_device, resolve_targets
-from methods.inference import input_memory_format
+from methods.lazy_imports import inference_mode, torch
 from methods.leg_moments import unit_sums
 from methods.leg_solvers import LegStatistics, grid_operators, leg_maps
 
@@ -262,7 +261,7 @@ class LEG(SampledExplainer):
             score = score - values.gather(1, opposite[:, None])[:, 0]
         return score.double()
 
-    @torch.inference_mode()
+    @inference_mode
     def sample(
         self,
         model: torch.nn.Module,
@@ -275,6 +274,8 @@ class LEG(SampledExplainer):
         Perturbations of consecutive images are packed into the same forward batches, so a
         batch of small images fills the device as well as one large image does.
         """
+        from methods.inference import input_memory_format
+
         images = check_images(images)
         device = model_device(model)
         images = images.to(device, torch.float32, non_blocking=True)

@@ -26,9 +26,8 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from methods.inference import input_memory_format
+from methods.lazy_imports import torch
 from methods.leg_moments import GROUPS, UnitSums, unit_sums
 from methods.leg import perturb
 from methods.leg_solvers import LegStatistics
@@ -121,6 +120,8 @@ class _Rounds:
 def sample_adaptive(explainer, model, images, target, opposite, clean_score) -> LegStatistics:
     """LEG statistics of ``images`` with an adaptive budget (module docstring), with per image
     ``image_forwards`` (the forwards it cost) and ``capped``."""
+    from methods.inference import input_memory_format
+
     device = images.device
     n_images, _, height, width = images.shape
     n_channels = 1 if explainer.channel_mode == "shared" else 3

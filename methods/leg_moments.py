@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
+from methods.lazy_imports import torch
 from methods.leg_solvers import grid_operators
 
 # Disjoint groups of independent draws whose LEG estimates a map's reliability is measured on

@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
+from methods.lazy_imports import torch
 from methods.leg import LEG
 from methods.leg_solvers import (
     FORMULATIONS,

@@ -17,10 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
-from captum._utils.models.linear_model import SkLearnRidge
-from captum.attr import Lime as CaptumLime
-
+from methods.lazy_imports import torch
 from methods.superpixels import SuperpixelExplainer, probability_of
 
 
@@ -52,6 +49,9 @@ class LIME(SuperpixelExplainer):
         return torch.sqrt(torch.exp(-(distance**2) / self.kernel_width**2))
 
     def _attribute(self, model: torch.nn.Module) -> Callable[..., torch.Tensor]:
+        from captum._utils.models.linear_model import SkLearnRidge
+        from captum.attr import Lime as CaptumLime
+
         lime = CaptumLime(
             probability_of(model),
             interpretable_model=SkLearnRidge(alpha=self.ridge_alpha),

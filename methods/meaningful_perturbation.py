@@ -38,10 +38,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from methods.base import Explainer, batches, explained_classes, input_normalisation, resolve_preset
+from methods.lazy_imports import torch
 from methods.superpixels import gaussian_blur
 
 PERTURBATIONS = ("blur", "median")
@@ -66,6 +65,8 @@ PRESETS["seed"] = {
 def median_blur(images: torch.Tensor, kernel: int) -> torch.Tensor:
     """Median filter of (N, C, H, W) over a square odd ``kernel``, borders replicated (as
     OpenCV's medianBlur)."""
+    import torch.nn.functional as F
+
     radius = kernel // 2
     padded = F.pad(images, (radius, radius, radius, radius), mode="replicate")
     windows = padded.unfold(2, kernel, 1).unfold(3, kernel, 1)
@@ -158,6 +159,8 @@ class MeaningfulPerturbation(Explainer):
     def _optimise(
         self, model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor
     ) -> torch.Tensor:
+        import torch.nn.functional as F
+
         height, width = images.shape[-2:]
         side = self.mask_side(height, width)
         blurred = self.perturbation_image(images)

@@ -2,10 +2,12 @@
 
 Kept apart from ``methods.metrics`` (torch) so that the output schema, whose columns these names
 are, can be built in processes that never load torch (the pipeline's decode, solve and write
-workers).
+workers), and so that config validation and the report need no torch either.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 BACKGROUNDS: tuple[str, ...] = ("mean", "black", "white", "noise", "dist50", "dist100")
 METRIC_NAMES: tuple[str, ...] = tuple(f"key_size_{name}" for name in BACKGROUNDS) + (
@@ -29,3 +31,16 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "pointing_game": True,
     "mask_energy": True,
 }
+# The options of ``methods.metrics.compute_metrics`` a job's ``metric_options`` may set (its
+# other parameters are the data).
+METRIC_OPTIONS: tuple[str, ...] = (
+    "batch_size",
+    "seed",
+    "auc_steps",
+    "insertion_baseline",
+    "blur_sigma",
+    "key_size_coarse_steps",
+    "pointing_tolerance",
+)
+# The fractions alpha of the image's pixels that ``methods.metrics.sensitivity_curve`` perturbs.
+SENSITIVITY_ALPHAS: np.ndarray = np.linspace(0.0, 0.4, 21)

@@ -22,9 +22,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
 from methods.base import Explainer, explained_classes
+from methods.lazy_imports import torch
 from methods.superpixels import BASELINES, baseline_images
 
 

@@ -29,7 +29,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from methods.base import batches, check_images, model_device, upsample_maps
+from methods.base import batches, check_images, model_device
+from methods.resize import upsample_maps
 from methods.metric_names import BACKGROUNDS
 
 _DIST_SHIFTS = {"dist50": 50 / 255, "dist100": 100 / 255}

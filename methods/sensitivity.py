@@ -12,10 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from methods.metric_names import BACKGROUNDS
+from methods.metric_names import BACKGROUNDS, SENSITIVITY_ALPHAS
 from methods.pixel_ranking import RankedPixels, evaluate, prepare
-
-SENSITIVITY_ALPHAS: np.ndarray = np.linspace(0.0, 0.4, 21)
 
 
 def sensitivity_curve(

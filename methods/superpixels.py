@@ -21,11 +21,10 @@ import abc
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from skimage.segmentation import slic
 
 from methods.base import Explainer, explained_classes
+from methods.lazy_imports import torch
 
 BASELINES = ("gray", "black", "blur")
 
@@ -50,6 +49,8 @@ def slic_segments(
 
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of (N, C, H, W) with reflect padding, kernel radius 3 sigma."""
+    import torch.nn.functional as F
+
     if sigma <= 0:
         return images.clone()
     height, width = images.shape[-2:]

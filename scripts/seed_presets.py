@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import methods  # noqa: E402
 from compare_methods import load_demo  # noqa: E402
-from methods.base import upsample_maps  # noqa: E402
+from methods.resize import upsample_maps  # noqa: E402
 from methods.intervals import mean_estimate, rate_estimate  # noqa: E402
 from methods.localisation import localisation, region_share  # noqa: E402
 

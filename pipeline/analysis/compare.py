@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from methods.base import upsample_maps
+from methods.resize import upsample_maps
 from methods.metric_names import METRIC_NAMES
 from methods.intervals import mean_estimate, rate_estimate
 from pipeline.analysis.estimates import column_estimate

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.fs as pafs
 
-from methods.base import upsample_maps
+from methods.resize import upsample_maps
 from methods.metric_names import BACKGROUNDS
 from pipeline.analysis.report_data import (
     ROW_COLUMNS,

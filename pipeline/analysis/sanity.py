@@ -26,6 +26,7 @@ the input.
 from __future__ import annotations
 
 import copy
+import logging
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -33,14 +34,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-import torch
 from scipy.stats import rankdata
 
 from methods.base import Explainer, check_images, model_device, resolve_targets
+from methods.lazy_imports import no_grad, torch
 from pipeline.engine.storage import StorageOptions, join, resolve, write_bytes_atomic
 
 if TYPE_CHECKING:
     from pipeline.engine.config import JobConfig
+
+logger = logging.getLogger(__name__)
 
 SANITY_SCHEMA = pa.schema(
     [
@@ -70,7 +73,7 @@ def parameterised_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Mod
     return owners[::-1]
 
 
-@torch.no_grad()
+@no_grad
 def reinitialise(module: torch.nn.Module, seed: int) -> None:
     """Re-draw the module's own parameters with its default initialisation, seeded, leaving the
     global random state as it was. Modules without ``reset_parameters`` get normal draws with
@@ -224,7 +227,6 @@ def run_sanity(
     n_images: int = 4,
     seed: int = 0,
     max_layers: int | None = None,
-    log=print,
 ) -> str:
     """Cascading randomisation of every method in ``config`` on the first ``n_images`` images
     of its input; writes one Parquet file under OUTPUT/sanity/ and returns its URI."""
@@ -234,6 +236,6 @@ def run_sanity(
     rows: list[dict] = []
     for name in config.methods:
         explainer = methods.get_explainer(name, **config.method_params(name))
-        log(f"sanity: {name} on {len(image_ids)} image(s)")
+        logger.info("sanity: %s on %d image(s)", name, len(image_ids))
         rows += cascading_randomization(model, images, explainer, seed=seed, max_layers=max_layers)
     return write_sanity_table(rows, config.output, config.run_id, config.model, image_ids, config.storage)

@@ -19,7 +19,7 @@ import tarfile
 
 import numpy as np
 
-from methods.base import upsample_maps
+from methods.resize import upsample_maps
 from pipeline.engine.images import DecodeError, decode_image
 from pipeline.analysis.query import connect
 from pipeline.engine.manifest import read_manifest

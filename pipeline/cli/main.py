@@ -10,8 +10,15 @@
     legx compare OUTPUT_A OUTPUT_B [-o DIR]    how maps and metrics moved between two outputs
     legx sanity [CONFIG.yaml] [--images N] [--max-layers K]   OUTPUT/sanity/ for the report
 
+    legx -v COMMAND ...  /  legx -q COMMAND ...   debug messages / warnings only
+
 A subcommand is a module with ``add_arguments(parser)`` and ``run(args) -> int``, listed in
 ``SUBCOMMANDS``; modules are imported only when their command runs.
+
+Library code reports through ``logging`` (a logger per module, under ``pipeline`` and
+``methods``); the command line configures those two loggers: messages as ``legx: MESSAGE``,
+progress on stdout and warnings on stderr, INFO by default. A command's result (a table, a
+summary, the file it wrote) is printed whatever the verbosity.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import argparse
 import importlib
 import importlib.util
 import json
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -35,6 +43,38 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# The loggers of legx's library code; other libraries' (Ray's, botocore's) keep their own setup.
+LIBRARY_LOGGERS = ("pipeline", "methods")
+VERBOSITY_LEVELS = {-1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}
+
+
+class ConsoleHandler(logging.Handler):
+    """Records below WARNING to stdout, the rest to stderr, as the command's prints go. The
+    streams are looked up per record, so that a redirected sys.stdout (tests) is honoured."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
+            stream.write(self.format(record) + "\n")
+            stream.flush()
+        except Exception:  # logging's contract: a failing handler reports, never raises
+            self.handleError(record)
+
+
+def configure_logging(verbosity: int = 0) -> None:
+    """Show the library loggers' messages at ``verbosity`` -1 (warnings only), 0 (INFO) or 1
+    (DEBUG, with the logger's name). Replaces an earlier call's handler."""
+    handler = ConsoleHandler()
+    detail = "%(name)s: " if verbosity > 0 else ""
+    handler.setFormatter(logging.Formatter(f"legx: {detail}%(message)s"))
+    for name in LIBRARY_LOGGERS:
+        library_logger = logging.getLogger(name)
+        for old in [h for h in library_logger.handlers if isinstance(h, ConsoleHandler)]:
+            library_logger.removeHandler(old)
+        library_logger.addHandler(handler)
+        library_logger.setLevel(VERBOSITY_LEVELS[verbosity])
+
+
 def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
@@ -44,6 +84,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="legx", description="Dataset-scale saliency maps (LEG, LEG-TV and more) on Ray Data."
     )
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1, default=0,
+                           help="also show debug messages")
+    verbosity.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1,
+                           help="show warnings and errors only (results are still printed)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in SUBCOMMANDS.items():
         if not _installed(module):
@@ -59,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = next((arg for arg in argv if not arg.startswith("-")), None)
     parser = build_parser(command if command in SUBCOMMANDS else None)
     args = parser.parse_args(argv)
+    configure_logging(args.verbosity)
     if args.command is None:
         parser.print_help()
         return 2

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import os
 import sys
 from typing import Any
 
 from pipeline.engine.config import ConfigError, load_config
+
+logger = logging.getLogger(__name__)
 
 DEMO_DATA_DIR = "./legx-demo-data"
 DEMO_COUNT = 48
@@ -92,7 +96,7 @@ def ensure_demo_data(directory: str) -> None:
 
     if os.path.exists(os.path.join(directory, ANNOTATIONS_FILE)):
         return
-    print(f"legx: writing {DEMO_COUNT} demo images to {directory}", flush=True)
+    logger.info("writing %d demo images to %s", DEMO_COUNT, directory)
     write_demo_dataset(directory, DEMO_COUNT, seed=0, image_size=DEMO_IMAGE_SIZE)
 
 
@@ -120,11 +124,11 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.engine.sink import SALIENCY_DIR
     from pipeline.engine.storage import join
 
-    methods_text = ", ".join(config.methods)
-    print(f"legx: run {config.run_id}: {config.input} -> {config.output} "
-          f"(model {config.model}; methods {methods_text})", flush=True)
+    logger.info("run %s: %s -> %s (model %s; methods %s)", config.run_id, config.input, config.output,
+                config.model, ", ".join(config.methods))
+    logger.debug("config: %s", json.dumps(config.public_dict(), default=str))
     try:
-        summary = run_job(config, log=lambda message: print(f"legx: {message}", flush=True))
+        summary = run_job(config)
     except (ConfigError, SourceError) as error:
         print(f"legx: {error}", file=sys.stderr)
         return 2

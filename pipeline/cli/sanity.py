@@ -30,8 +30,7 @@ def run(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = methods.load_model(config.model, device=device)
     try:
-        uri = run_sanity(config, model, args.images, args.seed, args.max_layers,
-                         log=lambda message: print(f"legx: {message}", flush=True))
+        uri = run_sanity(config, model, args.images, args.seed, args.max_layers)
     except (OSError, ValueError) as error:
         print(f"legx: {error}", file=sys.stderr)
         return 1

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import json
-import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -31,8 +29,9 @@ from typing import Any
 import yaml
 
 import methods
-from methods.inference import PRECISIONS
 from methods.input_size import declared_input_size
+from methods.precisions import PRECISIONS
+from pipeline.engine.method_checks import method_problems, metric_problems
 from pipeline.engine.storage import StorageOptions, scheme_of, strip_userinfo
 
 INPUT_FORMATS = ("auto", "folder", "webdataset", "parquet")
@@ -298,7 +297,7 @@ def _check_config(config: JobConfig, known_methods: list[str]) -> list[str]:
     _check_choice(problems, "resize", config.resize, RESIZE_MODES)
     _check_choice(problems, "target", config.target, TARGET_MODES)
     _check_choice(problems, "gpu", config.gpu, GPU_MODES)
-    _check_choice(problems, "precision", config.precision, tuple(PRECISIONS))
+    _check_choice(problems, "precision", config.precision, PRECISIONS)
     if config.run_id and not _RUN_ID_PATTERN.match(config.run_id):
         problems.append(
             f"run_id: {config.run_id!r} must be 1-128 characters of letters, digits, '.', '_'"
@@ -311,70 +310,8 @@ def _check_config(config: JobConfig, known_methods: list[str]) -> list[str]:
     for name in config.methods:
         if name not in known_methods:
             problems.append(f"methods: unknown method {name!r}; available: {', '.join(known_methods)}")
-    for name, method_params in config.params.items():
-        # Parameters of methods not selected are kept (a file may set them all) and unused.
-        problems.extend(_check_lambdas(name, method_params))
-    for name in config.methods:
-        if name in known_methods and not any(p.startswith(f"{name}.lambdas") for p in problems):
-            try:
-                methods.get_explainer(name, **config.method_params(name))
-            except (ValueError, TypeError) as error:
-                problems.append(f"{name}: {error}")
-    problems.extend(_check_metrics(config.metrics, config.metric_options))
-    return problems
-
-
-def _check_lambdas(name: str, method_params: dict[str, Any]) -> list[str]:
-    if "lambdas" not in method_params:
-        return []
-    lambdas = method_params["lambdas"]
-    if isinstance(lambdas, (int, float)) and not isinstance(lambdas, bool):
-        lambdas = [lambdas]
-        method_params["lambdas"] = lambdas
-    if not isinstance(lambdas, list) or not lambdas:
-        return [f"{name}.lambdas: expected a non-empty list of numbers in (0, 1), got {lambdas!r}"]
-    bad = [
-        value
-        for value in lambdas
-        if isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or not 0 < value < 1
-    ]
-    if bad:
-        return [
-            f"{name}.lambdas: every lambda must be a number in (0, 1) (lambda >= 1 admits the"
-            f" zero map), got {bad}"
-        ]
-    if len(set(lambdas)) != len(lambdas):
-        return [f"{name}.lambdas: listed twice: {lambdas}"]
-    return []
-
-
-def _check_metrics(names: list[str], options: dict[str, Any]) -> list[str]:
-    if not names and not options:
-        return []
-    try:
-        from methods.metrics import METRIC_NAMES, compute_metrics
-    except ImportError:
-        return [f"metrics: this build has no metrics module; remove {names}"]
-    problems = [
-        f"metrics: unknown metric {name!r}; available: {', '.join(METRIC_NAMES)}"
-        for name in names
-        if name not in METRIC_NAMES
-    ]
-    accepted = [
-        name
-        for name in inspect.signature(compute_metrics).parameters
-        if name not in ("model", "images", "maps", "targets", "names", "masks", "boxes")
-    ]
-    if not isinstance(options, dict):
-        return problems + [f"metric_options: expected a mapping, got {options!r}"]
-    problems += [
-        f"metric_options: unknown option {key!r}; accepted: {', '.join(accepted)}"
-        for key in options
-        if key not in accepted
-    ]
+    problems.extend(method_problems(config.methods, config.params))
+    problems.extend(metric_problems(config.metrics, config.metric_options))
     return problems
 
 

@@ -34,11 +34,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-import ray
 
+from methods.lazy_imports import LazyModule
 from pipeline.engine.config import JobConfig
 from pipeline.engine.images import image_digest
 from pipeline.engine.storage import exists, read_bytes, resolve, scheme_of
+
+# Ray is imported when a source is read: `legx show` takes the layout constants alone.
+ray = LazyModule("ray")
 
 IMAGE_EXTENSIONS = ["jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp", "ppm", "pgm"]
 ANNOTATIONS_FILE = "annotations.parquet"

@@ -10,7 +10,7 @@ import pytest
 
 from evaluation_outputs import CHANCE, VARIANTS, base_maps, write_images, write_output
 from methods.intervals import wilson_interval
-from methods.base import upsample_maps
+from methods.resize import upsample_maps
 from pipeline.cli.main import main as legx
 from pipeline.analysis.compare import compare_runs, read_summary
 

@@ -148,7 +148,7 @@ def test_run_sanity_job_mode_writes_rows(trained, tmp_path, ray_local):
         "input": str(folder), "output": str(tmp_path / "out"), "model": "tiny", "run_id": "sanity-1",
         "image_size": SIDE, "methods": ["leg"], "leg": {"n_samples": 64, "grid_size": 4, "batch_size": 64},
     })
-    uri = run_sanity(config, model, n_images=2, max_layers=2, log=lambda message: None)
+    uri = run_sanity(config, model, n_images=2, max_layers=2)
     table = pq.read_table(uri)
     assert table.num_rows == 2 * 2  # images x layers
     assert set(table.column("layer").to_pylist()) == {"5", "2"}

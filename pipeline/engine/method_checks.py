@@ -1,0 +1,76 @@
+"""Checks of a job config's method and metric parameters, before Ray starts.
+
+Each method's parameters are checked by building the method (its constructor is the
+validation), which loads no torch: the explainer modules import torch on first use. Metric
+names and options are checked against ``methods.metric_names``, the torch-free catalogue.
+Every check returns the problems it found (the config lists them all at once).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import methods
+from methods.metric_names import METRIC_NAMES, METRIC_OPTIONS
+
+
+def method_problems(selected: list[str], params: dict[str, dict[str, Any]]) -> list[str]:
+    """Problems of the ``params`` of every method (selected or not) and of building each
+    ``selected`` method with its parameters. Normalises a single lambda to a list in place."""
+    problems: list[str] = []
+    for name, method_params in params.items():
+        # Parameters of methods not selected are kept (a file may set them all) and unused.
+        problems.extend(_check_lambdas(name, method_params))
+    known_methods = methods.available()
+    for name in selected:
+        if name in known_methods and not any(p.startswith(f"{name}.lambdas") for p in problems):
+            try:
+                methods.get_explainer(name, **params.get(name, {}))
+            except (ValueError, TypeError) as error:
+                problems.append(f"{name}: {error}")
+    return problems
+
+
+def _check_lambdas(name: str, method_params: dict[str, Any]) -> list[str]:
+    if "lambdas" not in method_params:
+        return []
+    lambdas = method_params["lambdas"]
+    if isinstance(lambdas, (int, float)) and not isinstance(lambdas, bool):
+        lambdas = [lambdas]
+        method_params["lambdas"] = lambdas
+    if not isinstance(lambdas, list) or not lambdas:
+        return [f"{name}.lambdas: expected a non-empty list of numbers in (0, 1), got {lambdas!r}"]
+    bad = [
+        value
+        for value in lambdas
+        if isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not 0 < value < 1
+    ]
+    if bad:
+        return [
+            f"{name}.lambdas: every lambda must be a number in (0, 1) (lambda >= 1 admits the"
+            f" zero map), got {bad}"
+        ]
+    if len(set(lambdas)) != len(lambdas):
+        return [f"{name}.lambdas: listed twice: {lambdas}"]
+    return []
+
+
+def metric_problems(names: list[str], options: dict[str, Any]) -> list[str]:
+    """Unknown metric names and unknown ``metric_options`` keys."""
+    problems = [
+        f"metrics: unknown metric {name!r}; available: {', '.join(METRIC_NAMES)}"
+        for name in names
+        if name not in METRIC_NAMES
+    ]
+    if not isinstance(options, dict):
+        return problems + [f"metric_options: expected a mapping, got {options!r}"]
+    problems += [
+        f"metric_options: unknown option {key!r}; accepted: {', '.join(METRIC_OPTIONS)}"
+        for key in options
+        if key not in METRIC_OPTIONS
+    ]
+    return problems
