@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from typing import Any
@@ -97,6 +98,8 @@ def ensure_demo_data(directory: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # The job reports through its loggers (INFO: resuming, repeated ids; WARNING: warnings).
+    logging.basicConfig(level=logging.INFO, format="legx: %(message)s")
     try:
         config, embedded = resolve_config(args)
     except ConfigError as error:
@@ -115,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"legx: run {config.run_id}: {config.input} -> {config.output} "
           f"(model {config.model}; methods {methods_text})", flush=True)
     try:
-        summary = run_job(config, log=lambda message: print(f"legx: {message}", flush=True))
+        summary = run_job(config)
     except (ConfigError, SourceError) as error:
         print(f"legx: {error}", file=sys.stderr)
         return 2
