@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from pipeline.engine.sink import ParquetWriter
+from pipeline.engine.sink import ParquetWriter, WriteCounts
 from pipeline.engine.explain import ExplainActor
 from pipeline.engine.finish import finish_batch
 from pipeline.engine.plan import Plan, method_spec
@@ -55,6 +55,11 @@ def test_a_model_calls_time_counts_once_downstream(tmp_path):
         assert summary.model_start == explained.column("_model_start")[0].as_py()
         assert summary.model_end == explained.column("_model_end")[0].as_py()
     assert summaries[0].model_end <= summaries[1].model_start
+    # What on_write_complete hands the driver: the calls' busy time added, their span kept.
+    total = sum(summaries, WriteCounts())
+    assert total.model_s == summaries[0].model_s + summaries[1].model_s
+    assert (total.model_start, total.model_end) == (summaries[0].model_start, summaries[1].model_end)
+    assert total.rows == sum(table.num_rows for table in solved) and total.skipped == 0
 
 
 def test_top1_reading_is_a_wilson_interval_against_chance():
