@@ -4,9 +4,14 @@ Ray Data calls ``write`` once per write task with the task's blocks (at least
 ``rows_per_file`` rows, as ``min_rows_per_write`` asks), and ``on_write_complete`` once on the
 driver with every write's return value: here the ``WriteCounts`` of what each write wrote and
 saw, added up into ``totals``, this invocation's counts and model timing for the summary and the
-run manifest. A retried write task gets the same blocks, so it writes the same rows under the
-same file names. Ray names the write tasks ``Write`` (``MapBatches(...)->Write`` when fused with
-the stage before it, as it is when their resources agree).
+run manifest.
+
+The sink's guarantees hold as they did when the writer was a ``map_batches`` stage: a write task
+is an ordinary Ray Data map task (Ray plans it as a ``MapOperator``, retried like any other),
+and a retried one gets the same blocks, so it writes the same rows under the same file names;
+rows already written are dropped in ``ParquetWriter`` (resume, one row per key). Ray names the
+write tasks ``Write`` (``MapBatches(...)->Write`` when fused with the stage before it, as it is
+when their resources agree), and its progress output shows them as it shows the other stages.
 """
 
 from __future__ import annotations
