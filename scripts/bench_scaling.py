@@ -69,7 +69,7 @@ def run(images: Path, output: Path, actors: int, samples: int, run_id: str):
     ])
     watcher = PeakWatcher()
     watcher.start()
-    summary = run_job(config, log=lambda message: None)
+    summary = run_job(config)
     watcher.done.set()
     watcher.join()
     return summary, watcher.peak

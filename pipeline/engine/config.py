@@ -32,9 +32,10 @@ import methods
 from methods.input_size import declared_input_size
 from methods.precisions import PRECISIONS
 from pipeline.engine.method_checks import method_problems, metric_problems
+from pipeline.engine.sources.registry import FORMATS
 from pipeline.engine.storage import StorageOptions, scheme_of, strip_userinfo
 
-INPUT_FORMATS = ("auto", "folder", "webdataset", "parquet")
+INPUT_FORMATS = ("auto", *FORMATS)
 RESIZE_MODES = ("crop", "stretch")
 TARGET_MODES = ("top1", "label")
 GPU_MODES = ("auto", "always", "never")

@@ -1,18 +1,143 @@
 """The run manifest (OUTPUT/runs/RUN_ID.json): what ran, on what, with which result, attempt by
-attempt; and the readings it records (the model's top-1 against the labels, Ray's recoveries)."""
+attempt; the readings it records (the model's top-1 against the labels, Ray's recoveries); and
+``JobSummary``, what one invocation did, which ``run_job`` returns and the manifest's attempt
+records."""
 
 from __future__ import annotations
 
 import json
 import platform
 import posixpath
-from typing import Any
+import sys
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from methods.intervals import wilson_interval
 from pipeline.engine.storage import StorageOptions, exists, resolve, write_bytes_atomic
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from pipeline.engine.config import JobConfig
+    from pipeline.engine.sink import WriteCounts
+
 RUNS_DIR = "runs"
 STATE_API_TIMEOUT_S = 30
+
+
+@dataclass
+class JobSummary:
+    """What one invocation did (``images``..``forwards`` count this invocation's work) and the
+    run's totals after it (``total_*``, read back from the output)."""
+
+    run_id: str
+    output: str
+    images: int
+    rows: int
+    ok: int
+    errors: int
+    forwards: int
+    skipped_rows: int
+    wall_s: float
+    total_images: int
+    total_rows: int
+    total_ok: int
+    total_errors: int
+    # The explain actors' calls: seconds spent in them (summed over actors), seconds from the
+    # job's start to the first call, and from the first call's start to the last one's end.
+    # None when no model call ran (a complete run resumed).
+    model_busy_s: float | None = None
+    startup_s: float | None = None
+    model_window_s: float | None = None
+    # The model's reading of the labels in this invocation: images with a label, those whose
+    # clean top-1 class is the label, and the model's number of classes (None: no model call).
+    labelled: int = 0
+    correct: int = 0
+    classes: int | None = None
+    # What the user must see: the input size differs from the model's, the model reads the
+    # labels no better than chance.
+    warnings: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, config: JobConfig, counts: WriteCounts, run_rows: pa.Table, wall_s: float,
+           job_start: float, warnings: list[str]) -> JobSummary:
+        """The summary of this invocation's write ``counts`` and the run's rows (image_id,
+        status) after it; ``job_start`` is the job's start in epoch seconds (the actors' clocks:
+        on a cluster, NTP keeps nodes within milliseconds of the driver)."""
+        statuses = run_rows.column("status").to_pylist()
+        timing = {}
+        if counts.model_start is not None:
+            timing = {
+                "model_busy_s": round(counts.model_s, 3),
+                "startup_s": round(max(0.0, counts.model_start - job_start), 3),
+                "model_window_s": round(counts.model_end - counts.model_start, 3),
+            }
+        return cls(
+            run_id=config.run_id, output=config.output, images=counts.images, rows=counts.rows,
+            ok=counts.ok, errors=counts.errors, forwards=counts.forwards, skipped_rows=counts.skipped,
+            wall_s=wall_s, total_images=len(set(run_rows.column("image_id").to_pylist())),
+            total_rows=run_rows.num_rows, total_ok=statuses.count("ok"),
+            total_errors=statuses.count("error"), labelled=counts.labelled, correct=counts.correct,
+            classes=counts.classes or None, warnings=warnings, **timing,
+        )
+
+    @property
+    def top1(self) -> dict[str, Any] | None:
+        """The model's top-1 accuracy against the labels (``top1_reading``); None without labels."""
+        return top1_reading(self.labelled, self.correct, self.classes)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def forwards_per_s(self) -> float:
+        return self.forwards / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def serving_forwards_per_s(self) -> float | None:
+        """Forwards per second between the first model call and the end of the last: the rate
+        once the actors are up, without the job's fixed start-up and drain."""
+        if not self.model_window_s:
+            return None
+        return self.forwards / self.model_window_s
+
+    def as_dict(self) -> dict[str, Any]:
+        data = dict(vars(self))
+        data["images_per_s"] = round(self.images_per_s, 3)
+        data["forwards_per_s"] = round(self.forwards_per_s, 1)
+        serving = self.serving_forwards_per_s
+        data["serving_forwards_per_s"] = round(serving, 1) if serving is not None else None
+        data["top1"] = self.top1
+        return data
+
+
+def record_attempt(config: JobConfig, summary: JobSummary, attempt: dict[str, Any], *, model_id: str,
+                   model_input_size: int | None, methods: list[dict[str, Any]]) -> str:
+    """Add this invocation to the run's manifest (made by its first attempt) and write it.
+    ``attempt``: what only this invocation knows (its times, device, recoveries), recorded with
+    the summary's own counts."""
+    previous = read_manifest(config.output, config.storage, config.run_id) or {}
+    attempts = previous.get("attempts", []) + [
+        {
+            **attempt,
+            **{key: value for key, value in summary.as_dict().items()
+               if not key.startswith("total_") and key not in ("run_id", "output")},
+        }
+    ]
+    return write_manifest(config.output, config.storage, config.run_id, {
+        "run_id": config.run_id,
+        "config": config.public_dict(),
+        "model_id": model_id,
+        "model_input_size": model_input_size,
+        "top1": run_top1(attempts),
+        "methods": methods,
+        "versions": versions(),
+        "argv": sys.argv,
+        "counts": {"images": summary.total_images, "rows": summary.total_rows,
+                   "ok": summary.total_ok, "errors": summary.total_errors},
+        "attempts": attempts,
+    })
 
 
 def write_manifest(output: str, storage: StorageOptions, run_id: str, manifest: dict[str, Any]) -> str:

@@ -4,7 +4,6 @@
     DECODED_SCHEMA    decode -> explain: one row per image
     STAGE_SCHEMA      explain -> finish -> score -> sink: one row per map (internal columns
                       start with an underscore and are dropped by the sink)
-    WRITE_SUMMARY_SCHEMA  what each write returns to the driver
 """
 
 from __future__ import annotations
@@ -63,20 +62,18 @@ def row_key(image_id: str, method: str, lam: float | None) -> str:
     return f"{image_id}\x1f{method}\x1f{'' if lam is None else repr(float(lam))}"
 
 
-DECODED_SCHEMA = pa.schema(
-    [
-        ("image_id", pa.string()),
-        ("source_uri", pa.string()),
-        ("label", pa.int64()),
-        ("status", pa.string()),
-        ("error", pa.string()),
-        ("decode_s", pa.float64()),
-        ("_image", pa.binary()),
-        ("_mask", pa.binary()),
-        ("_box", pa.list_(pa.float64())),
-    ]
-)
+_OUTPUT_FIELDS = {output_field.name: output_field for output_field in output_schema()}
 
+# decode -> explain: the output columns decode fills, its time, and (from decode on, for the
+# stages that need pixels) the decoded image, its mask and box.
+_IMAGE_FIELDS = [pa.field("_image", pa.binary()), pa.field("_mask", pa.binary()),
+                 pa.field("_box", pa.list_(pa.float64()))]
+
+DECODED_SCHEMA = pa.schema(
+    [_OUTPUT_FIELDS[name] for name in ("image_id", "source_uri", "label", "status", "error")]
+    + [pa.field("decode_s", pa.float64())]
+    + _IMAGE_FIELDS
+)
 
 # Rows between the explain stage and the sink: the output columns the stages fill (typed as the
 # output table types them), plus internal ones (leading underscore) that the sink drops.
@@ -85,7 +82,6 @@ DECODED_SCHEMA = pa.schema(
 # min/maxed downstream, each call counts once (see ``ONCE_PER_CALL``). _labelled/_correct count
 # the call's images that carry a label and those whose clean top-1 class is that label, and
 # _classes is the model's number of outputs, on the same first row.
-_OUTPUT_FIELDS = {output_field.name: output_field for output_field in output_schema()}
 STAGE_SCHEMA = pa.schema(
     [
         _OUTPUT_FIELDS[name]
@@ -105,29 +101,9 @@ STAGE_SCHEMA = pa.schema(
         ("_classes", pa.int64()),
         ("_stats", pa.binary()),
         ("_pending", pa.string()),
-        ("_image", pa.binary()),
-        ("_mask", pa.binary()),
-        ("_box", pa.list_(pa.float64())),
     ]
+    + _IMAGE_FIELDS
 )
 
 
 ONCE_PER_CALL = ("_forwards", "_model_s", "_model_start", "_model_end", "_labelled", "_correct", "_classes")
-
-
-WRITE_SUMMARY_SCHEMA = pa.schema(
-    [
-        ("rows", pa.int64()),
-        ("ok", pa.int64()),
-        ("errors", pa.int64()),
-        ("images", pa.int64()),
-        ("forwards", pa.int64()),
-        ("skipped", pa.int64()),
-        ("model_s", pa.float64()),
-        ("model_start", pa.float64()),
-        ("model_end", pa.float64()),
-        ("labelled", pa.int64()),
-        ("correct", pa.int64()),
-        ("classes", pa.int64()),
-    ]
-)

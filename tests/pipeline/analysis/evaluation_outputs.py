@@ -1,11 +1,12 @@
-"""Synthetic job outputs for the report and compare tests, written with pyarrow to the schema of
-the design notes ("Output schema"), independently of the pipeline's own sink."""
+"""Synthetic job outputs for the report and compare tests: rows of known values written with
+pyarrow in the job's own output schema (``pipeline.engine.schema.output_schema``), without
+running the job or its sink."""
 
 from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
+from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
@@ -13,31 +14,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from methods.metric_names import METRIC_NAMES
-from pipeline.engine.schema import REGION_SHARE
-
-SCHEMA = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("image_id", pa.string()),
-        ("source_uri", pa.string()),
-        ("label", pa.int64()),
-        ("target", pa.int64()),
-        ("target_score", pa.float64()),
-        ("model_id", pa.string()),
-        ("method", pa.string()),
-        ("lam", pa.float64()),
-        ("params", pa.string()),
-        ("height", pa.int32()),
-        ("width", pa.int32()),
-        ("saliency", pa.list_(pa.float32())),
-        *[(name, pa.float64()) for name in METRIC_NAMES],
-        (REGION_SHARE, pa.float64()),
-        ("status", pa.string()),
-        ("error", pa.string()),
-        ("elapsed_s", pa.float64()),
-        ("created_at", pa.timestamp("us", tz="UTC")),
-    ]
-)
+from pipeline.engine.schema import REGION_SHARE, output_schema
 
 VARIANTS = (("leg", None), ("leg-tv", 0.1))
 # Every image's ground-truth region covers this share of it (the localisation metrics' chance).
@@ -77,7 +54,8 @@ def write_output(
     (maps[variant][i] is image i's map), metric k of image i = 0.1 k + 0.01 i + metric_offset,
     and one 'error' row per name in ``error_images``; plus OUTPUT/runs/RUN.json."""
     rows = []
-    created = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    # Naive UTC, as the sink writes it.
+    created = datetime(2024, 1, 1)
     for (method, lam), variant_maps in maps.items():
         for index, path in enumerate(image_paths):
             row = {
@@ -117,7 +95,7 @@ def write_output(
             )
     folder = os.path.join(output, "saliency", f"run_id={run_id}")
     os.makedirs(folder, exist_ok=True)
-    table = pa.Table.from_pylist(rows, schema=SCHEMA)
+    table = pa.Table.from_pylist(rows, schema=output_schema())
     pq.write_table(table, os.path.join(folder, "part-0.parquet"))
     if with_manifest:
         os.makedirs(os.path.join(output, "runs"), exist_ok=True)

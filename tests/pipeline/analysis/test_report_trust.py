@@ -34,7 +34,7 @@ def test_report_shows_reliability_forwards_and_flags_maps_below_target(tmp_path)
                  "height": 2, "width": 2, "saliency": np.ones(4, np.float32), "status": "ok",
                  "elapsed_s": 0.1})
     writer = ParquetWriter(output, STORAGE, "r1", "demo", anchor=("leg", None))
-    writer(pa.Table.from_pylist(rows, schema=STAGE_SCHEMA))
+    writer.write(pa.Table.from_pylist(rows, schema=STAGE_SCHEMA))
     write_manifest(output, STORAGE, "r1", {"config": {"image_size": 8}})
     path = tmp_path / "report.html"
     write_report(output, str(path))

@@ -52,8 +52,8 @@ def test_every_style_renders_a_png(tmp_path):
            "target_score": 0.7, "method": "leg", "params": "{}", "height": 4, "width": 4,
            "saliency": saliency, "status": "ok", "elapsed_s": 0.1}
     writer = ParquetWriter(output, STORAGE, "r1", "demo", anchor=("leg", None))
-    summary = writer(pa.Table.from_pylist([row], schema=STAGE_SCHEMA))
-    assert summary.column("rows").to_pylist() == [1]
+    summary = writer.write(pa.Table.from_pylist([row], schema=STAGE_SCHEMA))
+    assert summary.rows == 1
     write_manifest(output, STORAGE, "r1", {"config": CONFIG})
     for style in STYLES:
         for signed in (False, True):
@@ -75,7 +75,7 @@ def test_significant_greys_out_cells_whose_interval_contains_zero(tmp_path):
     rows = [{**base, "method": "leg", "saliency_se": np.ones(16, np.float32)},
             {**base, "method": "grad-cam"}]
     writer = ParquetWriter(output, STORAGE, "r1", "demo", anchor=("leg", None))
-    writer(pa.Table.from_pylist(rows, schema=STAGE_SCHEMA))
+    writer.write(pa.Table.from_pylist(rows, schema=STAGE_SCHEMA))
     write_manifest(output, STORAGE, "r1", {"config": CONFIG})
     path = tmp_path / "significant.png"
     shown = show(output, "a.png", str(path), STORAGE, method="leg", significant=True)

@@ -84,7 +84,7 @@ def test_repeated_webdataset_keys_first_occurrence_wins(ray_local, tmp_path, bri
     _shard(shards / "shard-2.tar", [("a.png", a_first)])
 
     config = _job(tmp_path, shards, brightness_model, "repeated")
-    summary = run_job(config, log=lambda message: None)
+    summary = run_job(config)
     assert (summary.images, summary.rows, summary.ok, summary.errors) == (5, 5, 3, 2)
     rows = _rows(tmp_path, "repeated")
     assert set(rows) == {"a", "b", "c", "b@shard-1.tar", "a@shard-2.tar"}
@@ -96,7 +96,7 @@ def test_repeated_webdataset_keys_first_occurrence_wins(ray_local, tmp_path, bri
         assert status == "error" and target is None
         assert error.startswith(f"{DUPLICATE_ID_ERROR}: ") and "in shard-0.tar" in error
 
-    again = run_job(config, log=lambda message: None)
+    again = run_job(config)
     assert (again.rows, again.total_rows) == (0, 5)
     assert _rows(tmp_path, "repeated") == rows
 
@@ -114,7 +114,7 @@ def test_repeated_parquet_ids_across_and_within_files(ray_local, tmp_path, brigh
     z_wins_bright = image_digest(z_bright) < image_digest(z_dark)
     z_loser = z_dark if z_wins_bright else z_bright
 
-    run_job(_job(tmp_path, folder, brightness_model, "parquet"), log=lambda message: None)
+    run_job(_job(tmp_path, folder, brightness_model, "parquet"))
     rows = _rows(tmp_path, "parquet")
     assert set(rows) == {"x", "y", "z", "x@part-1.parquet", f"z@part-0.parquet#{image_digest(z_loser)[:12]}"}
     assert rows["x"][::2] == ("ok", DARK)  # part-0.parquet sorts first
@@ -129,5 +129,5 @@ def test_identical_copies_in_one_file_are_refused(ray_local, tmp_path, brightnes
     same = _png(230, 10)
     _parquet(folder, "part-0.parquet", ["a", "b", "a"], [same, _png(20, 11), same])
     with pytest.raises(SourceError, match="holds id 'a' more than once with identical bytes"):
-        run_job(_job(tmp_path, folder, brightness_model, "copies"), log=lambda message: None)
+        run_job(_job(tmp_path, folder, brightness_model, "copies"))
     assert not (tmp_path / "out" / "saliency").exists()

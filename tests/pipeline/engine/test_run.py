@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import shutil
 import signal
@@ -233,9 +234,9 @@ def test_resume_after_killing_the_driver(tmp_path, top_left_model):
     assert resumed["rows"] == expected - resumed["resumed_rows"]
 
 
-def test_webdataset_job_in_process_and_rerun_of_a_complete_run(ray_local, tmp_path, top_left_model):
+def test_webdataset_job_in_process_and_rerun_of_a_complete_run(ray_local, tmp_path, top_left_model, caplog):
     """run_job on the session's Ray: tar shards in, one row per image; a rerun of the finished
-    run id writes nothing."""
+    run id writes nothing and logs that it resumes."""
     import tarfile
 
     from pipeline.engine.config import load_config
@@ -253,7 +254,7 @@ def test_webdataset_job_in_process_and_rerun_of_a_complete_run(ray_local, tmp_pa
     config = load_config(None, [f"input={shards}", f"output={tmp_path / 'out'}", f"model={top_left_model}",
                                 "methods=[leg]", "leg.n_samples=64", f"leg.grid_size={GRID}",
                                 "image_size=16", "run_id=wds"])
-    first = run_job(config, log=lambda message: None)
+    first = run_job(config)
     assert (first.images, first.rows, first.ok, first.errors) == (6, 6, 6, 0)
     assert first.forwards == 6 * 3 * 64  # channels perturbed separately
     # One actor: busy no longer than the span of its calls, which lies inside the job's wall time.
@@ -263,8 +264,11 @@ def test_webdataset_job_in_process_and_rerun_of_a_complete_run(ray_local, tmp_pa
     keys = _run_rows(tmp_path / "out", "wds")
     assert sorted(k[0] for k in keys) == sorted(n[: -len(".png")] for n in names)
 
-    again = run_job(config, log=lambda message: None)
+    with caplog.at_level(logging.INFO, logger="pipeline.engine.run"):
+        again = run_job(config)
     assert (again.images, again.rows, again.total_rows) == (0, 0, 6)
+    assert [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "pipeline.engine.run"] == [
+        (logging.INFO, "resuming run wds: 6 rows already written")]
     assert again.model_busy_s is None and again.serving_forwards_per_s is None
     assert len(_run_rows(tmp_path / "out", "wds")) == 6
 
@@ -305,7 +309,7 @@ def test_any_subset_of_methods_runs_by_name(ray_local, tmp_path):
         "expected-gradients.n_samples=8", "leg.n_samples=32", "leg.grid_size=4",
         "metrics=[pointing_game]", "precision=bf16", "channels_last=true",
     ])
-    summary = run_job(config, log=lambda message: None)
+    summary = run_job(config)
     assert (summary.images, summary.rows, summary.ok, summary.errors) == (3, 12, 12, 0)
     manifest = json.loads((tmp_path / "out" / "runs" / "subset.json").read_text())
     assert (manifest["config"]["precision"], manifest["config"]["channels_last"]) == ("bf16", True)
@@ -338,7 +342,7 @@ def test_demo_data_then_run_reads_at_the_model_input_size_and_reports_its_accura
     assert manifest["attempts"][-1]["warnings"] == []
 
 
-def test_a_model_that_misreads_its_inputs_is_flagged(ray_local, tmp_path):
+def test_a_model_that_misreads_its_inputs_is_flagged(ray_local, tmp_path, caplog):
     """Forced to 16 px, the demo model reads 64 px shapes at about chance (1/6): the job says
     so in its summary, its manifest and its log, and names the input size as a cause."""
     from pipeline.engine.config import load_config
@@ -348,8 +352,9 @@ def test_a_model_that_misreads_its_inputs_is_flagged(ray_local, tmp_path):
     write_demo_dataset(str(demo), 24, seed=0, image_size=64)
     config = load_config(None, [f"input={demo}", f"output={tmp_path / 'out'}", "image_size=16",
                                 "methods=[leg]", "leg.n_samples=16", "leg.grid_size=4", "run_id=small"])
-    messages: list[str] = []
-    summary = run_job(config, log=messages.append)
+    with caplog.at_level(logging.INFO, logger="pipeline.engine.run"):
+        summary = run_job(config)
+    messages = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
     reading = summary.top1
     assert reading["labelled"] == 24 and reading["near_chance"]
     assert reading["interval_95"][0] <= 1 / 6 <= reading["interval_95"][1]

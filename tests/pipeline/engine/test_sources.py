@@ -4,6 +4,9 @@ Parquet of image bytes; stable image ids and labels."""
 from __future__ import annotations
 
 import io
+import json
+import subprocess
+import sys
 import tarfile
 
 import numpy as np
@@ -14,6 +17,7 @@ from PIL import Image
 
 from pipeline.engine.config import load_config
 from pipeline.engine.sources import SourceError, detect_format, read_annotations, read_source
+from pipeline.engine.sources.registry import FORMATS, Format
 
 
 def _png(value: int) -> bytes:
@@ -118,3 +122,46 @@ def test_detect_format_errors(tmp_path):
     (tmp_path / "readme.md").write_text("x")
     with pytest.raises(SourceError, match="found no images"):
         detect_format(pafs.LocalFileSystem(), str(tmp_path))
+
+
+def read(config, filesystem, root):
+    """The reader of the ``lines`` format that the next test registers: one image per line of
+    a text file, ``IMAGE_ID GREY_LEVEL``."""
+    import ray
+
+    with filesystem.open_input_stream(root) as stream:
+        lines = [line.split() for line in stream.read().decode().splitlines() if line.strip()]
+    return ray.data.from_arrow(pa.table({
+        "image_id": [image_id for image_id, _ in lines],
+        "source_uri": [f"{root}#{image_id}" for image_id, _ in lines],
+        "label": pa.array([None] * len(lines), pa.int64()),
+        "data": [_png(int(level)) for _, level in lines],
+    }))
+
+
+def test_a_new_format_is_one_module_and_one_registry_line(ray_local, tmp_path, monkeypatch):
+    import pyarrow.fs as pafs
+
+    monkeypatch.setitem(FORMATS, "lines", Format(__name__, ("lines",), ".lines files", single_file=True))
+    (tmp_path / "images.lines").write_text("dark 10\nbright 240\n")
+    rows, kind = _rows(load_config(None, [f"input={tmp_path / 'images.lines'}"]))
+    assert kind == "lines"
+    assert [(row["image_id"], Image.open(io.BytesIO(row["data"])).getpixel((0, 0))) for row in rows] == [
+        ("bright", (240, 240, 240)), ("dark", (10, 10, 10))]
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(SourceError, match=r"neither \.tar nor \.parquet nor \.lines"):
+        detect_format(pafs.LocalFileSystem(), str(tmp_path / "notes.txt"))
+
+
+def test_the_format_names_and_the_output_layout_import_neither_torch_nor_ray():
+    """The config's input_format choices, the names ``legx show`` reads, the schema and the
+    sink's layout come without the job's heavy stack; Ray loads only where a reader runs."""
+    formats, heavy = json.loads(subprocess.check_output([sys.executable, "-c", """
+import json, sys
+from pipeline.engine.sources import FORMATS, ID_COLUMNS, IMAGE_COLUMNS, IMAGE_EXTENSIONS
+from pipeline.engine.schema import output_schema
+import pipeline.engine.sink, pipeline.engine.manifest
+output_schema()
+print(json.dumps([list(FORMATS), [name for name in ("torch", "ray") if name in sys.modules]]))
+"""], text=True))
+    assert formats == ["folder", "webdataset", "parquet"] and heavy == []

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from pipeline.engine.sink import ParquetWriter
+from pipeline.engine.sink import ParquetWriter, WriteCounts
 from pipeline.engine.explain import ExplainActor
 from pipeline.engine.finish import finish_batch
 from pipeline.engine.plan import Plan, method_spec
@@ -49,12 +49,17 @@ def test_a_model_calls_time_counts_once_downstream(tmp_path):
         assert table.column("_model_s").null_count == table.num_rows - 1
 
     writer = ParquetWriter(str(tmp_path / "out"), StorageOptions(), "r1", "demo", anchor=("leg", None))
-    summaries = [writer(table).to_pylist()[0] for table in solved]
+    summaries = [writer.write(table) for table in solved]
     for explained, summary in zip(calls, summaries):
-        assert summary["model_s"] == explained.column("_model_s")[0].as_py()
-        assert summary["model_start"] == explained.column("_model_start")[0].as_py()
-        assert summary["model_end"] == explained.column("_model_end")[0].as_py()
-    assert summaries[0]["model_end"] <= summaries[1]["model_start"]
+        assert summary.model_s == explained.column("_model_s")[0].as_py()
+        assert summary.model_start == explained.column("_model_start")[0].as_py()
+        assert summary.model_end == explained.column("_model_end")[0].as_py()
+    assert summaries[0].model_end <= summaries[1].model_start
+    # What on_write_complete hands the driver: the calls' busy time added, their span kept.
+    total = sum(summaries, WriteCounts())
+    assert total.model_s == summaries[0].model_s + summaries[1].model_s
+    assert (total.model_start, total.model_end) == (summaries[0].model_start, summaries[1].model_end)
+    assert total.rows == sum(table.num_rows for table in solved) and total.skipped == 0
 
 
 def test_top1_reading_is_a_wilson_interval_against_chance():
@@ -87,8 +92,8 @@ def test_every_row_says_how_far_to_trust_its_map(tmp_path):
                 image_size=SIZE, resize="crop", target="top1", use_gpu=False, actor_cpus=1)
     solved = finish_batch(ExplainActor(plan)(_decoded(2)))
     writer = ParquetWriter(str(tmp_path / "out"), StorageOptions(), "r1", "demo", anchor=("leg", None))
-    summary = writer(solved).to_pylist()[0]
-    assert summary["forwards"] == 2 * 48  # the shared sampling counts once in the totals
+    summary = writer.write(solved)
+    assert summary.forwards == 2 * 48  # the shared sampling counts once in the totals
     rows = duckdb.sql(
         f"select method, status, len(saliency) cells, len(saliency_se) se_cells, reliability,"
         f" n_forwards, capped from read_parquet('{tmp_path}/out/saliency/**/*.parquet')"
