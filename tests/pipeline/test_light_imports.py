@@ -74,7 +74,7 @@ def _write_output(root: Path, name: str) -> str:
            "saliency": np.linspace(-1, 1, 16, dtype=np.float32), "status": "ok", "elapsed_s": 0.1,
            "gini": 0.3}
     writer = ParquetWriter(output, StorageOptions(), "r1", "demo", anchor=("leg", None))
-    writer(pa.Table.from_pylist([row], schema=STAGE_SCHEMA))
+    writer.write(pa.Table.from_pylist([row], schema=STAGE_SCHEMA))
     write_manifest(output, StorageOptions(), "r1", {"config": {"image_size": 8, "resize": "stretch"}})
     return output
 
