@@ -1,0 +1,7 @@
+"""legx's Ray Data job and the tools around it (README, "Layout and development"):
+
+    engine/    the job, one module per stage (``engine.run.run_job`` chains them)
+    analysis/  reading outputs: query, report, compare, sanity, show
+    cli/       the ``legx`` command, one module per subcommand
+    demo/      the bundled demo dataset
+"""

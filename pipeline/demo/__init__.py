@@ -1,0 +1,2 @@
+"""The bundled demo dataset: synthetic shapes on clutter, with labels and masks
+(``data.write_demo_dataset``)."""
