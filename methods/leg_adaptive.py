@@ -29,7 +29,7 @@ import numpy as np
 
 from methods.lazy_imports import torch
 from methods.leg_moments import GROUPS, UnitSums, unit_sums
-from methods.leg import perturb
+from methods.leg_perturbation import perturb
 from methods.leg_solvers import LegStatistics
 from methods.leg_uncertainty import reliability
 

@@ -50,7 +50,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from methods.inference import PRECISIONS, input_memory_format, prepare_model  # noqa: E402
-from methods.leg import LEG, grid_to_image  # noqa: E402
+from methods.leg import LEG  # noqa: E402
+from methods.leg_perturbation import grid_to_image  # noqa: E402
 from methods.leg_solvers import solve_tv  # noqa: E402
 from pipeline.engine.allocator import retain_freed_memory  # noqa: E402
 

@@ -8,7 +8,8 @@ import torch
 from scipy.stats import spearmanr
 
 import methods
-from methods.leg import LEG, grid_to_image, perturb
+from methods.leg import LEG
+from methods.leg_perturbation import grid_to_image, perturb
 from methods.leg_solvers import covariance, leg_maps
 
 GRID = 6
