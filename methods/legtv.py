@@ -58,6 +58,7 @@ class LEGTV(LEG):
         target_reliability: float = 0.9,
         max_samples: int = 4096,
         round_samples: int = 64,
+        draws: str = "random",
     ) -> None:
         super().__init__(
             n_samples=n_samples,
@@ -73,6 +74,7 @@ class LEGTV(LEG):
             target_reliability=target_reliability,
             max_samples=max_samples,
             round_samples=round_samples,
+            draws=draws,
         )
         lambdas = tuple(float(lam) for lam in np.atleast_1d(lambdas))
         if not lambdas or any(not np.isfinite(lam) or lam < 0 for lam in lambdas):

@@ -15,9 +15,10 @@ GRID = 6
 SIZE = 24  # 4 x 4 pixel blocks
 
 
+@pytest.mark.parametrize("draws", ["random", "sobol"])
 @pytest.mark.parametrize("channel_mode", ["separate", "joint", "shared"])
-def test_drawn_noise_has_the_stated_covariance(channel_mode):
-    explainer = LEG(n_samples=20000, noise_level=0.1, grid_size=4, channel_mode=channel_mode)
+def test_drawn_noise_has_the_stated_covariance(channel_mode, draws):
+    explainer = LEG(n_samples=20000, noise_level=0.1, grid_size=4, channel_mode=channel_mode, draws=draws)
     noise = explainer._draw_noise(torch.device("cpu")).double().numpy()
     for channel in range(3):
         draws = noise[:, channel]
