@@ -54,11 +54,15 @@ reliability is measured on (``methods.leg_moments.GROUPS``) its own independentl
 sequence (in ``separate`` mode, one per channel too): the groups are independent replicates
 of the same randomised quasi-Monte Carlo rule, the standard randomised-QMC error estimate,
 so the Hadamard contrasts of the groups still draw this map's own sampling noise and the
-reliability keeps its meaning. The per-cell standard errors still come from the spread of the
-units, which measures the error of independent draws: with Sobol draws they are an upper
-bound in practice (the points' negative dependence lowers the true error), not an exact one.
-Adaptive budgets continue every group's sequence from round to round. The measured effect is
-in ``scripts/bench_reliability.py`` and the README.
+reliability keeps its meaning (measured calibrated on a linear logit, README). The per-cell
+standard errors still come from the spread of the units, which measures the error of
+independent draws, so with Sobol draws they are not what they claim: where a sequence holds
+many points per grid cell they overstate the error (conservative intervals), where it holds
+few they can understate it (Sobol points then fill pairs of coordinates unevenly, and the
+products y z that g_hat averages pay for it). Sobol draws are therefore an option outside the
+certified defaults. Adaptive budgets continue every group's sequence from round to round. The
+measured effect (``scripts/bench_reliability.py``, README) follows the same line: fewer errors
+than random draws only with many points per group and sequence against p.
 
 The work is split for the pipeline: ``LEG.sample`` runs the forwards (on the model's device,
 packing the perturbations of several images into each forward batch) and returns the sufficient
