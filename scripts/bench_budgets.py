@@ -15,8 +15,9 @@ saved as a state_dict into a temporary folder and loaded through the job's model
    target or the cap; it reports each image's forwards and whether it was capped.
 2. Fixed: the smallest fixed budget whose every map reaches the target. The search starts at
    the largest budget the adaptive run gave any image (rounded up to ``--round-samples``: a
-   fixed budget below it would leave that image's map below target, up to noise) and grows by
-   ``--step`` until every map's predicted reliability reaches the target, or past the cap.
+   fixed budget below it would leave that image's map below target, up to noise; ``--fixed-from``
+   starts it lower) and grows by ``--step`` until every map's predicted reliability reaches the
+   target, or past the cap.
 
 The table gives, per method, the forwards per image (mean, largest), the job's total forwards,
 and the predicted reliability of the worst and the mean map, and the ratio of the totals
@@ -80,6 +81,9 @@ def main() -> None:
     parser.add_argument("--max-samples", type=int, default=4096, help="adaptive cap, per channel")
     parser.add_argument("--round-samples", type=int, default=64)
     parser.add_argument("--step", type=float, default=1.25, help="growth of the fixed budget search")
+    parser.add_argument("--fixed-from", type=int,
+                        help="start the fixed search at this many samples per channel (default: the "
+                             "adaptive run's largest): a smaller budget may pass too, by the noise")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -106,7 +110,7 @@ def main() -> None:
           f"({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
 
     rows = [("adaptive", adaptive_forwards, adaptive_reliability, int(stats.capped.sum()))]
-    samples = int(adaptive_forwards.max()) // 3
+    samples = args.fixed_from or int(adaptive_forwards.max()) // 3
     fixed = None
     while samples <= args.max_samples:
         started = time.perf_counter()
