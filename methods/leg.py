@@ -39,6 +39,31 @@ forwards they came closest to the exact (autograd) gradient on the demo model; `
 perturbing three channels at once with more nonlinear bias, and plain sampling with twice the
 error of antithetic pairs.
 
+Quasi-random draws (``draws='sobol'``; default ``'random'``, the plain pseudo-random draws).
+A draw is z = s L Phi^{-1}(u), L the Cholesky factor of the unit covariance (Sigma = s^2 L L^T),
+Phi^{-1} the inverse normal CDF applied per coordinate and u a point of a scrambled Sobol
+sequence (Owen-style linear matrix scrambling plus a random digital shift,
+``torch.quasirandom.SobolEngine(scramble=True)``) instead of a pseudo-random uniform. A
+scrambled point is uniform on the unit cube, so each z is still exactly N(0, Sigma) and
+E[g_hat] does not change: the estimator and its expectation are LEG's. What changes is that
+the points of one sequence are not independent: they fill the cube more evenly than
+independent points, which is what lowers the error of a mean over them, and which also
+breaks the assumption of the unit moments (``methods.leg_uncertainty``) that the terms of
+g_hat are independent. legx therefore gives each of the K groups of units that the
+reliability is measured on (``methods.leg_moments.GROUPS``) its own independently scrambled
+sequence (in ``separate`` mode, one per channel too): the groups are independent replicates
+of the same randomised quasi-Monte Carlo rule, the standard randomised-QMC error estimate,
+so the Hadamard contrasts of the groups still draw this map's own sampling noise and the
+reliability keeps its meaning (measured calibrated on a linear logit, README). The per-cell
+standard errors still come from the spread of the units, which measures the error of
+independent draws, so with Sobol draws they are not what they claim: where a sequence holds
+many points per grid cell they overstate the error (conservative intervals), where it holds
+few they can understate it (Sobol points then fill pairs of coordinates unevenly, and the
+products y z that g_hat averages pay for it). Sobol draws are therefore an option outside the
+certified defaults. Adaptive budgets continue every group's sequence from round to round. The
+measured effect (``scripts/bench_reliability.py``, README) follows the same line: fewer errors
+than random draws only with many points per group and sequence against p.
+
 LEG is a sampled explainer (``methods.base``): ``LEG.sample`` runs the forwards (on the model's
 device, packing the perturbations of several images into each forward batch) and returns the
 sufficient statistics; its finish step (``methods.leg_finish``, no torch) turns them into maps
@@ -60,10 +85,11 @@ import numpy as np
 from methods.base import SampledExplainer, batches, check_images, model_device, resolve_targets
 from methods.lazy_imports import inference_mode, torch
 from methods.leg_perturbation import perturb
-from methods.leg_moments import unit_sums
+from methods.leg_moments import SOBOL_MAX_DIMENSION, sobol_standard_normal, unit_sums
 from methods.leg_solvers import LegStatistics, grid_operators, leg_maps
 
 CHANNEL_MODES = ("separate", "joint", "shared")
+DRAWS = ("random", "sobol")
 ADAPTIVE_PARAMETERS = ("target_reliability", "max_samples", "round_samples")
 SCORES = ("prob", "logit")
 
@@ -79,7 +105,9 @@ class LEG(SampledExplainer):
     channel_mode: 'separate' | 'joint' | 'shared'; antithetic: draw pairs (z, -z) (n_samples must
     be even); score: 'prob' or 'logit'; absolute: map = mean_c |LEG_c| (False: signed mean);
     clip: clip perturbed pixels to [0, 1] (False: as the reference code, which does not);
-    seed: the noise is reproducible for a seed on a given device type.
+    seed: the noise is reproducible for a seed on a given device type; draws: 'random'
+    (pseudo-random normal draws) or 'sobol' (scrambled Sobol points through the inverse normal
+    CDF, one sequence per group of units: module docstring).
     """
 
     name = "leg"
@@ -101,6 +129,7 @@ class LEG(SampledExplainer):
         target_reliability: float = 0.9,
         max_samples: int = 4096,
         round_samples: int = 64,
+        draws: str = "random",
     ) -> None:
         problems = []
         adaptive = n_samples == "auto"
@@ -124,6 +153,11 @@ class LEG(SampledExplainer):
             problems.append(f"channel_mode must be one of {CHANNEL_MODES}, got {channel_mode!r}")
         if score not in SCORES:
             problems.append(f"score must be one of {SCORES}, got {score!r}")
+        if draws not in DRAWS:
+            problems.append(f"draws must be one of {DRAWS}, got {draws!r}")
+        elif draws == "sobol" and 3 * grid_size**2 > SOBOL_MAX_DIMENSION:
+            problems.append(f"draws 'sobol' supports grids up to {SOBOL_MAX_DIMENSION} coordinates"
+                            f" per draw (3 g^2), got grid_size {grid_size}")
         if problems:
             raise ValueError("; ".join(problems))
         self.n_samples = n_samples if adaptive else int(n_samples)
@@ -139,6 +173,7 @@ class LEG(SampledExplainer):
         self.target_reliability = float(target_reliability)
         self.max_samples = int(max_samples)
         self.round_samples = int(round_samples)
+        self.draws = draws
 
     @property
     def adaptive(self) -> bool:
@@ -146,11 +181,14 @@ class LEG(SampledExplainer):
 
     def params(self) -> dict:
         """As ``Explainer.params``; a fixed budget leaves out the adaptive budget's parameters,
-        which it does not use."""
+        which it does not use, and the default draws leave out ``draws`` (rows written before
+        the option existed keep their params)."""
         params = super().params()
         if not self.adaptive:
             for name in ADAPTIVE_PARAMETERS:
                 params.pop(name)
+        if self.draws == "random":
+            params.pop("draws")
         return params
 
     @property
@@ -168,22 +206,31 @@ class LEG(SampledExplainer):
         return leg_maps(self.sample(model, images, targets), absolute=self.absolute)
 
     def _draw_noise(
-        self, device: torch.device, n_samples: int | None = None, seed: int | None = None
+        self, device: torch.device, n_samples: int | None = None, seed: int | None = None,
+        sequence_start: int = 0,
     ) -> torch.Tensor:
         """Grid noise for every forward of one image: (forwards, 3, p) on device, for
-        ``n_samples`` per channel (default: the explainer's) drawn from ``seed`` (default: its).
+        ``n_samples`` per channel (default: the explainer's) drawn from ``seed`` (default: its);
+        Sobol draws start at point ``sequence_start`` of every group's sequence.
 
         Rows are ordered by forward index; in ``separate`` mode forward k perturbs channel
         k // n_samples only.
         """
         n_samples = self.n_samples if n_samples is None else n_samples
+        seed = self.seed if seed is None else seed
         n_cells = self.grid_size**2
         n_draws = n_samples // 2 if self.antithetic else n_samples
         n_channels = 1 if self.channel_mode == "shared" else 3
-        generator = torch.Generator(device=device).manual_seed(self.seed if seed is None else seed)
-        standard = torch.randn(
-            n_channels, n_draws, n_cells, generator=generator, device=device
-        )
+        if self.draws == "sobol" and self.channel_mode == "joint":
+            # One forward's three channels are coordinates of one point.
+            standard = sobol_standard_normal(1, n_draws, 3 * n_cells, seed, sequence_start)
+            standard = standard[0].unflatten(1, (3, n_cells)).transpose(0, 1)
+        elif self.draws == "sobol":
+            standard = sobol_standard_normal(n_channels, n_draws, n_cells, seed, sequence_start)
+        else:
+            generator = torch.Generator(device=device).manual_seed(seed)
+            standard = torch.randn(n_channels, n_draws, n_cells, generator=generator, device=device)
+        standard = standard.to(device, torch.float32)
         cholesky = torch.as_tensor(
             grid_operators(self.grid_size).unit_cholesky, dtype=torch.float32, device=device
         )

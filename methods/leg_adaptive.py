@@ -7,8 +7,9 @@ all its rounds so far, and its predicted reliability (``methods.leg_uncertainty.
 the Spearman expected between this map and an independent run's) is computed from them; the
 image stops when that reaches ``target_reliability`` (not before ``MIN_ROUNDS`` rounds) or when
 ``max_samples`` per channel are spent (then it is ``capped``). The estimator is LEG's, as
-published: every round's draws are independent N(0, Sigma) draws, and the map is the mean of all
-the terms an image received, so its expectation is that of a fixed budget. The stopping rule
+published: every round's draws are independent N(0, Sigma) draws (with ``draws='sobol'``, the
+next points of each group's scrambled sequence, each still N(0, Sigma): ``methods.leg``), and the
+map is the mean of all the terms an image received, so its expectation is that of a fixed budget. The stopping rule
 uses the map's own noise, so the reliability at stopping is an estimate that just crossed the
 target: on average it is a little optimistic (``scripts/bench_reliability.py`` measures it).
 
@@ -91,10 +92,18 @@ class _Rounds:
         self.noise: dict[int, torch.Tensor] = {}
 
     def noise_of(self, round_index: int) -> torch.Tensor:
+        """Round r's noise: independent seeded draws, or for Sobol draws the next points of
+        every group's sequence (round r of group k continues its first r rounds' points)."""
         if round_index not in self.noise:
-            self.noise[round_index] = self.explainer._draw_noise(
-                self.device, self.explainer.round_samples, _round_seed(self.explainer.seed, round_index)
-            )
+            explainer = self.explainer
+            if explainer.draws == "sobol":
+                units = explainer.round_samples // 2 if explainer.antithetic else explainer.round_samples
+                noise = explainer._draw_noise(self.device, explainer.round_samples, explainer.seed,
+                                              sequence_start=round_index * units // GROUPS)
+            else:
+                noise = explainer._draw_noise(self.device, explainer.round_samples,
+                                              _round_seed(explainer.seed, round_index))
+            self.noise[round_index] = noise
         return self.noise[round_index]
 
     def next_batch(self, batch_size: int) -> list[tuple[int, int, int, int, int]]:

@@ -5,11 +5,17 @@ A unit is one independent draw of a channel: v_cj = u_cj Sigma^{-1} z_cj with u 
 for an antithetic pair (the pair counts once) and u = y otherwise. ``LEG.sample`` computes the sums
 once per call from the responses it keeps; adaptive budgets (``methods.leg_adaptive``) add the
 sums of their rounds.
+
+Scrambled Sobol draws (``LEG(draws='sobol')``) are made here too (``sobol_standard_normal``): one
+independently scrambled sequence per group of units, so that the groups stay independent
+replicates, which is what the reliability's Hadamard contrasts need (``methods.leg`` states why).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import numpy as np
 
 from methods.lazy_imports import torch
 from methods.leg_solvers import grid_operators
@@ -17,6 +23,11 @@ from methods.leg_solvers import grid_operators
 # Disjoint groups of independent draws whose LEG estimates a map's reliability is measured on
 # (a power of two: ``methods.leg_uncertainty.group_contrasts``).
 GROUPS = 8
+# torch.quasirandom.SobolEngine.MAXDIM, written out so that validating a config needs no torch
+# (tests/methods/test_leg.py checks that they agree).
+SOBOL_MAX_DIMENSION = 21201
+# Keeps the inverse normal CDF finite should a scrambled point land on 0 or 1 exactly.
+UNIT_INTERVAL_MARGIN = 1e-12
 
 
 @dataclass
@@ -51,13 +62,45 @@ class UnitSums:
         return covariance, group_leg, m
 
 
+def unit_groups(n_units: int, n_groups: int | None = None) -> list[torch.Tensor]:
+    """The indices of each group of a call's units: K contiguous, near-equal runs, K being
+    ``n_groups`` or the largest power of two up to ``GROUPS`` and the units (powers of two for
+    Hadamard contrasts)."""
+    if n_groups is None:
+        n_groups = 1 << (min(GROUPS, n_units).bit_length() - 1)
+    return list(torch.tensor_split(torch.arange(n_units), n_groups))
+
+
+def sobol_standard_normal(
+    n_sequences: int, n_units: int, dimension: int, seed: int, sequence_start: int = 0,
+    n_groups: int | None = None,
+) -> torch.Tensor:
+    """Standard normal draws (n_sequences, n_units, dimension), float64 on the CPU, by the
+    inverse normal CDF of scrambled Sobol points: the units of group k (``unit_groups``) and
+    sequence s are points ``sequence_start`` onwards of a Sobol sequence scrambled with its own
+    seed (from ``seed``, s and k), so groups and sequences are independent randomisations and
+    each point is uniform on the unit cube. ``sequence_start`` continues the sequences of an
+    earlier call (adaptive rounds)."""
+    from torch.quasirandom import SobolEngine
+
+    draws = torch.empty(n_sequences, n_units, dimension, dtype=torch.float64)
+    for sequence in range(n_sequences):
+        for group, units in enumerate(unit_groups(n_units, n_groups)):
+            scramble_seed = np.random.SeedSequence([seed, sequence, group]).generate_state(1)[0]
+            engine = SobolEngine(dimension, scramble=True, seed=int(scramble_seed))
+            engine.fast_forward(sequence_start)
+            points = engine.draw(len(units), dtype=torch.float64)
+            draws[sequence, units] = points.clamp(UNIT_INTERVAL_MARGIN, 1 - UNIT_INTERVAL_MARGIN)
+    return torch.special.ndtri(draws)
+
+
 def unit_sums(
     responses: torch.Tensor, noise: torch.Tensor, n_samples: int, channel_mode: str,
     antithetic: bool, grid_size: int, noise_level: float, n_groups: int | None = None,
 ) -> UnitSums:
     """``UnitSums`` of one call: responses (N, forwards) y_i, noise (forwards, 3, p) as
-    ``LEG._draw_noise`` lays it out for ``n_samples`` per channel. K is ``n_groups``, or the
-    largest power of two up to ``GROUPS`` and the units (powers of two for Hadamard contrasts)."""
+    ``LEG._draw_noise`` lays it out for ``n_samples`` per channel; its K groups are
+    ``unit_groups(m, n_groups)``."""
     n_channels = 1 if channel_mode == "shared" else 3
     n = n_samples
     if channel_mode == "separate":
@@ -84,9 +127,7 @@ def unit_sums(
                          dtype=torch.float64, device=responses.device)
     for c, d in pairs:
         second[:, c, d] = (units[:, c] * units[:, d]) @ (whitened[c] * whitened[d])
-    if n_groups is None:
-        n_groups = 1 << (min(GROUPS, n_units).bit_length() - 1)
-    bounds = torch.tensor_split(torch.arange(n_units), n_groups)
+    bounds = unit_groups(n_units, n_groups)
     groups = torch.stack(
         [torch.einsum("ncj,cjp->ncp", units[..., b[0] : b[-1] + 1], whitened[:, b[0] : b[-1] + 1])
          for b in bounds],

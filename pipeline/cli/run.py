@@ -46,9 +46,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", help="where the saliency table and run manifests go")
     parser.add_argument("--model", help="model spec: demo, torchvision:NAME[@WEIGHTS], or a checkpoint path/URI")
     parser.add_argument("--methods", help="comma-separated method names, e.g. leg,leg-tv")
-    parser.add_argument("--samples", type=int, help="n_samples of every selected method that has one")
+    parser.add_argument("--samples", type=_samples, metavar="N|auto",
+                        help="n_samples of every selected method that has one (auto: adaptive budget)")
     parser.add_argument("--run-id", help="run id (rerun an id to resume it)")
     parser.add_argument("--limit", type=int, help="explain at most this many images")
+
+
+def _samples(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {text!r}") from None
 
 
 def _flag_overrides(args: argparse.Namespace) -> list[str]:
@@ -67,7 +77,7 @@ def _yaml_string(value: Any) -> str:
     return value if isinstance(value, int) else "'" + str(value).replace("'", "''") + "'"
 
 
-def _samples_overrides(config_methods: list[str], samples: int) -> list[str]:
+def _samples_overrides(config_methods: list[str], samples: int | str) -> list[str]:
     import methods
 
     return [

@@ -16,9 +16,10 @@ GRID = 6
 SIZE = 24  # 4 x 4 pixel blocks
 
 
+@pytest.mark.parametrize("draws", ["random", "sobol"])
 @pytest.mark.parametrize("channel_mode", ["separate", "joint", "shared"])
-def test_drawn_noise_has_the_stated_covariance(channel_mode):
-    explainer = LEG(n_samples=20000, noise_level=0.1, grid_size=4, channel_mode=channel_mode)
+def test_drawn_noise_has_the_stated_covariance(channel_mode, draws):
+    explainer = LEG(n_samples=20000, noise_level=0.1, grid_size=4, channel_mode=channel_mode, draws=draws)
     noise = explainer._draw_noise(torch.device("cpu")).double().numpy()
     for channel in range(3):
         draws = noise[:, channel]
@@ -271,3 +272,11 @@ def test_clip_option_matches_the_hand_computed_estimator(clip):
 def test_clipping_is_the_default_and_part_of_the_recorded_parameters():
     assert LEG().clip and methods.get_explainer("leg-tv").clip
     assert methods.get_explainer("leg-tv", clip=False).params()["clip"] is False
+
+
+def test_the_sobol_dimension_limit_is_torchs():
+    from torch.quasirandom import SobolEngine
+
+    from methods.leg_moments import SOBOL_MAX_DIMENSION
+
+    assert SOBOL_MAX_DIMENSION == SobolEngine.MAXDIM

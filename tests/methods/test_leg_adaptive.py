@@ -96,3 +96,28 @@ def test_adaptive_parameters_are_checked_together_and_fixed_budgets_leave_them_o
     assert "target_reliability" not in methods.get_explainer("leg", n_samples=100).params()
     adaptive = methods.get_explainer("leg-tv", n_samples="auto", max_samples=640).params()
     assert adaptive["n_samples"] == "auto" and adaptive["max_samples"] == 640
+
+
+def test_sobol_rounds_continue_each_groups_sequence():
+    explainer = LEG(n_samples="auto", grid_size=GRID, antithetic=False, round_samples=16,
+                    max_samples=64, draws="sobol", seed=3)
+    device = torch.device("cpu")
+    first, second = (explainer._draw_noise(device, 16, 3, sequence_start=start) for start in (0, 2))
+    fixed = explainer._draw_noise(device, 32, 3)  # 8 groups of 4 points per channel
+    # separate mode: forwards c * n .. (c + 1) * n perturb channel c; group k holds units
+    # k * L .. (k + 1) * L of its channel, L = 2 per round
+    for channel in range(3):
+        rounds = [noise[channel * 16 : (channel + 1) * 16, channel] for noise in (first, second)]
+        whole = fixed[channel * 32 : (channel + 1) * 32, channel]
+        for group in range(8):
+            continued = torch.cat([r[2 * group : 2 * group + 2] for r in rounds])
+            torch.testing.assert_close(continued, whole[4 * group : 4 * group + 4])
+    stats = explainer.sample(graded_linear_model(), images(0.5), [0])
+    assert stats.image_forwards[0] % (3 * 16) == 0 and stats.group_leg.shape[1] == 8
+
+
+def test_draws_are_checked_and_the_default_leaves_params_as_they_were():
+    with pytest.raises(ValueError, match="draws must be one of"):
+        methods.get_explainer("leg", draws="halton")
+    assert "draws" not in methods.get_explainer("leg").params()
+    assert methods.get_explainer("leg-tv", draws="sobol").params()["draws"] == "sobol"

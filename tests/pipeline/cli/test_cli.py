@@ -36,6 +36,14 @@ def test_flags_build_a_job_without_a_file():
     assert config.image_size == 224
 
 
+def test_samples_auto_selects_the_adaptive_budget(capsys):
+    config, _ = resolve_config(_run_args("--input", "./images", "--methods", "leg,leg-tv", "--samples", "auto"))
+    assert config.params["leg"]["n_samples"] == "auto" and config.params["leg-tv"]["n_samples"] == "auto"
+    with pytest.raises(SystemExit):
+        _run_args("--samples", "many")
+    assert "expected an integer or 'auto', got 'many'" in capsys.readouterr().err
+
+
 def test_config_file_with_overrides(tmp_path):
     path = tmp_path / "job.yaml"
     path.write_text("input: ./images\nmethods: [leg]\nleg: {n_samples: 100}\n")
