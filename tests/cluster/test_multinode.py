@@ -168,16 +168,17 @@ def _model_actor_node(cluster, earlier: set[str]):
 
 
 def _solve_or_write_node(cluster, earlier: set[str]):
-    """A live worker node that is running (or ran) a LEG-TV solve or a Parquet write of a job
-    not in ``earlier``, once its first write finished; None before."""
+    """A live worker node that is running a LEG-TV solve or a Parquet write of a job not in
+    ``earlier``, once its first write finished; None before. Running, not only ran: a node whose
+    tasks had all finished and whose outputs were consumed can go without costing the job a
+    retry, and then the loss would test nothing."""
     if not _tasks_named(cluster, "Write", "FINISHED", earlier):
         return None
     nodes = {node.node_id: node for node in cluster.worker_nodes}
-    for status in ("RUNNING", "FINISHED"):
-        for fragment in ("finish_batch", "Write"):
-            for task in _tasks_named(cluster, fragment, status, earlier):
-                if task.node_id in nodes:
-                    return nodes[task.node_id]
+    for fragment in ("finish_batch", "Write"):
+        for task in _tasks_named(cluster, fragment, "RUNNING", earlier):
+            if task.node_id in nodes:
+                return nodes[task.node_id]
     return None
 
 
