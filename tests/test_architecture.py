@@ -11,8 +11,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("methods", "pipeline")
 MAX_MODULE_LINES = 400
@@ -94,15 +92,15 @@ def test_no_module_imports_itself_through_others():
     assert _cycle(_graph()) is None
 
 
-@pytest.mark.parametrize("package", ["methods"])
-def test_methods_depend_on_no_pipeline_and_no_ray(package):
+def test_methods_depend_on_no_pipeline_and_no_ray():
     offenders = {}
-    for path in (ROOT / package).rglob("*.py"):
-        source = path.read_text()
-        names = {alias.name.split(".")[0] for node in ast.walk(ast.parse(source))
-                 if isinstance(node, ast.Import) for alias in node.names}
-        names |= {node.module.split(".")[0] for node in ast.walk(ast.parse(source))
-                  if isinstance(node, ast.ImportFrom) and node.module and node.level == 0}
+    for path in (ROOT / "methods").rglob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module.split(".")[0])
         bad = names & {"pipeline", "ray"}
         if bad:
             offenders[str(path.relative_to(ROOT))] = sorted(bad)
@@ -117,6 +115,5 @@ def test_analysis_and_cli_are_not_imported_by_the_engine():
 
 
 def test_no_module_is_longer_than_the_limit():
-    long = {name: len(path.read_text().splitlines()) for name, path in _modules().items()
-            if len(path.read_text().splitlines()) > MAX_MODULE_LINES}
-    assert long == {}
+    lengths = {name: len(path.read_text().splitlines()) for name, path in _modules().items()}
+    assert {name: lines for name, lines in lengths.items() if lines > MAX_MODULE_LINES} == {}
