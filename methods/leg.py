@@ -90,7 +90,7 @@ from methods.leg_solvers import LegStatistics, grid_operators, leg_maps
 
 CHANNEL_MODES = ("separate", "joint", "shared")
 DRAWS = ("random", "sobol")
-ADAPTIVE_PARAMETERS = ("target_reliability", "max_samples", "round_samples")
+ADAPTIVE_PARAMETERS = ("target_reliability", "max_samples", "round_samples", "fill_batches")
 SCORES = ("prob", "logit")
 
 
@@ -107,7 +107,9 @@ class LEG(SampledExplainer):
     clip: clip perturbed pixels to [0, 1] (False: as the reference code, which does not);
     seed: the noise is reproducible for a seed on a given device type; draws: 'random'
     (pseudo-random normal draws) or 'sobol' (scrambled Sobol points through the inverse normal
-    CDF, one sequence per group of units: module docstring).
+    CDF, one sequence per group of units: module docstring); fill_batches (adaptive budgets):
+    run the next rounds of the images still sampling in a batch's free rows, discarding those
+    past an image's stop, so that maps are unchanged (``methods.leg_adaptive``); None: on CUDA.
     """
 
     name = "leg"
@@ -130,6 +132,7 @@ class LEG(SampledExplainer):
         max_samples: int = 4096,
         round_samples: int = 64,
         draws: str = "random",
+        fill_batches: bool | None = None,
     ) -> None:
         problems = []
         adaptive = n_samples == "auto"
@@ -158,6 +161,8 @@ class LEG(SampledExplainer):
         elif draws == "sobol" and 3 * grid_size**2 > SOBOL_MAX_DIMENSION:
             problems.append(f"draws 'sobol' supports grids up to {SOBOL_MAX_DIMENSION} coordinates"
                             f" per draw (3 g^2), got grid_size {grid_size}")
+        if fill_batches is not None and not isinstance(fill_batches, bool):
+            problems.append(f"fill_batches must be true, false or null (on CUDA only), got {fill_batches!r}")
         if problems:
             raise ValueError("; ".join(problems))
         self.n_samples = n_samples if adaptive else int(n_samples)
@@ -174,6 +179,7 @@ class LEG(SampledExplainer):
         self.max_samples = int(max_samples)
         self.round_samples = int(round_samples)
         self.draws = draws
+        self.fill_batches = fill_batches
 
     @property
     def adaptive(self) -> bool:
@@ -181,14 +187,17 @@ class LEG(SampledExplainer):
 
     def params(self) -> dict:
         """As ``Explainer.params``; a fixed budget leaves out the adaptive budget's parameters,
-        which it does not use, and the default draws leave out ``draws`` (rows written before
-        the option existed keep their params)."""
+        which it does not use, and the defaults of ``draws`` and ``fill_batches`` are left out
+        (rows written before the options existed keep their params; neither default changes a
+        map, and ``fill_batches`` never does)."""
         params = super().params()
         if not self.adaptive:
             for name in ADAPTIVE_PARAMETERS:
                 params.pop(name)
         if self.draws == "random":
             params.pop("draws")
+        if params.get("fill_batches", False) is None:
+            params.pop("fill_batches")
         return params
 
     @property

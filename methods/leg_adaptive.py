@@ -16,8 +16,17 @@ target: on average it is a little optimistic (``scripts/bench_reliability.py`` m
 Forward batches stay full while images finish at different times: the rounds waiting for
 forwards form one queue, each batch takes ``batch_size`` forwards from its front (the end of one
 image's round and the start of another's share a batch), and an image whose round ends is put
-back at the end of the queue with its next round. Only the last batches of a call, when fewer
-than ``batch_size`` forwards are left in all, are partial. Round r of every image uses the same
+back at the end of the queue with its next round. When fewer than ``batch_size`` forwards are
+left in the queue (the last images of a call, often one hard image alone), the queue alone
+would leave every further batch partial; with ``fill_batches`` the free rows take the next
+rounds of the images still running, ahead of their reliability checks (speculative rounds). A
+round is added to its image's map only if the stopping rule, checked round by round in order,
+asks for it; the rounds queued past an image's stop are dropped, and any forwards already spent
+on them are discarded (counted in ``discarded_forwards``, in no map). So every map, its
+forwards and its stopping round are those of the plain queue, whatever the batch: on an
+accelerator, where a partial batch costs about the time of a full one, the free rows cost
+nothing and save the tail's serial rounds; on a CPU every forward costs time, so
+``fill_batches=None`` (the default) fills on CUDA only. Round r of every image uses the same
 seeded noise (seed and r), so an image's map does not depend on the other images of its call.
 """
 
@@ -74,6 +83,7 @@ class _Image:
     response_sum: torch.Tensor
     sums: UnitSums | None = None
     rounds: int = 0
+    queued: int = 0
     done: bool = False
     capped: bool = False
     reliability: float = float("nan")
@@ -105,6 +115,31 @@ class _Rounds:
                                               _round_seed(explainer.seed, round_index))
             self.noise[round_index] = noise
         return self.noise[round_index]
+
+    def pending(self) -> int:
+        """Forwards waiting in the queue."""
+        return sum(self.forwards - start for _, _, start in self.queue)
+
+    def fill(self, batch_size: int, states: list[_Image], max_rounds: int) -> None:
+        """Queue speculative rounds (module docstring) until a batch's worth of forwards waits
+        or no running image has a round left under the cap; the least-advanced images first."""
+        pending = self.pending()
+        while pending < batch_size:
+            running = [i for i, state in enumerate(states) if not state.done and state.queued + 1 < max_rounds]
+            if not running:
+                return
+            image = min(running, key=lambda i: states[i].queued)
+            states[image].queued += 1
+            self.queue.append((image, states[image].queued, 0))
+            pending += self.forwards
+
+    def drop(self, image: int) -> None:
+        """Remove an image's queued rounds and their partial responses."""
+        dropped = {r for i, r, _ in self.queue if i == image} | {r for i, r in self.responses if i == image}
+        self.queue = deque(item for item in self.queue if item[0] != image)
+        for round_index in dropped:
+            self.responses.pop((image, round_index), None)
+            self.release(round_index)
 
     def next_batch(self, batch_size: int) -> list[tuple[int, int, int, int, int]]:
         """(image, round, start, stop, batch row) chunks filling up to ``batch_size`` rows."""
@@ -140,27 +175,36 @@ def sample_adaptive(explainer, model, images, target, opposite, clean_score) -> 
               for _ in range(n_images)]
     rounds = _Rounds(explainer, n_images, device)
     g = explainer.grid_size
-    buffer = torch.empty(min(explainer.batch_size, n_images * rounds.forwards), 3, height, width,
-                         device=device, memory_format=input_memory_format(model))
+    fill = explainer.fill_batches if explainer.fill_batches is not None else device.type == "cuda"
+    rows = explainer.batch_size if fill else min(explainer.batch_size, n_images * rounds.forwards)
+    buffer = torch.empty(rows, 3, height, width, device=device, memory_format=input_memory_format(model))
+    forwards_run = 0
     while rounds.queue:
+        if fill:
+            rounds.fill(explainer.batch_size, states, max_rounds)
         chunks = rounds.next_batch(explainer.batch_size)
         filled = chunks[-1][4] + chunks[-1][3] - chunks[-1][2]
+        forwards_run += filled
         grid_noise = torch.cat([rounds.noise_of(r)[start:stop] for _, r, start, stop, _ in chunks])
         runs = [(image, row, row + stop - start) for image, _, start, stop, row in chunks]
         image_index = torch.cat([torch.full((stop - start,), image, device=device)
                                  for image, _, start, stop, _ in chunks])
-        perturbed = perturb(images, runs, grid_noise.reshape(-1, 3, g, g), buffer[:filled])
+        perturbed = perturb(images, runs, grid_noise.reshape(-1, 3, g, g), buffer[:filled], explainer.clip)
         scores = explainer._score(model(perturbed), target[image_index],
                                   None if opposite is None else opposite[image_index])
         responses = scores - clean_score[image_index]
         for image, round_index, start, stop, row in chunks:
             key = (image, round_index)
+            if states[image].done:  # a speculative round past the image's stop
+                continue
             if key not in rounds.responses:
                 rounds.responses[key] = torch.empty(rounds.forwards, dtype=torch.float64, device=device)
             rounds.responses[key][start:stop] = responses[row : row + stop - start]
             if stop == rounds.forwards:
                 _finish_round(explainer, states[image], rounds, image, round_index, max_rounds)
-    return _statistics(explainer, states, target, clean_score, rounds.forwards)
+                if states[image].done:
+                    rounds.drop(image)
+    return _statistics(explainer, states, target, clean_score, rounds.forwards, forwards_run)
 
 
 def _finish_round(explainer, state: _Image, rounds: _Rounds, image: int, round_index: int,
@@ -180,8 +224,9 @@ def _finish_round(explainer, state: _Image, rounds: _Rounds, image: int, round_i
             state.done = True
         elif state.rounds >= max_rounds:
             state.done, state.capped = True, True
-    if not state.done:
-        rounds.queue.append((image, round_index + 1, 0))
+    if not state.done and state.queued == round_index:
+        state.queued += 1
+        rounds.queue.append((image, state.queued, 0))
 
 
 def _reliability(explainer, state: _Image) -> float:
@@ -196,8 +241,10 @@ def _reliability(explainer, state: _Image) -> float:
     return float(reliability(stats, explainer.absolute)[0])
 
 
-def _statistics(explainer, states: list[_Image], target, clean_score, round_forwards: int) -> LegStatistics:
+def _statistics(explainer, states: list[_Image], target, clean_score, round_forwards: int,
+                forwards_run: int) -> LegStatistics:
     finished = [state.sums.finish() for state in states]
+    image_forwards = np.array([s.rounds * round_forwards for s in states], dtype=np.int64)
     return LegStatistics(
         g_hat=np.stack([(s.response_sum / (s.rounds * explainer.round_samples)).cpu().numpy()
                         for s in states]),
@@ -208,6 +255,7 @@ def _statistics(explainer, states: list[_Image], target, clean_score, round_forw
         n_forwards=explainer.forwards_per_image,
         leg_covariance=np.concatenate([covariance.cpu().numpy() for covariance, _, _ in finished]),
         group_leg=np.concatenate([groups.cpu().numpy() for _, groups, _ in finished]),
-        image_forwards=np.array([s.rounds * round_forwards for s in states], dtype=np.int64),
+        image_forwards=image_forwards,
         capped=np.array([s.capped for s in states], dtype=bool),
+        discarded_forwards=forwards_run - int(image_forwards.sum()),
     )

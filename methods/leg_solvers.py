@@ -104,8 +104,9 @@ class LegStatistics:
     channels in each cell; group_leg: (N, K, C, p) float64, LEG of each of K disjoint groups of
     independent draws (consecutive, sizes within one); n_units: independent draws per channel (antithetic
     pairs count once). Adaptive budgets (``methods.leg_adaptive``) differ per image:
-    image_forwards (N,) int64, the forwards each image cost (n_forwards is then the cap), and
-    capped (N,) bool, stopped at the cap before the target reliability.
+    image_forwards (N,) int64, the forwards each image cost (n_forwards is then the cap),
+    capped (N,) bool, stopped at the cap before the target reliability, and discarded_forwards,
+    the call's speculative forwards past an image's stop, in no map (``fill_batches``).
     """
 
     g_hat: np.ndarray
@@ -119,6 +120,7 @@ class LegStatistics:
     n_units: int | None = None
     image_forwards: np.ndarray | None = None
     capped: np.ndarray | None = None
+    discarded_forwards: int = 0
 
     _PER_IMAGE = ("g_hat", "target", "clean_score", "leg_covariance", "group_leg", "image_forwards",
                   "capped")
@@ -158,7 +160,8 @@ class LegStatistics:
             if any(recorded) and not all(recorded):
                 raise ValueError(f"cannot concatenate statistics with and without {name}")
             per_image[name] = np.concatenate(values) if all(recorded) else None
-        return LegStatistics(**per_image, **shared)
+        discarded = sum(part.discarded_forwards for part in parts)
+        return LegStatistics(**per_image, **shared, discarded_forwards=discarded)
 
 
 def combine_channels(per_channel: np.ndarray, absolute: bool) -> np.ndarray:

@@ -24,10 +24,12 @@ class SampledStatistics(Protocol):
     ``stats[i]`` is image i's statistics alone (the job ships each image's on its own row);
     ``forwards_per_image()`` the model forwards each image cost, (N,) int64; ``capped`` (N,)
     bool says which images stopped at a budget's cap before its target (None for a budget
-    without a target).
+    without a target); ``discarded_forwards`` the call's forwards that feed no image's map
+    (speculative work in a batch's free rows; the job counts them once, in its totals).
     """
 
     capped: np.ndarray | None
+    discarded_forwards: int
 
     def __len__(self) -> int: ...
 

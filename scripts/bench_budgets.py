@@ -44,16 +44,23 @@ from methods.leg import LEG  # noqa: E402
 from methods.leg_uncertainty import reliability  # noqa: E402
 from scripts.bench_reliability import demo_images  # noqa: E402
 
-PHOTOGRAPHS = ("chelsea", "astronaut", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry")
+# The photographs scikit-image ships in its wheel (no download): colour first, then the grey ones,
+# which enter as three equal channels (as a greyscale photograph in ImageNet does).
+PHOTOGRAPHS = ("chelsea", "astronaut", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
+               "retina", "camera", "coins", "moon", "clock", "grass", "brick", "gravel", "page", "text")
 
 
 def photographs(count: int, size: int) -> torch.Tensor:
-    """skimage.data's RGB photographs, centre-cropped to a square and resized to size px."""
+    """skimage.data's photographs, centre-cropped to a square and resized to size px."""
     import skimage.data
 
+    if count > len(PHOTOGRAPHS):
+        raise SystemExit(f"--images: scikit-image ships {len(PHOTOGRAPHS)} photographs, asked for {count}")
     images = []
     for name in PHOTOGRAPHS[:count]:
         array = getattr(skimage.data, name)()
+        if array.ndim == 2:
+            array = np.repeat(array[..., None], 3, axis=2)
         side = min(array.shape[:2])
         top, left = (array.shape[0] - side) // 2, (array.shape[1] - side) // 2
         square = torch.from_numpy(np.ascontiguousarray(array[top : top + side, left : left + side]))

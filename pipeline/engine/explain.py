@@ -171,13 +171,15 @@ class ExplainActor:
                     rows.extend(error_rows(base, spec, f"sample: {error}", self.params_text[spec.name]))
                 continue
             single = stats[position] if batched else stats
+            # The call's discarded forwards ran on the model too: counted once, on its first row.
+            discarded = stats.discarded_forwards if not batched or position == 0 else 0
             rows.append(
                 {
                     **base,
                     "method": members[0].name,
                     "status": "ok",
                     "elapsed_s": base["elapsed_s"] + seconds,
-                    "_forwards": int(single.forwards_per_image()[0]),
+                    "_forwards": int(single.forwards_per_image()[0]) + discarded,
                     "_stats": pickle.dumps(single),
                     "_pending": pending,
                 }

@@ -121,3 +121,54 @@ def test_draws_are_checked_and_the_default_leaves_params_as_they_were():
         methods.get_explainer("leg", draws="halton")
     assert "draws" not in methods.get_explainer("leg").params()
     assert methods.get_explainer("leg-tv", draws="sobol").params()["draws"] == "sobol"
+
+
+def test_filled_batches_leave_every_map_as_the_plain_queue_makes_it():
+    # A dark image settles fast and a bright one runs to the cap: two rounds of 96 forwards
+    # leave 64 of a batch's 256 rows free, and once the dark image stops the bright one's lone
+    # round leaves 160. Speculative rounds fill them; the dark image's rounds run past its stop
+    # are discarded, not added to its map.
+    batch = dict(target_reliability=0.7, batch_size=256, **ADAPTIVE)
+    levels, targets = images(0.3, 0.7), [0, 0]
+    plain_model, filled_model = TwoPatternModel(), TwoPatternModel()
+    plain = LEG(fill_batches=False, **batch).sample(plain_model, levels, targets)
+    filled = LEG(fill_batches=True, **batch).sample(filled_model, levels, targets)
+    np.testing.assert_array_equal(filled.image_forwards, plain.image_forwards)
+    np.testing.assert_array_equal(filled.capped, plain.capped)
+    np.testing.assert_allclose(filled.g_hat, plain.g_hat, rtol=1e-12)
+    np.testing.assert_allclose(filled.group_leg, plain.group_leg, rtol=1e-12)
+    np.testing.assert_allclose(filled.leg_covariance, plain.leg_covariance, rtol=1e-12)
+    assert plain.capped[1] and not plain.capped[0]
+
+    plain_batches, filled_batches = plain_model.batch_sizes[1:], filled_model.batch_sizes[1:]
+    assert sum(plain_batches) == plain.image_forwards.sum() and plain.discarded_forwards == 0
+    assert sum(filled_batches) == filled.image_forwards.sum() + filled.discarded_forwards
+    assert filled.discarded_forwards > 0
+    assert all(size < 256 for size in plain_batches)
+    assert all(size == 256 for size in filled_batches[:-1])
+    assert len(filled_batches) < len(plain_batches)
+
+
+def test_fill_batches_is_checked_and_left_out_of_params_at_its_default():
+    with pytest.raises(ValueError, match="fill_batches must be"):
+        LEG(n_samples="auto", fill_batches="yes")
+    assert "fill_batches" not in LEG(n_samples="auto").params()
+    assert LEG(n_samples="auto", fill_batches=True).params()["fill_batches"] is True
+    assert "fill_batches" not in LEG(n_samples=100, fill_batches=True).params()
+
+
+def test_adaptive_rounds_honour_clip_false():
+    class InputRange(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.largest = -float("inf")
+
+        def forward(self, batch):
+            self.largest = max(self.largest, float(batch.max()))
+            return torch.stack([batch.flatten(1).mean(1), torch.zeros(len(batch))], dim=1)
+
+    for clip in (True, False):
+        model = InputRange()
+        LEG(clip=clip, round_samples=32, max_samples=64, n_samples="auto", grid_size=GRID,
+            score="logit").sample(model, images(1.0), [0])
+        assert (model.largest > 1.0) == (not clip)
