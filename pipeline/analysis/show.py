@@ -23,7 +23,8 @@ from methods.resize import upsample_maps
 from pipeline.engine.images import DecodeError, decode_image
 from pipeline.analysis.query import connect
 from pipeline.engine.manifest import read_manifest
-from pipeline.engine.sources import ID_COLUMNS, IMAGE_COLUMNS, IMAGE_EXTENSIONS
+from pipeline.engine.sources import IMAGE_EXTENSIONS
+from pipeline.engine.sources.common import parquet_ids_and_bytes, parquet_image_columns
 from pipeline.engine.storage import StorageOptions, read_bytes, resolve
 
 STYLES = ("overlay", "heatmap", "gray")
@@ -75,23 +76,19 @@ def _tar_member(data: bytes, key: str) -> bytes:
 
 
 def _parquet_member(location: str, key: str, storage: StorageOptions, config: dict) -> bytes:
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     filesystem, path = resolve(location, storage)
     with filesystem.open_input_file(path) as handle:
         table = pq.read_table(handle)
-    names = table.column_names
-    image_column = config.get("image_column") or next(n for n in IMAGE_COLUMNS if n in names)
-    id_column = config.get("id_column") or next((n for n in ID_COLUMNS if n in names), None)
-    for value in table.to_pylist():
-        image = value[image_column]
-        if id_column is not None:
-            found = str(value[id_column]) == key
-        else:
-            found = isinstance(image, dict) and image.get("path") == key
-        if found:
-            return image["bytes"] if isinstance(image, dict) else image
-    raise LookupError(f"no image for id {key!r} in {location!r}")
+    image_column, id_column = parquet_image_columns(table.column_names, table.schema.types,
+                                                    config.get("image_column"), config.get("id_column"))
+    ids, data = parquet_ids_and_bytes(table, image_column, id_column)
+    matches = pc.indices_nonzero(pc.equal(ids, key)).to_pylist()
+    if not matches:
+        raise LookupError(f"no image for id {key!r} in {location!r}")
+    return data[matches[0]].as_py()
 
 
 def _cells_to_pixels(cells: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -8,7 +8,8 @@
     detect.py       input_format: auto, from the input's listing
     annotations.py  labels, boxes and masks from a Parquet file joined by image_id
     repeated.py     repeated image ids: the first occurrence wins, the others become error rows
-    common.py       the row schema, the column names readers look for, SourceError
+    common.py       the row schema, the column names readers look for (and the Parquet
+                    column choice, shared with `legx show`), SourceError
 
 A new format is a module with ``read(config, filesystem, root)`` and one line in
 ``registry.FORMATS``. Importing this package imports neither torch nor Ray: a format's module,

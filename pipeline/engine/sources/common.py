@@ -46,3 +46,40 @@ def parse_label(value: bytes | str | int | None) -> int | None:
         return int(str(value).strip())
     except ValueError:
         return None
+
+
+def parquet_image_columns(names: list[str], types: list[pa.DataType], image_column: str | None = None,
+                          id_column: str | None = None) -> tuple[str, str | None]:
+    """The image column and id column of a Parquet input (the configured ones, else the first of
+    ``IMAGE_COLUMNS`` / ``ID_COLUMNS`` present); the id column is None where the image column is
+    a struct whose ``path`` names the image. Raises SourceError saying what is missing."""
+    found_image = image_column or next((n for n in IMAGE_COLUMNS if n in names), None)
+    if found_image not in names:
+        raise SourceError(
+            f"Parquet input has no image column (tried {image_column or IMAGE_COLUMNS});"
+            f" columns: {names}; set image_column"
+        )
+    image_type = dict(zip(names, types))[found_image]
+    image_is_struct = isinstance(image_type, pa.DataType) and pa.types.is_struct(image_type)
+    found_id = id_column or next((n for n in ID_COLUMNS if n in names), None)
+    if found_id is None and not image_is_struct:
+        raise SourceError(
+            f"Parquet input has no id column (tried {ID_COLUMNS}); columns: {names}; set id_column"
+        )
+    if found_id is not None and found_id not in names:
+        raise SourceError(f"id_column {found_id!r} is not a column of the input; columns: {names}")
+    return found_image, found_id
+
+
+def parquet_ids_and_bytes(table: pa.Table, image_column: str, id_column: str | None) -> tuple[pa.Array, pa.Array]:
+    """(image ids as strings, encoded image bytes) of a Parquet table, from the columns
+    ``parquet_image_columns`` chose: a struct image column gives its ``bytes`` field (and its
+    ``path`` as the id when there is no id column)."""
+    images = table.column(image_column).combine_chunks()
+    if pa.types.is_struct(images.type):
+        data = images.field("bytes")
+        ids = images.field("path") if id_column is None else table.column(id_column).combine_chunks()
+    else:
+        data = images
+        ids = table.column(id_column).combine_chunks()
+    return ids.cast(pa.string()), data
