@@ -91,6 +91,7 @@ def main() -> None:
     parser.add_argument("--fixed-from", type=int,
                         help="start the fixed search at this many samples per channel (default: the "
                              "adaptive run's largest): a smaller budget may pass too, by the noise")
+    parser.add_argument("--adaptive-only", action="store_true", help="skip the fixed budget search")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -113,13 +114,14 @@ def main() -> None:
     adaptive_forwards = stats.image_forwards
     adaptive_reliability = reliability(stats)
     print(f"adaptive: forwards per image {adaptive_forwards.tolist()}, capped {int(stats.capped.sum())}, "
-          f"reliability {np.round(adaptive_reliability, 3).tolist()} "
+          f"reliability {np.round(adaptive_reliability, 3).tolist()}, "
+          f"reliability checks {stats.reliability_checks.tolist()} "
           f"({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
 
     rows = [("adaptive", adaptive_forwards, adaptive_reliability, int(stats.capped.sum()))]
     samples = args.fixed_from or int(adaptive_forwards.max()) // 3
     fixed = None
-    while samples <= args.max_samples:
+    while samples <= args.max_samples and not args.adaptive_only:
         started = time.perf_counter()
         fixed_stats = LEG(n_samples=samples, **common).sample(model, images)
         fixed_reliability = reliability(fixed_stats)
