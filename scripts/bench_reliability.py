@@ -104,24 +104,26 @@ def forwards_to_target(half: float, full: float, forwards: int) -> float:
     return forwards * 2.0 ** max(doublings / gain, 0.0)
 
 
-def linear_table(budgets: list[int], seeds: int = 16) -> None:
+def linear_table(budgets: list[int], seeds: int = 16, grid: int | None = None, size: int | None = None) -> None:
     """``--linear``: see the module docstring."""
     from methods.leg_moments import GROUPS
     from methods.leg_uncertainty import channel_estimates, channel_standard_errors, reliability
-    from tests.methods.test_leg_uncertainty import GREY, GRID, graded_gradient, graded_linear_model
+    from tests.methods.test_leg_uncertainty import GRID, SIZE, graded_gradient, graded_linear_model
 
-    model = graded_linear_model()
-    truth = graded_gradient(model)
-    print(f"graded linear logit, {GRID} x {GRID} grid (p = {GRID * GRID}), separate + antithetic, "
-          f"score logit, {seeds} seeds\n")
+    grid, size = grid or GRID, size or SIZE
+    model = graded_linear_model(grid, size)
+    truth = graded_gradient(model, grid)
+    grey = torch.full((1, 3, size, size), 0.5)
+    print(f"graded linear logit, {grid} x {grid} grid (p = {grid * grid}), {size} px, separate + "
+          f"antithetic, score logit, {seeds} seeds\n")
     print("| draws | samples / channel | points per group and sequence | channel RMSE "
           "| 95% interval coverage | predicted reliability | measured seed-to-seed Spearman |")
     print("|---|---|---|---|---|---|---|")
     for budget, draws in itertools.product(budgets, ("random", "sobol")):
         errors, hits, predicted, maps = [], [], [], []
         for seed in range(seeds):
-            stats = LEG(n_samples=budget, grid_size=GRID, score="logit", seed=seed, batch_size=8192,
-                        draws=draws).sample(model, GREY, [0])
+            stats = LEG(n_samples=budget, grid_size=grid, score="logit", seed=seed, batch_size=2048,
+                        draws=draws).sample(model, grey, [0])
             error = channel_estimates(stats)[0] - truth
             errors.append(error)
             hits.append(np.abs(error) <= 1.96 * channel_standard_errors(stats)[0])
@@ -145,10 +147,13 @@ def main() -> None:
                         help="CHANNEL_MODE[:DRAWS], comma-separated, compared at equal forwards")
     parser.add_argument("--linear", action="store_true",
                         help="random against Sobol draws on a linear logit whose LEG is known")
+    parser.add_argument("--grid", type=int, help="--linear: grid size (default 6)")
+    parser.add_argument("--size", type=int, help="--linear: image side, a multiple of --grid (default 24)")
+    parser.add_argument("--linear-seeds", type=int, default=16)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.linear:
-        linear_table([int(value) for value in args.budgets.split(",")])
+        linear_table([int(value) for value in args.budgets.split(",")], args.linear_seeds, args.grid, args.size)
         return
     model = load_model("demo", device="cpu")
     images = demo_images(args.images)

@@ -134,15 +134,19 @@ def test_spearman_rows_and_group_contrasts():
         group_contrasts(groups[:, :6])
 
 
-def graded_linear_model() -> LinearLogitModel:
-    """A linear logit whose |gradient| takes 36 distinct levels over the grid's cells (signs
-    random per channel): a map whose ranking a run recovers gradually with the budget."""
+def graded_linear_model(grid_size: int = GRID, size: int = SIZE) -> LinearLogitModel:
+    """A linear logit whose |gradient| takes a distinct level in each of the grid's p cells
+    (signs random per channel), for images of ``size`` px: a map whose ranking a run recovers
+    gradually with the budget."""
     generator = torch.Generator().manual_seed(0)
-    block = SIZE // GRID
-    levels = torch.linspace(0.2, 2.0, GRID * GRID)[torch.randperm(GRID * GRID, generator=generator)]
-    sign = torch.where(torch.rand(3, GRID, GRID, generator=generator) < 0.5, -1.0, 1.0)
-    cells = levels.reshape(GRID, GRID) * sign
-    return LinearLogitModel(0.01 * cells.repeat_interleave(block, 1).repeat_interleave(block, 2)[None])
+    block = size // grid_size
+    n_cells = grid_size * grid_size
+    levels = torch.linspace(0.2, 2.0, n_cells)[torch.randperm(n_cells, generator=generator)]
+    sign = torch.where(torch.rand(3, grid_size, grid_size, generator=generator) < 0.5, -1.0, 1.0)
+    cells = levels.reshape(grid_size, grid_size) * sign
+    # The same total weight per image whatever the block size: 0.01 per pixel at 4 x 4 blocks.
+    scale = 0.01 * (SIZE // GRID) ** 2 / block**2
+    return LinearLogitModel(scale * cells.repeat_interleave(block, 1).repeat_interleave(block, 2)[None])
 
 
 def test_predicted_reliability_matches_the_measured_seed_to_seed_spearman():
@@ -169,12 +173,12 @@ def test_reliability_rises_with_the_budget():
     assert too_few.group_leg.shape[1] == 2 and np.isnan(reliability(too_few)[0])
 
 
-def graded_gradient(model: LinearLogitModel) -> np.ndarray:
+def graded_gradient(model: LinearLogitModel, grid_size: int = GRID) -> np.ndarray:
     """The grid gradient (3, p) of a linear logit, LEG's expectation for score 'logit' (see
     ``dense_linear_model``): its weights summed over each cell's block."""
-    block = SIZE // GRID
     weights = model.weights[0].double()
-    return weights.reshape(3, GRID, block, GRID, block).sum(dim=(2, 4)).reshape(3, -1).numpy()
+    block = weights.shape[-1] // grid_size
+    return weights.reshape(3, grid_size, block, grid_size, block).sum(dim=(2, 4)).reshape(3, -1).numpy()
 
 
 def test_sobol_draws_are_unbiased_and_beat_random_draws_where_groups_hold_many_points():
