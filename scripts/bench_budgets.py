@@ -92,6 +92,9 @@ def main() -> None:
                         help="start the fixed search at this many samples per channel (default: the "
                              "adaptive run's largest): a smaller budget may pass too, by the noise")
     parser.add_argument("--adaptive-only", action="store_true", help="skip the fixed budget search")
+    parser.add_argument("--fixed-only", type=int, metavar="SAMPLES",
+                        help="run this one fixed budget (samples per channel) and nothing else: to "
+                             "place the smallest fixed budget between two that a search tried")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -106,6 +109,12 @@ def main() -> None:
     print(f"{args.model}, {len(images)} {what}, {images.shape[-1]} px, {args.grid} x {args.grid} grid, "
           f"noise 0.02, separate + antithetic, target reliability {args.target}, seed {args.seed}\n")
     common = dict(grid_size=args.grid, batch_size=512, seed=args.seed)
+    if args.fixed_only:
+        values = reliability(LEG(n_samples=args.fixed_only, **common).sample(model, images))
+        print(f"fixed {args.fixed_only} per channel ({3 * args.fixed_only * len(images):,} forwards): "
+              f"reliability {np.round(values, 3).tolist()}, worst {values.min():.3f}, "
+              f"{'every map reaches' if values.min() >= args.target else 'a map is below'} {args.target}")
+        return
 
     started = time.perf_counter()
     adaptive = LEG(n_samples="auto", target_reliability=args.target, max_samples=args.max_samples,

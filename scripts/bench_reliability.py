@@ -2,6 +2,7 @@
 
     python scripts/bench_reliability.py [--images 12] [--seeds 4] [--budgets 342,2000]
                                         [--lambdas 0.1,0.3] [--no-legtv] [--statistics DIR]
+                                        [--only-from K]
                                         [--schemes separate:random,separate:sobol,joint,shared]
 
 For every budget (samples per channel; ``separate`` + antithetic, 3 forwards per sample, so 342
@@ -49,7 +50,6 @@ from methods import load_model  # noqa: E402
 from methods.leg import LEG  # noqa: E402
 from methods.leg_solvers import leg_maps, legtv_solutions  # noqa: E402
 from methods.leg_uncertainty import (  # noqa: E402
-    _odds,
     legtv_reliability,
     reliability_at_half_and_full,
     spearman_rows,
@@ -92,6 +92,11 @@ def sampled(model, images, budget: int, seed: int, directory: str | None,
 def measured_agreement(maps: list[np.ndarray]) -> float:
     """Mean Spearman over images and pairs of seeds; maps: per seed (N, p)."""
     return float(np.mean([spearman_rows(a, b) for a, b in itertools.combinations(maps, 2)]))
+
+
+def _odds(r: np.ndarray) -> np.ndarray:
+    r = np.clip(r, 1e-6, 1 - 1e-6)
+    return r / (1 - r)
 
 
 def forwards_to_target(half: float, full: float, forwards: int) -> float:
@@ -145,6 +150,9 @@ def main() -> None:
     parser.add_argument("--statistics", help="folder to keep and reuse the sampled statistics in")
     parser.add_argument("--schemes", default="separate:random",
                         help="CHANNEL_MODE[:DRAWS], comma-separated, compared at equal forwards")
+    parser.add_argument("--only-from", type=int, default=0, metavar="K",
+                        help="measure on images K.. only (the statistics still cover all --images): "
+                             "to check an estimator on images it was not chosen on")
     parser.add_argument("--linear", action="store_true",
                         help="random against Sobol draws on a linear logit whose LEG is known")
     parser.add_argument("--grid", type=int, help="--linear: grid size (default 6)")
@@ -159,7 +167,8 @@ def main() -> None:
     images = demo_images(args.images)
     lambdas = [float(value) for value in args.lambdas.split(",")]
     schemes = [parse_scheme(text) for text in args.schemes.split(",")]
-    print(f"demo model, {args.images} demo images, 8 x 8 grid, noise level 0.02, antithetic, "
+    shown = f" (measured on images {args.only_from}-{args.images - 1})" if args.only_from else ""
+    print(f"demo model, {args.images} demo images{shown}, 8 x 8 grid, noise level 0.02, antithetic, "
           f"{args.seeds} seeds ({args.seeds * (args.seeds - 1) // 2} pairs)\n")
     print("| map | scheme | samples / channel | forwards / image | predicted reliability (mean) "
           "| measured seed-to-seed Spearman | difference | Spearman-Brown on the halves "
@@ -171,7 +180,9 @@ def main() -> None:
         started = time.perf_counter()
         for seed in range(args.seeds):
             stats = sampled(model, images, budget, seed, args.statistics, scheme)
-            leg_maps_per_seed.append(leg_maps(stats).reshape(len(images), -1))
+            if args.only_from:
+                stats = stats.concat([stats[i] for i in range(args.only_from, len(images))])
+            leg_maps_per_seed.append(leg_maps(stats).reshape(len(stats), -1))
             half, full = reliability_at_half_and_full(stats)
             halves.append(half)
             predicted.append(full)
