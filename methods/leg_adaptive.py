@@ -53,6 +53,8 @@ from methods.leg_uncertainty import reliability
 # Rounds every image runs before its reliability is first checked: a map's first round has too
 # few draws per group for its estimate to be trusted to stop on.
 MIN_ROUNDS = 2
+
+
 def adaptive_problems(target_reliability, max_samples, round_samples, antithetic: bool) -> list[str]:
     """Every problem with the adaptive-budget parameters (empty if none)."""
     problems = []

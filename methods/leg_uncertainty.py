@@ -159,7 +159,7 @@ def _matched_bootstrap(group_leg: np.ndarray, absolute: bool) -> tuple[np.ndarra
                                      lambda channels: combine_channels(channels, absolute))
 
 
-def _matched_signal(group_leg: np.ndarray, absolute: bool):
+def _matched_signal(group_leg: np.ndarray, absolute: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(observed split-half Spearman (N,), signal fraction alpha (N,), the map's LEG h_0
     (N, C, p), its K-1 noise draws (N, K-1, C, p)): the bootstrap model of ``reliability``."""
     contrasts = group_contrasts(group_leg)
