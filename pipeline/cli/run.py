@@ -123,6 +123,17 @@ def job_config(args: argparse.Namespace):
     return config
 
 
+def _quiet_ray() -> None:
+    """``legx -q``: Ray Data's INFO lines and progress bars off too (they do not go through legx's
+    loggers; Ray's own driver logger follows legx's in ``ensure_ray``); warnings still show,
+    except Ray Data's notice that the progress bars are off, which is what was asked for."""
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+
+
 def run(args: argparse.Namespace) -> int:
     config = job_config(args)
     if config is None:
@@ -134,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.engine.sink import SALIENCY_DIR
     from pipeline.engine.storage import join
 
+    if getattr(args, "verbosity", 0) < 0:
+        _quiet_ray()
     logger.info("run %s: %s -> %s (model %s; methods %s)", config.run_id, config.input, config.output,
                 config.model, ", ".join(config.methods))
     logger.debug("config: %s", json.dumps(config.public_dict(), default=str))

@@ -40,16 +40,18 @@ DECODE_TASK_MEMORY = 512 * 1024**2
 
 def ensure_ray(num_cpus: int | None = None) -> None:
     """Connect to the cluster in RAY_ADDRESS, or start a local Ray (token auth off, as a local
-    single-user Ray needs none)."""
+    single-user Ray needs none). Ray's driver logger is no more verbose than legx's own
+    (``legx -q`` quiets Ray's INFO lines too; ``ray.init`` would otherwise reset it to INFO)."""
     import ray
 
     if ray.is_initialized():
         return
+    logging_level = max(logging.INFO, logging.getLogger("pipeline").getEffectiveLevel())
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=False)
+        ray.init(log_to_driver=False, logging_level=logging_level)
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level=logging_level)
 
 
 def _use_gpu(config: JobConfig) -> bool:

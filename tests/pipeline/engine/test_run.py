@@ -327,14 +327,17 @@ def test_any_subset_of_methods_runs_by_name(ray_local, tmp_path):
 
 
 def test_demo_data_then_run_reads_at_the_model_input_size_and_reports_its_accuracy(tmp_path):
-    """`legx demo-data ./d` then `legx run --input ./d`, as a new user types them: the job runs
+    """`legx demo-data ./d` then `legx -q run --input ./d`, as a new user types them: the job runs
     at the demo model's declared 64 px (not 224, where it reads the shapes at chance) and prints
-    and records its top-1 accuracy against the demo labels, with no warning."""
+    and records its top-1 accuracy against the demo labels, with no warning; `-q` leaves the
+    summary and nothing of Ray's or Ray Data's INFO lines and progress bars."""
     finish(legx("demo-data", "d", "--count", "12", cwd=tmp_path))
-    log = finish(legx("run", "--input", "d", "--methods", "leg", "--samples", "16",
+    log = finish(legx("-q", "run", "--input", "d", "--methods", "leg", "--samples", "16",
                       "--set", "leg.grid_size=4", "--run-id", "fresh", cwd=tmp_path))
     assert "top-1:      12 of 12 labelled images (1.00, 95% interval 0.76-1.00; chance 0.17 = 1/6)" in log
     assert "WARNING" not in log
+    assert "finished in" in log and "\tINFO " not in log and "Started a local Ray" not in log
+    assert "Running Dataset" not in log and "Progress bars" not in log
     manifest = json.loads((tmp_path / "legx-output" / "runs" / "fresh.json").read_text())
     assert manifest["config"]["image_size"] == 64 and manifest["model_input_size"] == 64
     assert manifest["top1"] == {"labelled": 12, "correct": 12, "accuracy": 1.0, "interval_95": [0.7575, 1.0],
