@@ -91,7 +91,6 @@ class _Image:
     sums: UnitSums | None = None
     rounds: int = 0
     queued: int = 0
-    checks: int = 0
     done: bool = False
     capped: bool = False
     reliability: float = float("nan")
@@ -228,7 +227,6 @@ def _finish_round(explainer, state: _Image, rounds: _Rounds, image: int, round_i
     rounds.release(round_index)
     if state.rounds >= MIN_ROUNDS:
         state.reliability = _reliability(explainer, state)
-        state.checks += 1
         if state.reliability >= explainer.target_reliability:
             state.done = True
         elif state.rounds >= max_rounds:
@@ -266,6 +264,5 @@ def _statistics(explainer, states: list[_Image], target, clean_score, round_forw
         group_leg=np.concatenate([groups.cpu().numpy() for _, groups, _ in finished]),
         image_forwards=image_forwards,
         capped=np.array([s.capped for s in states], dtype=bool),
-        reliability_checks=np.array([s.checks for s in states], dtype=np.int64),
         discarded_forwards=forwards_run - int(image_forwards.sum()),
     )

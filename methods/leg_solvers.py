@@ -116,8 +116,7 @@ class LegStatistics:
     independent draws (consecutive, sizes within one); n_units: independent draws per channel (antithetic
     pairs count once). Adaptive budgets (``methods.leg_adaptive``) differ per image:
     image_forwards (N,) int64, the forwards each image cost (n_forwards is then the cap),
-    capped (N,) bool, stopped at the cap before the target reliability, reliability_checks (N,)
-    int64, the reliability checks its stopping rule ran, and discarded_forwards, the call's
+    capped (N,) bool, stopped at the cap before the target reliability, and discarded_forwards, the call's
     speculative forwards past an image's stop, in no map (``fill_batches``).
     """
 
@@ -132,11 +131,10 @@ class LegStatistics:
     n_units: int | None = None
     image_forwards: np.ndarray | None = None
     capped: np.ndarray | None = None
-    reliability_checks: np.ndarray | None = None
     discarded_forwards: int = 0
 
     _PER_IMAGE = ("g_hat", "target", "clean_score", "leg_covariance", "group_leg", "image_forwards",
-                  "capped", "reliability_checks")
+                  "capped")
     _SHARED = ("grid_size", "noise_level", "n_forwards", "n_units")
 
     def __len__(self) -> int:

@@ -123,8 +123,7 @@ def main() -> None:
     adaptive_forwards = stats.image_forwards
     adaptive_reliability = reliability(stats)
     print(f"adaptive: forwards per image {adaptive_forwards.tolist()}, capped {int(stats.capped.sum())}, "
-          f"reliability {np.round(adaptive_reliability, 3).tolist()}, "
-          f"reliability checks {stats.reliability_checks.tolist()} "
+          f"reliability {np.round(adaptive_reliability, 3).tolist()} "
           f"({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
 
     rows = [("adaptive", adaptive_forwards, adaptive_reliability, int(stats.capped.sum()))]
