@@ -12,27 +12,27 @@ import inspect
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from methods.base import Explainer
+    from legx.methods.base import Explainer
 
 _LAZY = {
-    "Explainer": "methods.base",
-    "SampledExplainer": "methods.base",
-    "upsample_maps": "methods.resize",
-    "load_model": "methods.models",
+    "Explainer": "legx.methods.base",
+    "SampledExplainer": "legx.methods.base",
+    "upsample_maps": "legx.methods.resize",
+    "load_model": "legx.methods.models",
 }
 
 # name -> "module:Class"; each explainer is one module with one entry point.
 _REGISTRY: dict[str, str] = {
-    "leg": "methods.leg:LEG",
-    "leg-tv": "methods.legtv:LEGTV",
-    "meaningful-perturbation": "methods.meaningful_perturbation:MeaningfulPerturbation",
-    "cnn-perturbation": "methods.cnn_perturbation:CNNPerturbation",
-    "lime": "methods.lime:LIME",
-    "kernel-shap": "methods.kernel_shap:KernelSHAP",
-    "partition-shap": "methods.partition_shap:PartitionSHAP",
-    "grad-cam": "methods.grad_cam:GradCAM",
-    "guided-grad-cam": "methods.grad_cam:GuidedGradCAM",
-    "expected-gradients": "methods.expected_gradients:ExpectedGradients",
+    "leg": "legx.methods.leg:LEG",
+    "leg-tv": "legx.methods.legtv:LEGTV",
+    "meaningful-perturbation": "legx.methods.meaningful_perturbation:MeaningfulPerturbation",
+    "cnn-perturbation": "legx.methods.cnn_perturbation:CNNPerturbation",
+    "lime": "legx.methods.lime:LIME",
+    "kernel-shap": "legx.methods.kernel_shap:KernelSHAP",
+    "partition-shap": "legx.methods.partition_shap:PartitionSHAP",
+    "grad-cam": "legx.methods.grad_cam:GradCAM",
+    "guided-grad-cam": "legx.methods.grad_cam:GuidedGradCAM",
+    "expected-gradients": "legx.methods.expected_gradients:ExpectedGradients",
 }
 
 

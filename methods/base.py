@@ -7,7 +7,7 @@ contract alone.
 Direct explainers (``Explainer``): ``explain(model, images, targets=None) -> maps``.
 
 * ``model``: a torch module mapping a float batch (N, 3, H, W) in [0, 1] to logits (N, K)
-  (normalisation inside the module, as ``methods.load_model`` builds it). The explainer runs
+  (normalisation inside the module, as ``legx.methods.load_model`` builds it). The explainer runs
   on the model's device, so moving the model to CUDA is all it takes to use a GPU.
 * ``images``: float tensor (N, 3, H, W) with values in [0, 1].
 * ``targets``: class indices (N,) or ``None`` for the clean top-1 class of each image.
@@ -21,10 +21,10 @@ runs only the forwards and CPU workers without torch do the rest:
 
 * ``sample(model, images, targets) -> statistics``: the forwards, batched, on the model's
   device; the statistics are numpy and picklable, one entry per image
-  (``methods.sampled.SampledStatistics``).
+  (``legx.methods.sampled.SampledStatistics``).
 * the finish step, named by the class attribute ``finisher`` ("module:function" in a module
   that imports no torch): ``finish(statistics, params) -> [[FinishedMap, ...], ...]``, one
-  list per image and one ``methods.sampled.FinishedMap`` per output (a map, or the error that
+  list per image and one ``legx.methods.sampled.FinishedMap`` per output (a map, or the error that
   stands in its place, with optional standard errors, reliability and time), from the
   statistics and the explainer's ``params()``. ``explainer.finish(statistics)`` runs it in this
   process; ``explain`` gives the same maps.
@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from methods.lazy_imports import no_grad, torch
+from legx.methods.lazy_imports import no_grad, torch
 
 
 class Explainer(abc.ABC):
@@ -95,7 +95,7 @@ class SampledExplainer(Explainer):
 
     def finish(self, statistics: Any) -> list:
         """The finish step on ``statistics`` with this explainer's parameters, in this process."""
-        from methods.sampled import load_finisher
+        from legx.methods.sampled import load_finisher
 
         return load_finisher(self.finisher)(statistics, json.loads(json.dumps(self.params())))
 

@@ -44,8 +44,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.ndimage import grey_dilation
 
-from methods.base import Explainer, batches, explained_classes, input_normalisation, resolve_preset
-from methods.lazy_imports import torch
+from legx.methods.base import Explainer, batches, explained_classes, input_normalisation, resolve_preset
+from legx.methods.lazy_imports import torch
 
 INPUT_SPACES = ("pixels", "normalised")
 # Every choice of the method under a name (see the module docstring's table).

@@ -6,7 +6,7 @@ evidence first), are set to 0 (deletion, starting from the image) or copied from
 onto a baseline (insertion, starting from a Gaussian blur of the image, or from zeros), at
 ``auc_steps + 1`` evenly spaced fractions; the score is the trapezoidal area under that curve
 over the fraction of pixels in [0, 1]. Deletion: lower is better; insertion: higher is better. The
-ranking and the batched forwards: ``methods.pixel_ranking``.
+ranking and the batched forwards: ``legx.methods.pixel_ranking``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torchvision.transforms.functional import gaussian_blur
 
-from methods.pixel_ranking import RankedPixels, evaluate, prepare, target_tensor
+from legx.methods.pixel_ranking import RankedPixels, evaluate, prepare, target_tensor
 
 INSERTION_BASELINES = ("blur", "zero")
 

@@ -1,4 +1,4 @@
-"""The bundled demo classifier: a small CNN for the synthetic shapes of ``pipeline.demo.data``.
+"""The bundled demo classifier: a small CNN for the synthetic shapes of ``legx.pipeline.demo.data``.
 
 It takes [0, 1] RGB images of any size (attention pooling before the head) and returns
 logits over the six shape classes; the normalisation is inside the module. Grad-CAM's default
@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from methods.input_size import DEMO_INPUT_SIZE
+from legx.methods.input_size import DEMO_INPUT_SIZE
 
 DEMO_CLASS_NAMES = ["circle", "square", "triangle", "star", "cross", "ring"]
 

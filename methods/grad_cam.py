@@ -29,8 +29,8 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from methods.base import Explainer, batches, explained_classes
-from methods.lazy_imports import torch
+from legx.methods.base import Explainer, batches, explained_classes
+from legx.methods.lazy_imports import torch
 
 
 # Torchvision classifiers' heads pool the output of one of these children (ResNet family first).

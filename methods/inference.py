@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from methods.precisions import PRECISIONS
+from legx.methods.precisions import PRECISIONS
 
 # The autocast dtype of each of PRECISIONS (None: no autocast).
 AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -6,14 +6,14 @@ crops. Resized to another size, the objects change scale and the model may no lo
 them, and every explanation of it then explains a model that cannot see the object. So a job's
 ``image_size`` defaults to the size its model declares:
 
-    demo                   64   (``methods.demo_model.DemoCNN.input_size``)
+    demo                   64   (``legx.methods.demo_model.DemoCNN.input_size``)
     torchvision:NAME[@W]   224  (the ImageNet crop; a loaded model reports the crop size of its
                                  DEFAULT weights' transforms, 299 for inception_v3, and the job
                                  warns when the size it runs at differs)
     a file or URI          none: TorchScript archives and checkpoints are read by the job's
                            actors only, so their size comes from the config (``image_size``)
 
-Kept apart from ``methods.models`` (torch) so that config validation can resolve the default.
+Kept apart from ``legx.methods.models`` (torch) so that config validation can resolve the default.
 """
 
 from __future__ import annotations

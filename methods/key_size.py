@@ -4,7 +4,7 @@ Key size (Luo, Barut & Jin, ICCV 2021, the key-size table of the reference code)
 taken in decreasing order of |saliency|; the first ``int(alpha * H * W)`` are replaced by a
 background; the key size is the first alpha of the grid ``linspace(0, 1, 1000)`` at which the
 top-1 class differs from the clean image's top-1 class, and 1 if it never does. Lower is better.
-The backgrounds and the ranking: ``methods.pixel_ranking``.
+The backgrounds and the ranking: ``legx.methods.pixel_ranking``.
 
 The search over the 1000-step grid assumes that once the class has changed it stays changed
 for a while: a coarse scan of ``key_size_coarse_steps`` evenly spaced grid points (one batched
@@ -24,9 +24,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from methods.base import predict_logits
-from methods.metric_names import BACKGROUNDS
-from methods.pixel_ranking import RankedPixels, evaluate, prepare
+from legx.methods.base import predict_logits
+from legx.methods.metric_names import BACKGROUNDS
+from legx.methods.pixel_ranking import RankedPixels, evaluate, prepare
 
 KEY_SIZE_GRID: np.ndarray = np.linspace(0.0, 1.0, 1000)
 

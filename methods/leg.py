@@ -48,9 +48,9 @@ scrambled point is uniform on the unit cube, so each z is still exactly N(0, Sig
 E[g_hat] does not change: the estimator and its expectation are LEG's. What changes is that
 the points of one sequence are not independent: they fill the cube more evenly than
 independent points, which is what lowers the error of a mean over them, and which also
-breaks the assumption of the unit moments (``methods.leg_uncertainty``) that the terms of
+breaks the assumption of the unit moments (``legx.methods.leg_uncertainty``) that the terms of
 g_hat are independent. legx therefore gives each of the K groups of units that the
-reliability is measured on (``methods.leg_moments.GROUPS``) its own independently scrambled
+reliability is measured on (``legx.methods.leg_moments.GROUPS``) its own independently scrambled
 sequence (in ``separate`` mode, one per channel too): the groups are independent replicates
 of the same randomised quasi-Monte Carlo rule, the standard randomised-QMC error estimate,
 so the Hadamard contrasts of the groups still draw this map's own sampling noise and the
@@ -64,16 +64,16 @@ certified defaults. Adaptive budgets continue every group's sequence from round 
 measured effect (``scripts/bench_reliability.py``, README) follows the same line: fewer errors
 than random draws only with many points per group and sequence against p.
 
-LEG is a sampled explainer (``methods.base``): ``LEG.sample`` runs the forwards (on the model's
+LEG is a sampled explainer (``legx.methods.base``): ``LEG.sample`` runs the forwards (on the model's
 device, packing the perturbations of several images into each forward batch) and returns the
-sufficient statistics; its finish step (``methods.leg_finish``, no torch) turns them into maps
+sufficient statistics; its finish step (``legx.methods.leg_finish``, no torch) turns them into maps
 with ``leg_maps`` on the CPU, and LEG-TV's solves its programs from the same statistics, which
 the job draws once for both when their sampling parameters agree. The same
 seeded noise is used for every image of a call, so an image's map does not depend on which
 other images share its batch. The statistics also carry the moments of LEG's independent terms
-(``methods.leg_moments``), from which ``methods.leg_uncertainty`` gives each cell's standard
+(``legx.methods.leg_moments``), from which ``legx.methods.leg_uncertainty`` gives each cell's standard
 error and each map's reliability; ``n_samples='auto'`` samples in rounds until the map is
-reliable enough (``methods.leg_adaptive``).
+reliable enough (``legx.methods.leg_adaptive``).
 """
 
 from __future__ import annotations
@@ -82,11 +82,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from methods.base import SampledExplainer, batches, check_images, model_device, resolve_targets
-from methods.lazy_imports import inference_mode, torch
-from methods.leg_perturbation import perturb
-from methods.leg_moments import SOBOL_MAX_DIMENSION, sobol_standard_normal, unit_sums
-from methods.leg_solvers import LegStatistics, grid_operators, leg_maps
+from legx.methods.base import SampledExplainer, batches, check_images, model_device, resolve_targets
+from legx.methods.lazy_imports import inference_mode, torch
+from legx.methods.leg_perturbation import perturb
+from legx.methods.leg_moments import SOBOL_MAX_DIMENSION, sobol_standard_normal, unit_sums
+from legx.methods.leg_solvers import LegStatistics, grid_operators, leg_maps
 
 CHANNEL_MODES = ("separate", "joint", "shared")
 DRAWS = ("random", "sobol")
@@ -98,7 +98,7 @@ class LEG(SampledExplainer):
     """LEG saliency maps at grid resolution, (N, grid_size, grid_size) float32.
 
     n_samples: perturbations per image (per channel in ``separate`` mode, which therefore costs
-    3 * n_samples forwards), or 'auto' for an adaptive budget (``methods.leg_adaptive``):
+    3 * n_samples forwards), or 'auto' for an adaptive budget (``legx.methods.leg_adaptive``):
     rounds of ``round_samples`` per channel until the map's predicted reliability reaches
     ``target_reliability`` or ``max_samples`` per channel are spent; noise_level: s; grid_size:
     g; batch_size: images per forward;
@@ -109,11 +109,11 @@ class LEG(SampledExplainer):
     (pseudo-random normal draws) or 'sobol' (scrambled Sobol points through the inverse normal
     CDF, one sequence per group of units: module docstring); fill_batches (adaptive budgets):
     run the next rounds of the images still sampling in a batch's free rows, discarding those
-    past an image's stop, so that maps are unchanged (``methods.leg_adaptive``); None: on CUDA.
+    past an image's stop, so that maps are unchanged (``legx.methods.leg_adaptive``); None: on CUDA.
     """
 
     name = "leg"
-    finisher = "methods.leg_finish:finish_leg"
+    finisher = "legx.methods.leg_finish:finish_leg"
     finish_params = ("absolute",)
 
     def __init__(
@@ -143,7 +143,7 @@ class LEG(SampledExplainer):
         elif not adaptive and antithetic and n_samples % 2:
             problems.append(f"n_samples must be even with antithetic pairs, got {n_samples}")
         if adaptive:
-            from methods.leg_adaptive import adaptive_problems
+            from legx.methods.leg_adaptive import adaptive_problems
 
             problems.extend(adaptive_problems(target_reliability, max_samples, round_samples, antithetic))
         if not noise_level > 0:
@@ -278,7 +278,7 @@ class LEG(SampledExplainer):
         Perturbations of consecutive images are packed into the same forward batches, so a
         batch of small images fills the device as well as one large image does.
         """
-        from methods.inference import input_memory_format
+        from legx.methods.inference import input_memory_format
 
         images = check_images(images)
         device = model_device(model)
@@ -290,7 +290,7 @@ class LEG(SampledExplainer):
             opposite, _ = resolve_targets(model, images, opposite_targets, self.batch_size)
         clean_score = self._score(clean_logits, target, opposite)
         if self.adaptive:
-            from methods.leg_adaptive import sample_adaptive
+            from legx.methods.leg_adaptive import sample_adaptive
 
             return sample_adaptive(self, model, images, target, opposite, clean_score)
 

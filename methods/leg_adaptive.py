@@ -4,7 +4,7 @@
 rounds of ``round_samples`` perturbations per channel (the scheme of a fixed budget: channel
 mode, antithetic pairs, clipping, score). After a round an image's map has the statistics of
 all its rounds so far, and at a check its predicted reliability
-(``methods.leg_uncertainty.reliability``: the Spearman expected between this map and an
+(``legx.methods.leg_uncertainty.reliability``: the Spearman expected between this map and an
 independent run's) is computed from them; the image stops at the first check where that
 reaches ``target_reliability`` or when ``max_samples`` per channel are spent (then it is
 ``capped``).
@@ -15,7 +15,7 @@ measured and rejected here (README, "Adaptive budgets"): scheduled by Spearman-B
 the target, the checks fell 4.3x on resnet18 at target 0.9, but the forwards rose 19%, since a
 map then stops up to a step past its first crossing. The estimator is LEG's, as
 published: every round's draws are independent N(0, Sigma) draws (with ``draws='sobol'``, the
-next points of each group's scrambled sequence, each still N(0, Sigma): ``methods.leg``), and the
+next points of each group's scrambled sequence, each still N(0, Sigma): ``legx.methods.leg``), and the
 map is the mean of all the terms an image received, so its expectation is that of a fixed budget. The stopping rule
 uses the map's own noise, so the reliability at stopping is an estimate that just crossed the
 target: on average it is a little optimistic (``scripts/bench_reliability.py`` measures it).
@@ -44,11 +44,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from methods.lazy_imports import torch
-from methods.leg_moments import GROUPS, UnitSums, unit_sums
-from methods.leg_perturbation import perturb
-from methods.leg_solvers import LegStatistics
-from methods.leg_uncertainty import reliability
+from legx.methods.lazy_imports import torch
+from legx.methods.leg_moments import GROUPS, UnitSums, unit_sums
+from legx.methods.leg_perturbation import perturb
+from legx.methods.leg_solvers import LegStatistics
+from legx.methods.leg_uncertainty import reliability
 
 # Rounds every image runs before its reliability is first checked: a map's first round has too
 # few draws per group for its estimate to be trusted to stop on.
@@ -171,7 +171,7 @@ class _Rounds:
 def sample_adaptive(explainer, model, images, target, opposite, clean_score) -> LegStatistics:
     """LEG statistics of ``images`` with an adaptive budget (module docstring), with per image
     ``image_forwards`` (the forwards it cost) and ``capped``."""
-    from methods.inference import input_memory_format
+    from legx.methods.inference import input_memory_format
 
     device = images.device
     n_images, _, height, width = images.shape

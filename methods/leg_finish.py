@@ -1,10 +1,10 @@
-"""The finish steps of LEG and LEG-TV (``methods.leg``, ``methods.legtv``): maps, standard
+"""The finish steps of LEG and LEG-TV (``legx.methods.leg``, ``legx.methods.legtv``): maps, standard
 errors and reliabilities from sampled ``LegStatistics``, in numpy, scipy and cvxpy alone.
 
 These are the ``finisher`` of the two explainers (the sampled-explainer contract of
-``methods.base``): the job runs them in CPU workers that never import torch, with the
-explainer's parameters as JSON. The maths is stated in ``methods.leg``, ``methods.legtv`` and
-``methods.leg_uncertainty``; statistics sampled without their uncertainty (no ``group_leg``)
+``legx.methods.base``): the job runs them in CPU workers that never import torch, with the
+explainer's parameters as JSON. The maths is stated in ``legx.methods.leg``, ``legx.methods.legtv`` and
+``legx.methods.leg_uncertainty``; statistics sampled without their uncertainty (no ``group_leg``)
 give maps without standard errors or reliability.
 """
 
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import time
 
-from methods.leg_solvers import LegStatistics, leg_maps, legtv_solutions
-from methods.leg_uncertainty import legtv_reliability, map_standard_errors, reliability
-from methods.sampled import FinishedMap
+from legx.methods.leg_solvers import LegStatistics, leg_maps, legtv_solutions
+from legx.methods.leg_uncertainty import legtv_reliability, map_standard_errors, reliability
+from legx.methods.sampled import FinishedMap
 
 
 def finish_leg(stats: LegStatistics, params: dict) -> list[list[FinishedMap]]:

@@ -1,14 +1,14 @@
 """LEG's sampling moments on the model's device: sums over its independent units that give
-the standard errors and the reliability of a map (``methods.leg_uncertainty`` states the maths).
+the standard errors and the reliability of a map (``legx.methods.leg_uncertainty`` states the maths).
 
 A unit is one independent draw of a channel: v_cj = u_cj Sigma^{-1} z_cj with u = (y(z) - y(-z)) / 2
 for an antithetic pair (the pair counts once) and u = y otherwise. ``LEG.sample`` computes the sums
-once per call from the responses it keeps; adaptive budgets (``methods.leg_adaptive``) add the
+once per call from the responses it keeps; adaptive budgets (``legx.methods.leg_adaptive``) add the
 sums of their rounds.
 
 Scrambled Sobol draws (``LEG(draws='sobol')``) are made here too (``sobol_standard_normal``): one
 independently scrambled sequence per group of units, so that the groups stay independent
-replicates, which is what the reliability's Hadamard contrasts need (``methods.leg`` states why).
+replicates, which is what the reliability's Hadamard contrasts need (``legx.methods.leg`` states why).
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from methods.lazy_imports import torch
-from methods.leg_solvers import grid_operators
+from legx.methods.lazy_imports import torch
+from legx.methods.leg_solvers import grid_operators
 
 # Disjoint groups of independent draws whose LEG estimates a map's reliability is measured on
-# (a power of two: ``methods.leg_uncertainty.group_contrasts``).
+# (a power of two: ``legx.methods.leg_uncertainty.group_contrasts``).
 GROUPS = 8
 # torch.quasirandom.SobolEngine.MAXDIM, written out so that validating a config needs no torch
 # (tests/methods/test_leg.py checks that they agree).
@@ -33,7 +33,7 @@ UNIT_INTERVAL_MARGIN = 1e-12
 @dataclass
 class UnitSums:
     """Sums over LEG's independent units, on the model's device: v_cj = u_cj Sigma^{-1} z_cj,
-    u = (y(z) - y(-z)) / 2 for an antithetic pair, else y (``methods.leg_uncertainty``).
+    u = (y(z) - y(-z)) / 2 for an antithetic pair, else y (``legx.methods.leg_uncertainty``).
     first: (N, C, p) sum_j v_cj; second: (N, C, C, p) sum_j v_cj v_dj (zero across channels in
     the ``separate`` mode, whose channels have separate draws); groups: (N, K, C, p) sum_j v_cj
     over each of K groups of units (unit j of a call goes to group j * K // m); n_units: m.

@@ -1,13 +1,13 @@
 """LEG's perturbed images: grid noise block-upsampled to the image and added to it, in place.
 
-Shared by the fixed-budget sampler (``methods.leg``) and the adaptive one (``methods.leg_adaptive``).
+Shared by the fixed-budget sampler (``legx.methods.leg``) and the adaptive one (``legx.methods.leg_adaptive``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from methods.lazy_imports import torch
+from legx.methods.lazy_imports import torch
 
 
 def grid_to_image(grid_values: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -2,8 +2,8 @@
 
 numpy, scipy and cvxpy only, no torch: the pipeline's solve tasks import this module alone, so
 their worker processes start in about a second and stay small (a worker that imports torch
-spends ~5 s of CPU on it and holds ~0.4 GiB). The maths is stated in ``methods.leg`` and
-``methods.legtv``; the explainers there run the forwards and call these functions.
+spends ~5 s of CPU on it and holds ~0.4 GiB). The maths is stated in ``legx.methods.leg`` and
+``legx.methods.legtv``; the explainers there run the forwards and call these functions.
 
 Grid operators (g x g grid, p = g^2 cells, row-major):
 
@@ -110,11 +110,11 @@ class LegStatistics:
 
     g_hat: (N, C, p) float64, (1/n) sum_i y_i z_i per perturbed channel (C = 3, or 1 for the
     ``shared`` channel mode); target: (N,) explained class; clean_score: (N,) f(x).
-    The sampling's own uncertainty (``methods.leg_uncertainty``), None where not recorded:
+    The sampling's own uncertainty (``legx.methods.leg_uncertainty``), None where not recorded:
     leg_covariance: (N, C, C, p) float64, the estimated covariance of the LEG estimates of two
     channels in each cell; group_leg: (N, K, C, p) float64, LEG of each of K disjoint groups of
     independent draws (consecutive, sizes within one); n_units: independent draws per channel (antithetic
-    pairs count once). Adaptive budgets (``methods.leg_adaptive``) differ per image:
+    pairs count once). Adaptive budgets (``legx.methods.leg_adaptive``) differ per image:
     image_forwards (N,) int64, the forwards each image cost (n_forwards is then the cap),
     capped (N,) bool, stopped at the cap before the target reliability, and discarded_forwards, the call's
     speculative forwards past an image's stop, in no map (``fill_batches``).
@@ -141,7 +141,7 @@ class LegStatistics:
         return self.g_hat.shape[0]
 
     def forwards_per_image(self) -> np.ndarray:
-        """The forwards each image cost, (N,) int64 (``methods.sampled.SampledStatistics``)."""
+        """The forwards each image cost, (N,) int64 (``legx.methods.sampled.SampledStatistics``)."""
         if self.image_forwards is not None:
             return np.asarray(self.image_forwards, dtype=np.int64)
         return np.full(len(self), self.n_forwards, dtype=np.int64)

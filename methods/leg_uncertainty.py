@@ -1,7 +1,7 @@
 """How far to trust a sampled LEG map: per-cell standard errors and a per-map reliability.
 
-LEG (Luo, Barut & Jin, ICCV 2021; ``methods.leg``) is a mean of independent terms, so the same
-samples that give the map give its uncertainty. numpy and scipy only, like ``methods.leg_solvers``
+LEG (Luo, Barut & Jin, ICCV 2021; ``legx.methods.leg``) is a mean of independent terms, so the same
+samples that give the map give its uncertainty. numpy and scipy only, like ``legx.methods.leg_solvers``
 (the pipeline's solve tasks import no torch).
 
 Standard errors. Per channel c the estimate is LEG_c = Sigma^{-1} g_hat_c with g_hat_c the mean
@@ -45,7 +45,7 @@ import numpy as np
 from scipy.linalg import hadamard
 from scipy.stats import norm, rankdata
 
-from methods.leg_solvers import LegStatistics, combine_channels, covariance, grid_operators, solve_tv
+from legx.methods.leg_solvers import LegStatistics, combine_channels, covariance, grid_operators, solve_tv
 
 # Simulated runs of LEG-TV's bootstrap per budget level (``legtv_reliability``; each costs a
 # program per channel and lambda at each of the two levels).

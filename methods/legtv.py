@@ -7,7 +7,7 @@ From the LEG statistic g_hat of one colour channel, LEG-TV solves the linear pro
 
 whose feasible set always holds plain LEG (A Sigma^{-1} g_hat = b) and, for lam >= 1, g = 0
 (the optimum then, since D has full column rank). The reference builds A densely (~97% dense,
-~25 s per solve at 28 x 28 with MOSEK, a commercial solver); ``methods.leg_solvers`` solves a
+~25 s per solve at 28 x 28 with MOSEK, a commercial solver); ``legx.methods.leg_solvers`` solves a
 sparse, unit-scaled form of the same program with open-source solvers (Clarabel, HiGHS as
 fallback) and reports a solve that is not optimal or not feasible as an error, never as a map.
 """
@@ -18,9 +18,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from methods.lazy_imports import torch
-from methods.leg import LEG
-from methods.leg_solvers import (
+from legx.methods.lazy_imports import torch
+from legx.methods.leg import LEG
+from legx.methods.leg_solvers import (
     FORMULATIONS,
     SOLVERS,
     LegStatistics,
@@ -40,7 +40,7 @@ class LEGTV(LEG):
     """
 
     name = "leg-tv"
-    finisher = "methods.leg_finish:finish_legtv"
+    finisher = "legx.methods.leg_finish:finish_legtv"
     finish_params = ("absolute", "lambdas", "solver", "formulation")
 
     def __init__(

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from methods.lazy_imports import torch
-from methods.superpixels import SuperpixelExplainer, probability_of
+from legx.methods.lazy_imports import torch
+from legx.methods.superpixels import SuperpixelExplainer, probability_of
 
 
 class LIME(SuperpixelExplainer):

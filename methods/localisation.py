@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import distance_transform_edt
 
-from methods.resize import upsample_maps
+from legx.methods.resize import upsample_maps
 
 TIE_TOLERANCE = 1e-5
 POINTING_TOLERANCE_SIDE = 224

@@ -39,9 +39,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from methods.base import Explainer, batches, explained_classes, input_normalisation, resolve_preset
-from methods.lazy_imports import torch
-from methods.superpixels import gaussian_blur
+from legx.methods.base import Explainer, batches, explained_classes, input_normalisation, resolve_preset
+from legx.methods.lazy_imports import torch
+from legx.methods.superpixels import gaussian_blur
 
 PERTURBATIONS = ("blur", "median")
 NOISE_SPACES = ("pixels", "normalised")

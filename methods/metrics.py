@@ -1,11 +1,11 @@
 """Faithfulness and localisation metrics of saliency maps (pure: tensors in, arrays out).
 
-``compute_metrics`` computes any subset of ``METRIC_NAMES`` (``methods.metric_names``) in one
+``compute_metrics`` computes any subset of ``METRIC_NAMES`` (``legx.methods.metric_names``) in one
 call, sharing each pixel ranking between the metrics that use it. The perturbation metrics
-have one module each, with their definitions: key size (``methods.key_size``), deletion and
-insertion (``methods.deletion_insertion``) and the sensitivity curves of the report
-(``methods.sensitivity``); the ranking, the backgrounds and the batched forwards they share
-are in ``methods.pixel_ranking``.
+have one module each, with their definitions: key size (``legx.methods.key_size``), deletion and
+insertion (``legx.methods.deletion_insertion``) and the sensitivity curves of the report
+(``legx.methods.sensitivity``); the ranking, the backgrounds and the batched forwards they share
+are in ``legx.methods.pixel_ranking``.
 
 Sparseness: the Gini index of |map| on the map's own grid (Hurley & Rickard 2009, used for
 saliency by Chalasani et al. 2020): with c_1 <= ... <= c_n the sorted values,
@@ -14,7 +14,7 @@ G = 1 - 2 sum_k (c_k / ||c||_1) (n - k + 1/2) / n; 0 for a constant map (also al
 
 Localisation, where a ground-truth mask or box exists: the pointing game (tie-aware: the share
 of the upsampled map's maximal pixels inside the region) and mask energy (the share of |map|
-inside the region), defined in ``methods.localisation``.
+inside the region), defined in ``legx.methods.localisation``.
 """
 
 from __future__ import annotations
@@ -24,16 +24,16 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from methods.deletion_insertion import (
+from legx.methods.deletion_insertion import (
     INSERTION_BASELINES,
     deletion_insertion_auc,
     deletion_insertion_ranked,
 )
-from methods.key_size import KEY_SIZE_GRID, key_size, key_size_ranked
-from methods.localisation import ground_truth, region_scores
-from methods.metric_names import BACKGROUNDS, METRIC_NAMES
-from methods.pixel_ranking import RankedPixels, prepare, target_tensor
-from methods.sensitivity import SENSITIVITY_ALPHAS, sensitivity_curve
+from legx.methods.key_size import KEY_SIZE_GRID, key_size, key_size_ranked
+from legx.methods.localisation import ground_truth, region_scores
+from legx.methods.metric_names import BACKGROUNDS, METRIC_NAMES
+from legx.methods.pixel_ranking import RankedPixels, prepare, target_tensor
+from legx.methods.sensitivity import SENSITIVITY_ALPHAS, sensitivity_curve
 
 __all__ = [
     "BACKGROUNDS", "INSERTION_BASELINES", "KEY_SIZE_GRID", "METRIC_NAMES", "SENSITIVITY_ALPHAS",
@@ -81,7 +81,7 @@ def compute_metrics(
     ``masks`` (N, H, W) bool or ``boxes`` (N, 4) (x_min, y_min, x_max, y_max inclusive, in
     image pixels) give the ground truth of pointing game and mask energy; without them, or for
     an image with an empty mask or a NaN box, those are NaN. ``pointing_tolerance``: pixels at
-    224 px within which a peak near the region still hits (``methods.localisation``; 0: off).
+    224 px within which a peak near the region still hits (``legx.methods.localisation``; 0: off).
     Returns {name: float64 (N,)} with NaN where a metric does not apply (also every metric of a
     map with non-finite values). Forwards: about 22 per image and key-size background,
     2 (auc_steps + 1) for deletion and insertion.

@@ -14,7 +14,7 @@ Specs:
 
 Weights are read with torch.load(weights_only=True): a checkpoint cannot run code. The returned
 module carries ``input_size`` (the square side it was trained on, or None where the file does
-not say: see ``methods.input_size``), ``model_id`` (the spec with a short hash of the weights'
+not say: see ``legx.methods.input_size``), ``model_id`` (the spec with a short hash of the weights'
 bytes, so that two versions of a model never share an id; for DEFAULT torchvision weights the
 hash torchvision publishes in their file name) and ``class_names`` (a list or None). s3:// URIs
 find their endpoint as s3fs does (AWS_ENDPOINT_URL, ...) or through ``storage_options``.
@@ -31,8 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from methods.demo_model import DemoCNN
-from methods.input_size import IMAGENET_INPUT_SIZE
+from legx.methods.demo_model import DemoCNN
+from legx.methods.input_size import IMAGENET_INPUT_SIZE
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

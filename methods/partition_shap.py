@@ -23,9 +23,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from methods.base import Explainer, explained_classes
-from methods.lazy_imports import torch
-from methods.superpixels import BASELINES, baseline_images
+from legx.methods.base import Explainer, explained_classes
+from legx.methods.lazy_imports import torch
+from legx.methods.superpixels import BASELINES, baseline_images
 
 
 class PartitionSHAP(Explainer):

@@ -2,7 +2,7 @@
 out).
 
 All perturbation metrics rank the pixels of the map upsampled to the image (bilinear,
-``methods.upsample_maps``), replace the first ``n`` pixels of that ranking and run the model on
+``legx.methods.upsample_maps``), replace the first ``n`` pixels of that ranking and run the model on
 the result, in forward batches of ``batch_size`` on the model's device. Ties in a ranking are
 broken by pixel index (row-major), so every result is deterministic.
 
@@ -29,9 +29,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from methods.base import batches, check_images, model_device
-from methods.resize import upsample_maps
-from methods.metric_names import BACKGROUNDS
+from legx.methods.base import batches, check_images, model_device
+from legx.methods.resize import upsample_maps
+from legx.methods.metric_names import BACKGROUNDS
 
 _DIST_SHIFTS = {"dist50": 50 / 255, "dist100": 100 / 255}
 

@@ -1,6 +1,6 @@
-"""The forward precisions ``methods.inference.prepare_model`` offers, by name.
+"""The forward precisions ``legx.methods.inference.prepare_model`` offers, by name.
 
-Kept apart from ``methods.inference`` (torch) so that config validation checks a job's
+Kept apart from ``legx.methods.inference`` (torch) so that config validation checks a job's
 ``precision`` without loading torch.
 """
 

@@ -1,4 +1,4 @@
-"""The torch-free half of the sampled-explainer contract (``methods.base`` states the contract).
+"""The torch-free half of the sampled-explainer contract (``legx.methods.base`` states the contract).
 
 A sampled explainer's finish step runs in CPU worker processes that never import torch, so what
 it exchanges is defined here, in numpy alone:

@@ -3,7 +3,7 @@ pure: tensors in, arrays out).
 
 For one image and map: the log-odds of the explained class, log(p / (1 - p)), relative to the
 clean image's, as the first ``int(alpha * H * W)`` pixels by |saliency| are replaced by a
-background (``methods.pixel_ranking``), for each alpha of ``SENSITIVITY_ALPHAS``; a steeper
+background (``legx.methods.pixel_ranking``), for each alpha of ``SENSITIVITY_ALPHAS``; a steeper
 fall is a more faithful map.
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from methods.metric_names import BACKGROUNDS, SENSITIVITY_ALPHAS
-from methods.pixel_ranking import RankedPixels, evaluate, prepare
+from legx.methods.metric_names import BACKGROUNDS, SENSITIVITY_ALPHAS
+from legx.methods.pixel_ranking import RankedPixels, evaluate, prepare
 
 
 def sensitivity_curve(

@@ -23,8 +23,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from skimage.segmentation import slic
 
-from methods.base import Explainer, explained_classes
-from methods.lazy_imports import torch
+from legx.methods.base import Explainer, explained_classes
+from legx.methods.lazy_imports import torch
 
 BASELINES = ("gray", "black", "blur")
 

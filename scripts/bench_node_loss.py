@@ -61,7 +61,7 @@ def _actor_node(cluster, dashboard: str, job_id: str | None):
 
 def run_once(cluster, dashboard: str, job: list[str], output: Path, run_id: str, kill_after: int | None,
              seen_jobs: set[str]) -> dict:
-    command = [shutil.which("legx") or sys.executable, *([] if shutil.which("legx") else ["-m", "pipeline.cli"])]
+    command = [shutil.which("legx") or sys.executable, *([] if shutil.which("legx") else ["-m", "legx.pipeline.cli"])]
     env = dict(os.environ, RAY_ADDRESS=cluster.address, RAY_AUTH_MODE="disabled")
     log = output / f"{run_id}.log"
     with open(log, "w") as stream:
@@ -119,7 +119,7 @@ def main() -> None:
 
     from ray.cluster_utils import Cluster
 
-    from pipeline.demo.data import write_demo_dataset
+    from legx.pipeline.demo.data import write_demo_dataset
 
     work = Path(tempfile.mkdtemp(prefix="legx-node-loss-"))
     write_demo_dataset(work / "images", args.images, seed=0, image_size=64)

@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.engine.config import load_config  # noqa: E402
-from pipeline.demo.data import write_demo_dataset  # noqa: E402
-from pipeline.engine.run import run_job  # noqa: E402
+from legx.pipeline.engine.config import load_config  # noqa: E402
+from legx.pipeline.demo.data import write_demo_dataset  # noqa: E402
+from legx.pipeline.engine.run import run_job  # noqa: E402
 
 ACTOR_TITLE = b"ExplainActor"
 

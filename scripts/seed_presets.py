@@ -3,9 +3,9 @@ settings (``preset: seed``), on the demo data with the bundled demo model.
 
     python scripts/seed_presets.py --count 96 --out presets.md [--save-maps presets.npz]
 
-For each method and preset: the tie-aware pointing game (``methods.localisation``) with its 95%
+For each method and preset: the tie-aware pointing game (``legx.methods.localisation``) with its 95%
 Wilson interval and the mask energy (the share of |map| inside the object mask) with its 95%
-bootstrap interval (``methods.intervals``), beside their chance level (the masks' mean share of
+bootstrap interval (``legx.methods.intervals``), beside their chance level (the masks' mean share of
 the image), the forward+backward steps per image and the wall time. Every parameter is the
 method's own: its defaults (preset ``legx``) or its seed's preset, nothing tuned here. The maps
 explain the true label, on the same images as ``scripts/compare_methods.py`` (its data seed).
@@ -34,11 +34,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import methods  # noqa: E402
+from legx import methods  # noqa: E402
 from compare_methods import load_demo  # noqa: E402
-from methods.resize import upsample_maps  # noqa: E402
-from methods.intervals import mean_estimate, rate_estimate  # noqa: E402
-from methods.localisation import localisation, region_share  # noqa: E402
+from legx.methods.resize import upsample_maps  # noqa: E402
+from legx.methods.intervals import mean_estimate, rate_estimate  # noqa: E402
+from legx.methods.localisation import localisation, region_share  # noqa: E402
 
 CONFIGURATIONS = (
     ("meaningful-perturbation", "legx"),
@@ -53,7 +53,7 @@ def edge_maps(images: torch.Tensor) -> np.ndarray:
     difference is (``CNNPerturbation._post_process`` with the grey image in place of G(x))."""
     from scipy.ndimage import sobel
 
-    from methods.cnn_perturbation import CNNPerturbation
+    from legx.methods.cnn_perturbation import CNNPerturbation
 
     processing = CNNPerturbation()
     grey = images.mean(dim=1).numpy()

@@ -2,7 +2,7 @@
 
     python scripts/train_demo_model.py [--train 16000] [--test 2000] [--epochs 14]
 
-Train and test images come from disjoint generator seeds (``pipeline.demo.data``), so the test
+Train and test images come from disjoint generator seeds (``legx.pipeline.demo.data``), so the test
 accuracy it prints is measured on images the model never saw. Label smoothing keeps the softmax
 away from saturation: a model that is 99.9999% sure of every image has almost no probability
 gradient left for perturbation methods such as LEG (whose default score is the probability) to
@@ -27,8 +27,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from methods.demo_model import DEMO_CLASS_NAMES, DemoCNN  # noqa: E402
-from pipeline.demo.data import CLASS_NAMES, make_demo_arrays  # noqa: E402
+from legx.methods.demo_model import DEMO_CLASS_NAMES, DemoCNN  # noqa: E402
+from legx.pipeline.demo.data import CLASS_NAMES, make_demo_arrays  # noqa: E402
 
 TRAIN_SEED, TEST_SEED = 1, 2
 

@@ -1,4 +1,4 @@
-"""The shape of the tree (issue 14): layers that depend one way, no import cycles, short modules.
+"""The shape of the tree: one import name, layers that depend one way, no import cycles.
 
 Every import counts, also one inside a function: deferring an import hides a cycle from the
 interpreter, not from the reader who has to understand both modules at once. Imports under
@@ -13,11 +13,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("methods", "pipeline")
-MAX_MODULE_LINES = 400
+SOURCES = (ROOT / "src" / "legx", ROOT / "methods", ROOT / "pipeline", ROOT / "scripts", ROOT / "tests")
 
 
 def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    """The installed name of a module of methods/ or pipeline/ (both live under ``legx``)."""
+    parts = ["legx", *path.relative_to(ROOT).with_suffix("").parts]
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
@@ -102,6 +103,8 @@ def test_methods_depend_on_no_pipeline_and_no_ray():
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 names.add(node.module.split(".")[0])
         bad = names & {"pipeline", "ray"}
+        if any(name.startswith("legx.pipeline") for name in _imported_names(path)):
+            bad.add("legx.pipeline")
         if bad:
             offenders[str(path.relative_to(ROOT))] = sorted(bad)
     assert offenders == {}
@@ -109,11 +112,28 @@ def test_methods_depend_on_no_pipeline_and_no_ray():
 
 def test_analysis_and_cli_are_not_imported_by_the_engine():
     graph = _graph()
-    upward = {name: sorted(target for target in targets if target.startswith(("pipeline.analysis", "pipeline.cli")))
-              for name, targets in graph.items() if name.startswith("pipeline.engine")}
+    upward = {name: sorted(target for target in targets if target.startswith(("legx.pipeline.analysis", "legx.pipeline.cli")))
+              for name, targets in graph.items() if name.startswith("legx.pipeline.engine")}
     assert {name: targets for name, targets in upward.items() if targets} == {}
 
 
-def test_no_module_is_longer_than_the_limit():
-    lengths = {name: len(path.read_text().splitlines()) for name, path in _modules().items()}
-    assert {name: lines for name, lines in lengths.items() if lines > MAX_MODULE_LINES} == {}
+def _imported_names(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_everything_imports_legx_through_its_one_name():
+    """``import methods`` would work from the repository root and nowhere else: a second copy of
+    each module, and a wheel that fails on first import. Code, scripts and tests all say legx."""
+    offenders = {}
+    for folder in SOURCES:
+        for path in folder.rglob("*.py"):
+            bare = sorted(name for name in _imported_names(path) if name.split(".")[0] in PACKAGES)
+            if bare:
+                offenders[str(path.relative_to(ROOT))] = bare
+    assert offenders == {}

@@ -6,7 +6,7 @@ of a key when an output holds several runs). Per matched pair: the Spearman rank
 the two maps (B upsampled to A's grid when the grids differ), whether the explained class
 changed, and every metric both outputs hold, with its shift B - A. Per method: the number of
 pairs, mean and median correlation, how many targets changed and the mean shift of each metric,
-each mean with its 95% interval over the matched images (``pipeline.analysis.estimates``: Wilson for the
+each mean with its 95% interval over the matched images (``legx.pipeline.analysis.estimates``: Wilson for the
 rate of changed targets and the pointing game, a seeded bootstrap otherwise), and each metric's
 mean on A and on B with the chance level of the localisation metrics (the region's mean share
 of the image) where both outputs store ``region_share``. The pairs whose maps moved most
@@ -27,15 +27,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from methods.resize import upsample_maps
-from methods.metric_names import METRIC_NAMES
-from methods.intervals import mean_estimate, rate_estimate
-from pipeline.analysis.estimates import column_estimate
-from pipeline.analysis.query import connect
-from pipeline.analysis.report_data import Variant
-from pipeline.engine.schema import REGION_SHARE
-from pipeline.analysis.sanity import spearman_rows
-from pipeline.engine.storage import StorageOptions, resolve, write_bytes_atomic
+from legx.methods.resize import upsample_maps
+from legx.methods.metric_names import METRIC_NAMES
+from legx.methods.intervals import mean_estimate, rate_estimate
+from legx.pipeline.analysis.estimates import column_estimate
+from legx.pipeline.analysis.query import connect
+from legx.pipeline.analysis.report_data import Variant
+from legx.pipeline.engine.schema import REGION_SHARE
+from legx.pipeline.analysis.sanity import spearman_rows
+from legx.pipeline.engine.storage import StorageOptions, resolve, write_bytes_atomic
 
 PAIRS_FILE = "pairs.parquet"
 SUMMARY_FILE = "summary.json"

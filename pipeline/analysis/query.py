@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import duckdb
 
-from pipeline.engine.manifest import RUNS_DIR
-from pipeline.engine.sink import SALIENCY_DIR
-from pipeline.engine.storage import StorageOptions, fsspec_filesystem, join, resolve, scheme_of
+from legx.pipeline.engine.manifest import RUNS_DIR
+from legx.pipeline.engine.sink import SALIENCY_DIR
+from legx.pipeline.engine.storage import StorageOptions, fsspec_filesystem, join, resolve, scheme_of
 
 
 class EmptyOutputError(ValueError):

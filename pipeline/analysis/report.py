@@ -12,17 +12,17 @@ images); the comparison with another output (when given); and the error rows.
 This module assembles the page. The sections live in ``report_tables`` (runs, accuracy,
 summary, intervals, comparison, errors), ``report_figures`` (distributions, gallery, sanity,
 sensitivity) and ``report_trust``; what they read in ``report_data``; the HTML helpers in
-``report_html``; ``pipeline.cli.report`` is the command. Everything is read with DuckDB
-(``pipeline.analysis.query.connect``: local paths or s3:// / gs://), plots are drawn with
+``report_html``; ``legx.pipeline.cli.report`` is the command. Everything is read with DuckDB
+(``legx.pipeline.analysis.query.connect``: local paths or s3:// / gs://), plots are drawn with
 matplotlib's Agg canvas, and images are embedded as base64 PNG, so the file opens anywhere
 without the output or a network.
 """
 
 from __future__ import annotations
 
-from methods.metric_names import BACKGROUNDS, HIGHER_IS_BETTER, METRIC_NAMES
-from pipeline.analysis.query import connect
-from pipeline.analysis.report_data import (
+from legx.methods.metric_names import BACKGROUNDS, HIGHER_IS_BETTER, METRIC_NAMES
+from legx.pipeline.analysis.query import connect
+from legx.pipeline.analysis.report_data import (
     Report,
     SourceImages,
     finite_sql,
@@ -30,14 +30,14 @@ from pipeline.analysis.report_data import (
     saliency_columns,
     variant_summary,
 )
-from pipeline.analysis.report_figures import (
+from legx.pipeline.analysis.report_figures import (
     distribution_section,
     gallery_section,
     sanity_section,
     sensitivity_section,
 )
-from pipeline.analysis.report_html import STYLE, escape, number, table
-from pipeline.analysis.report_tables import (
+from legx.pipeline.analysis.report_html import STYLE, escape, number, table
+from legx.pipeline.analysis.report_tables import (
     comparison_section,
     error_section,
     estimates_section,
@@ -45,8 +45,8 @@ from pipeline.analysis.report_tables import (
     runs_section,
     summary_section,
 )
-from pipeline.analysis.report_trust import trust_section
-from pipeline.engine.storage import StorageOptions
+from legx.pipeline.analysis.report_trust import trust_section
+from legx.pipeline.engine.storage import StorageOptions
 
 
 def write_report(
@@ -63,9 +63,9 @@ def write_report(
 ) -> Report:
     """Write the HTML report of ``output_uri`` to the local file ``out_path``.
 
-    ``model_spec`` (as ``methods.load_model`` takes it) or a loaded ``model`` enables the
+    ``model_spec`` (as ``legx.methods.load_model`` takes it) or a loaded ``model`` enables the
     sensitivity curves over ``sensitivity_images`` images; ``compare_dir`` adds the summary
-    written by ``pipeline.analysis.compare.compare_runs``. ``seed`` picks the random gallery image and
+    written by ``legx.pipeline.analysis.compare.compare_runs``. ``seed`` picks the random gallery image and
     the sensitivity images.
     """
     storage = storage or StorageOptions()
@@ -83,7 +83,7 @@ def write_report(
     report.metrics = [m for m in metrics if connection.execute(
         f"select count(*) from saliency where {finite_sql(m)}").fetchall()[0][0]]
     if model is None and model_spec is not None:
-        from methods import load_model
+        from legx.methods import load_model
 
         model = load_model(model_spec, device=device)
     if model is not None:
@@ -119,10 +119,10 @@ def write_report(
 def summary_markdown(output_uri: str, storage: StorageOptions | None = None) -> str:
     """The per-method summary as a Markdown table (for a README): maps, key size mean [95%
     interval] / median per background, deletion and insertion AUC, pointing game, mask energy
-    and Gini means [95% interval] (``pipeline.analysis.estimates``), the chance level of the localisation
+    and Gini means [95% interval] (``legx.pipeline.analysis.estimates``), the chance level of the localisation
     metrics; only the metrics the output holds values of."""
-    from methods.metric_names import LOCALISATION_METRICS
-    from pipeline.analysis.estimates import variant_estimates
+    from legx.methods.metric_names import LOCALISATION_METRICS
+    from legx.pipeline.analysis.estimates import variant_estimates
 
     connection = connect(output_uri, storage or StorageOptions())
     columns = saliency_columns(connection)

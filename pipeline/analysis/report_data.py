@@ -3,7 +3,7 @@ one lambda; per run when the output holds several), per-variant counts and metri
 medians, metric values, the gallery's picks (best, worst and a random 'ok' row by one metric)
 and the source images decoded as their job decoded them; ``Report``, what a written report
 holds (returned to the caller). Everything goes through DuckDB
-(``pipeline.analysis.query.connect``)."""
+(``legx.pipeline.analysis.query.connect``)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from methods.metric_names import HIGHER_IS_BETTER
-from pipeline.engine.manifest import read_manifest
-from pipeline.engine.storage import StorageOptions
+from legx.methods.metric_names import HIGHER_IS_BETTER
+from legx.pipeline.engine.manifest import read_manifest
+from legx.pipeline.engine.storage import StorageOptions
 
 
 @dataclass
@@ -162,7 +162,7 @@ class SourceImages:
 
     def load(self, row: dict) -> np.ndarray:
         """uint8 (size, size, 3); raises on anything that keeps the image from being read."""
-        from pipeline.analysis.show import load_source_image
+        from legx.pipeline.analysis.show import load_source_image
 
         return load_source_image(row["source_uri"], self.storage, self.config(row["run_id"]))
 

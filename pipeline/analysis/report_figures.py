@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.fs as pafs
 
-from methods.resize import upsample_maps
-from methods.metric_names import BACKGROUNDS
-from pipeline.analysis.report_data import (
+from legx.methods.resize import upsample_maps
+from legx.methods.metric_names import BACKGROUNDS
+from legx.pipeline.analysis.report_data import (
     ROW_COLUMNS,
     Report,
     SourceImages,
@@ -22,8 +22,8 @@ from pipeline.analysis.report_data import (
     row_dicts,
     row_map,
 )
-from pipeline.analysis.report_html import escape, figure_html, new_figure, number, table
-from pipeline.engine.storage import StorageOptions, join, resolve, scheme_of
+from legx.pipeline.analysis.report_html import escape, figure_html, new_figure, number, table
+from legx.pipeline.engine.storage import StorageOptions, join, resolve, scheme_of
 
 SANITY_DIR = "sanity"
 
@@ -164,7 +164,7 @@ def sensitivity_section(connection, variants: list[Variant], model, sources: Sou
         return f'{header}<p class="note">{escape(note)}.</p>'
     import torch
 
-    from methods.sensitivity import SENSITIVITY_ALPHAS, sensitivity_curve
+    from legx.methods.sensitivity import SENSITIVITY_ALPHAS, sensitivity_curve
 
     ids = [
         row[0]

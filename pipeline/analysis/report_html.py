@@ -1,4 +1,4 @@
-"""HTML and figure helpers of the report (``pipeline.analysis.report``): escaped text, numbers
+"""HTML and figure helpers of the report (``legx.pipeline.analysis.report``): escaped text, numbers
 shown with three decimals ('–' for missing or non-finite), tables, and matplotlib figures drawn on
 the Agg canvas and embedded as base64 PNG, so the file opens without the output or a network."""
 

@@ -6,11 +6,11 @@ error rows."""
 
 from __future__ import annotations
 
-from methods.metric_names import BACKGROUNDS, HIGHER_IS_BETTER
-from pipeline.analysis.report_data import Report, Variant
-from pipeline.analysis.report_html import escape, number, table
-from pipeline.engine.manifest import read_manifest
-from pipeline.engine.storage import StorageOptions
+from legx.methods.metric_names import BACKGROUNDS, HIGHER_IS_BETTER
+from legx.pipeline.analysis.report_data import Report, Variant
+from legx.pipeline.analysis.report_html import escape, number, table
+from legx.pipeline.engine.manifest import read_manifest
+from legx.pipeline.engine.storage import StorageOptions
 
 MAX_ERROR_ROWS = 200
 
@@ -101,9 +101,9 @@ def summary_section(summary: dict[str, dict], metrics: list[str]) -> str:
 
 def estimates_section(connection, variants: list[Variant], metrics: list[str], columns: list[str]) -> str:
     """Every per-method mean with its 95% interval over images, and the chance level beside the
-    localisation metrics (``pipeline.analysis.estimates``)."""
-    from methods.metric_names import LOCALISATION_METRICS
-    from pipeline.analysis.estimates import variant_estimates
+    localisation metrics (``legx.pipeline.analysis.estimates``)."""
+    from legx.methods.metric_names import LOCALISATION_METRICS
+    from legx.pipeline.analysis.estimates import variant_estimates
 
     if not metrics:
         return ""
@@ -140,7 +140,7 @@ def _bounds(bounds: list | None) -> str:
 
 
 def comparison_section(compare_dir: str, storage: StorageOptions) -> str:
-    from pipeline.analysis.compare import read_summary
+    from legx.pipeline.analysis.compare import read_summary
 
     summary = read_summary(compare_dir, storage)
     labels = list(summary["methods"])

@@ -18,7 +18,7 @@ weights instead; both replace the learned weights by ones independent of the dat
 Rows are written to ``OUTPUT/sanity/`` as Parquet by ``write_sanity_table``; the report plots
 mean correlation per method against the number of randomised layers.
 
-``legx sanity`` (``pipeline.cli.sanity``: same config and flags as ``legx run``, plus
+``legx sanity`` (``legx.pipeline.cli.sanity``: same config and flags as ``legx run``, plus
 ``--images`` and ``--max-layers``) runs it for every configured method on the first images of
 the input.
 """
@@ -36,12 +36,12 @@ import numpy as np
 import pyarrow as pa
 from scipy.stats import rankdata
 
-from methods.base import Explainer, check_images, model_device, resolve_targets
-from methods.lazy_imports import no_grad, torch
-from pipeline.engine.storage import StorageOptions, join, resolve, write_bytes_atomic
+from legx.methods.base import Explainer, check_images, model_device, resolve_targets
+from legx.methods.lazy_imports import no_grad, torch
+from legx.pipeline.engine.storage import StorageOptions, join, resolve, write_bytes_atomic
 
 if TYPE_CHECKING:
-    from pipeline.engine.config import JobConfig
+    from legx.pipeline.engine.config import JobConfig
 
 logger = logging.getLogger(__name__)
 
@@ -200,9 +200,9 @@ def write_sanity_table(
 def load_images(config: JobConfig, count: int) -> tuple[list[str], torch.Tensor]:
     """The first ``count`` decodable images of the job's input, decoded as the job decodes them:
     (image ids, float tensor (N, 3, S, S) in [0, 1])."""
-    from pipeline.engine.images import DecodeError, decode_image
-    from pipeline.engine.run import ensure_ray
-    from pipeline.engine.sources import read_source
+    from legx.pipeline.engine.images import DecodeError, decode_image
+    from legx.pipeline.engine.run import ensure_ray
+    from legx.pipeline.engine.sources import read_source
 
     ensure_ray()
     dataset, _ = read_source(config)
@@ -230,7 +230,7 @@ def run_sanity(
 ) -> str:
     """Cascading randomisation of every method in ``config`` on the first ``n_images`` images
     of its input; writes one Parquet file under OUTPUT/sanity/ and returns its URI."""
-    import methods
+    from legx import methods
 
     image_ids, images = load_images(config, n_images)
     rows: list[dict] = []

@@ -1,5 +1,5 @@
 """The ``legx`` command line: ``main`` dispatches to one module per subcommand (``main.SUBCOMMANDS``)."""
 
-from pipeline.cli.main import main
+from legx.pipeline.cli.main import main
 
 __all__ = ["main"]

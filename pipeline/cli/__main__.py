@@ -1,5 +1,5 @@
 """``python -m pipeline.cli``: the ``legx`` command."""
 
-from pipeline.cli.main import main
+from legx.pipeline.cli.main import main
 
 raise SystemExit(main())

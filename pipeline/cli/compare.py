@@ -1,14 +1,14 @@
-"""``legx compare OUTPUT_A OUTPUT_B [-o DIR]``: the command line of ``pipeline.analysis.compare``."""
+"""``legx compare OUTPUT_A OUTPUT_B [-o DIR]``: the command line of ``legx.pipeline.analysis.compare``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from pipeline.analysis.compare import PAIRS_FILE, SUMMARY_FILE, compare_runs
-from pipeline.analysis.query import EmptyOutputError
-from pipeline.cli.main import add_storage_arguments, storage_from
-from pipeline.engine.storage import join
+from legx.pipeline.analysis.compare import PAIRS_FILE, SUMMARY_FILE, compare_runs
+from legx.pipeline.analysis.query import EmptyOutputError
+from legx.pipeline.cli.main import add_storage_arguments, storage_from
+from legx.pipeline.engine.storage import join
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.demo.data import write_demo_dataset
+    from legx.pipeline.demo.data import write_demo_dataset
 
     write_demo_dataset(args.directory, args.count, seed=args.seed, image_size=args.image_size)
     print(f"legx: wrote {args.count} demo images and annotations.parquet to {args.directory}")

@@ -33,13 +33,13 @@ from collections.abc import Sequence
 
 # name -> (module, one-line help). Adding a subcommand is one line here plus its module.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("pipeline.cli.run", "run an explanation job (no arguments: the embedded demo)"),
-    "query": ("pipeline.cli.query", "SQL over a job's output with DuckDB (view 'saliency')"),
-    "show": ("pipeline.cli.show", "render one image's saliency map to a PNG"),
-    "demo-data": ("pipeline.cli.demo", "write the synthetic demo dataset to a folder"),
-    "report": ("pipeline.cli.report", "render the HTML report of a job's output"),
-    "compare": ("pipeline.cli.compare", "compare the maps and metrics of two outputs"),
-    "sanity": ("pipeline.cli.sanity", "cascading-randomisation sanity check of the configured methods"),
+    "run": ("legx.pipeline.cli.run", "run an explanation job (no arguments: the embedded demo)"),
+    "query": ("legx.pipeline.cli.query", "SQL over a job's output with DuckDB (view 'saliency')"),
+    "show": ("legx.pipeline.cli.show", "render one image's saliency map to a PNG"),
+    "demo-data": ("legx.pipeline.cli.demo", "write the synthetic demo dataset to a folder"),
+    "report": ("legx.pipeline.cli.report", "render the HTML report of a job's output"),
+    "compare": ("legx.pipeline.cli.compare", "compare the maps and metrics of two outputs"),
+    "sanity": ("legx.pipeline.cli.sanity", "cascading-randomisation sanity check of the configured methods"),
 }
 
 
@@ -152,7 +152,7 @@ def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def storage_from(args: argparse.Namespace):
-    from pipeline.engine.storage import StorageOptions
+    from legx.pipeline.engine.storage import StorageOptions
 
     return StorageOptions(endpoint_url=args.endpoint_url, region=args.region, anonymous=args.anonymous)
 

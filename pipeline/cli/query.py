@@ -7,8 +7,8 @@ import sys
 
 import duckdb
 
-from pipeline.cli.main import add_storage_arguments, print_table, storage_from
-from pipeline.analysis.query import EmptyOutputError, run_query
+from legx.pipeline.cli.main import add_storage_arguments, print_table, storage_from
+from legx.pipeline.analysis.query import EmptyOutputError, run_query
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,13 +1,13 @@
-"""``legx report OUTPUT [-o report.html]``: the command line of ``pipeline.analysis.report``."""
+"""``legx report OUTPUT [-o report.html]``: the command line of ``legx.pipeline.analysis.report``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from pipeline.analysis.query import EmptyOutputError
-from pipeline.analysis.report import summary_markdown, write_report
-from pipeline.cli.main import add_storage_arguments, storage_from
+from legx.pipeline.analysis.query import EmptyOutputError
+from legx.pipeline.analysis.report import summary_markdown, write_report
+from legx.pipeline.cli.main import add_storage_arguments, storage_from
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

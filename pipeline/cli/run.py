@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any
 
-from pipeline.engine.config import ConfigError, load_config
+from legx.pipeline.engine.config import ConfigError, load_config
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def _yaml_string(value: Any) -> str:
 
 
 def _samples_overrides(config_methods: list[str], samples: int | str) -> list[str]:
-    import methods
+    from legx import methods
 
     return [
         f"{name}.n_samples={samples}"
@@ -101,8 +101,8 @@ def resolve_config(args: argparse.Namespace):
 
 def ensure_demo_data(directory: str) -> None:
     """Generate the demo images once; later runs reuse them."""
-    from pipeline.demo.data import write_demo_dataset
-    from pipeline.engine.sources import ANNOTATIONS_FILE
+    from legx.pipeline.demo.data import write_demo_dataset
+    from legx.pipeline.engine.sources import ANNOTATIONS_FILE
 
     if os.path.exists(os.path.join(directory, ANNOTATIONS_FILE)):
         return
@@ -139,11 +139,11 @@ def run(args: argparse.Namespace) -> int:
     if config is None:
         return 2
 
-    from pipeline.engine.run import run_job
-    from pipeline.engine.sources import SourceError
-    from pipeline.engine.manifest import RUNS_DIR
-    from pipeline.engine.sink import SALIENCY_DIR
-    from pipeline.engine.storage import join
+    from legx.pipeline.engine.run import run_job
+    from legx.pipeline.engine.sources import SourceError
+    from legx.pipeline.engine.manifest import RUNS_DIR
+    from legx.pipeline.engine.sink import SALIENCY_DIR
+    from legx.pipeline.engine.storage import join
 
     if getattr(args, "verbosity", 0) < 0:
         _quiet_ray()

@@ -1,4 +1,4 @@
-"""``legx sanity [CONFIG.yaml]``: the command line of ``pipeline.analysis.sanity`` (same config
+"""``legx sanity [CONFIG.yaml]``: the command line of ``legx.pipeline.analysis.sanity`` (same config
 and flags as ``legx run``, plus ``--images`` and ``--max-layers``)."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline.cli.run import add_arguments as add_job_arguments
-from pipeline.cli.run import job_config
+from legx.pipeline.cli.run import add_arguments as add_job_arguments
+from legx.pipeline.cli.run import job_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,8 +24,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     import torch
 
-    import methods
-    from pipeline.analysis.sanity import run_sanity
+    from legx import methods
+    from legx.pipeline.analysis.sanity import run_sanity
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = methods.load_model(config.model, device=device)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline.cli.main import add_storage_arguments, storage_from
-from pipeline.analysis.show import STYLES, show
+from legx.pipeline.cli.main import add_storage_arguments, storage_from
+from legx.pipeline.analysis.show import STYLES, show
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

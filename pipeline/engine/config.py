@@ -28,12 +28,12 @@ from typing import Any
 
 import yaml
 
-import methods
-from methods.input_size import declared_input_size
-from methods.precisions import PRECISIONS
-from pipeline.engine.method_checks import method_problems, metric_problems
-from pipeline.engine.sources.registry import FORMATS
-from pipeline.engine.storage import StorageOptions, scheme_of, strip_userinfo
+from legx import methods
+from legx.methods.input_size import declared_input_size
+from legx.methods.precisions import PRECISIONS
+from legx.pipeline.engine.method_checks import method_problems, metric_problems
+from legx.pipeline.engine.sources.registry import FORMATS
+from legx.pipeline.engine.storage import StorageOptions, scheme_of, strip_userinfo
 
 INPUT_FORMATS = ("auto", *FORMATS)
 RESIZE_MODES = ("crop", "stretch")
@@ -334,7 +334,7 @@ def load_config(path: str | None, overrides: list[str] | None = None, base: dict
 
 
 def _read_text(path: str) -> str:
-    from pipeline.engine.storage import read_bytes
+    from legx.pipeline.engine.storage import read_bytes
 
     try:
         return read_bytes(path, StorageOptions()).decode("utf-8")

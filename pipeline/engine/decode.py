@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.engine.broadcast import annotation_index, shared
-from pipeline.engine.images import DecodeError, decode_image, fit_box, fit_mask, image_digest
-from pipeline.engine.schema import DECODED_SCHEMA
+from legx.pipeline.engine.broadcast import annotation_index, shared
+from legx.pipeline.engine.images import DecodeError, decode_image, fit_box, fit_mask, image_digest
+from legx.pipeline.engine.schema import DECODED_SCHEMA
 
 if TYPE_CHECKING:
-    from pipeline.engine.plan import Plan
+    from legx.pipeline.engine.plan import Plan
 
 
 def decode_batch(
@@ -25,7 +25,7 @@ def decode_batch(
     repeated_ref=None,
 ) -> pa.Table:
     """Source rows -> DECODED_SCHEMA rows; images already complete (resume) are dropped, and
-    the later occurrences of a repeated id (``pipeline.engine.sources.repeated_ids``) become error
+    the later occurrences of a repeated id (``legx.pipeline.engine.sources.repeated_ids``) become error
     rows under their unique names."""
     skip = shared(skip_ref) if skip_ref is not None else frozenset()
     repeated = shared(repeated_ref) if repeated_ref is not None else {}

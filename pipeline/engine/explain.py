@@ -1,7 +1,7 @@
 """The explain stage: an actor that holds the model and the explainers; one call explains a
 batch of decoded images and returns one row per expected output (method, and each entry of its
 ``outputs()``), or error rows with the reason, so nothing is dropped. A sampled explainer's row
-carries its statistics to the finish stage instead (the contract of ``methods.base``)."""
+carries its statistics to the finish stage instead (the contract of ``legx.methods.base``)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.engine.plan import MethodSpec, Plan, load_job_model
-from pipeline.engine.schema import STAGE_SCHEMA
+from legx.pipeline.engine.plan import MethodSpec, Plan, load_job_model
+from legx.pipeline.engine.schema import STAGE_SCHEMA
 
 
 def error_rows(base: dict[str, Any], spec: MethodSpec, error: str, params_text: str) -> list[dict]:
@@ -33,7 +33,7 @@ def images_tensor(images: list[bytes], size: int):
 
 class ExplainActor:
     """Holds the model (loaded once) and the explainers; one call explains a batch of images.
-    Its process keeps freed memory for the next forward (``pipeline.engine.allocator``; the job starts
+    Its process keeps freed memory for the next forward (``legx.pipeline.engine.allocator``; the job starts
     it with ``ALLOCATOR_ENV``). Each call's wall time rides on its first row, so that the job
     can tell how busy the model was (start-up, idle waits) from the rows it writes.
 
@@ -45,7 +45,7 @@ class ExplainActor:
     def __init__(self, plan: Plan) -> None:
         import torch
 
-        from methods.base import SampledExplainer
+        from legx.methods.base import SampledExplainer
 
         torch.set_num_threads(plan.torch_threads)
         self.plan = plan
@@ -118,7 +118,7 @@ class ExplainActor:
     def _targets(self, images, records: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, list[int], int]:
         """The explained class per image (clean top-1, or the label where asked and known), its
         softmax probability, the clean top-1 classes and the model's number of classes."""
-        from methods.base import predict_logits
+        from legx.methods.base import predict_logits
 
         logits = predict_logits(self.model, images, batch_size=len(records)).cpu()
         predictions = logits.argmax(dim=1).numpy()

@@ -1,5 +1,5 @@
 """The finish stage: CPU tasks that run each sampled method's finish step on the statistics its
-explain row carries (``methods.base``: LEG's closed form, LEG-TV's linear programs, with their
+explain row carries (``legx.methods.base``: LEG's closed form, LEG-TV's linear programs, with their
 standard errors and reliability). It imports no torch, nor do the finish steps; rows without
 statistics pass through."""
 
@@ -11,9 +11,9 @@ import pickle
 import numpy as np
 import pyarrow as pa
 
-from pipeline.engine.explain import error_rows, map_row
-from pipeline.engine.plan import MethodSpec
-from pipeline.engine.schema import ONCE_PER_CALL, STAGE_SCHEMA
+from legx.pipeline.engine.explain import error_rows, map_row
+from legx.pipeline.engine.plan import MethodSpec
+from legx.pipeline.engine.schema import ONCE_PER_CALL, STAGE_SCHEMA
 
 
 def finish_batch(batch: pa.Table) -> pa.Table:
@@ -22,7 +22,7 @@ def finish_batch(batch: pa.Table) -> pa.Table:
     Each method's finish step (a "module:function" path) and parameters travel with the
     statistics, so this stage needs neither the explainers nor torch.
     """
-    from methods.sampled import load_finisher
+    from legx.methods.sampled import load_finisher
 
     rows = []
     for record in batch.to_pylist():
@@ -58,7 +58,7 @@ def finish_batch(batch: pa.Table) -> pa.Table:
 
 
 def finished_row(base: dict, method: str, params_text: str, item) -> dict:
-    """The output row of one ``methods.sampled.FinishedMap``: its map, or its error."""
+    """The output row of one ``legx.methods.sampled.FinishedMap``: its map, or its error."""
     solved = {**base, "elapsed_s": base["elapsed_s"] + item.seconds}
     if item.error is not None:
         return {**solved, "method": method, "lam": item.lam, "params": params_text,

@@ -21,7 +21,7 @@ class DecodeError(ValueError):
 
 def image_digest(data: bytes | None) -> str:
     """The SHA-256 of an image's encoded bytes: what tells copies of a repeated id in one shard
-    apart (``pipeline.engine.sources.repeated_ids``)."""
+    apart (``legx.pipeline.engine.sources.repeated_ids``)."""
     return hashlib.sha256(data or b"").hexdigest()
 
 

@@ -12,14 +12,14 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from methods.intervals import wilson_interval
-from pipeline.engine.storage import StorageOptions, exists, resolve, write_bytes_atomic
+from legx.methods.intervals import wilson_interval
+from legx.pipeline.engine.storage import StorageOptions, exists, resolve, write_bytes_atomic
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from pipeline.engine.config import JobConfig
-    from pipeline.engine.sink import WriteCounts
+    from legx.pipeline.engine.config import JobConfig
+    from legx.pipeline.engine.sink import WriteCounts
 
 RUNS_DIR = "runs"
 STATE_API_TIMEOUT_S = 30

@@ -2,7 +2,7 @@
 
 Each method's parameters are checked by building the method (its constructor is the
 validation), which loads no torch: the explainer modules import torch on first use. Metric
-names and options are checked against ``methods.metric_names``, the torch-free catalogue.
+names and options are checked against ``legx.methods.metric_names``, the torch-free catalogue.
 Every check returns the problems it found (the config lists them all at once).
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import methods
-from methods.metric_names import METRIC_NAMES, METRIC_OPTIONS
+from legx import methods
+from legx.methods.metric_names import METRIC_NAMES, METRIC_OPTIONS
 
 
 def method_problems(selected: list[str], params: dict[str, dict[str, Any]]) -> list[str]:

@@ -9,11 +9,11 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import methods
-from pipeline.engine.storage import StorageOptions
+from legx import methods
+from legx.pipeline.engine.storage import StorageOptions
 
 if TYPE_CHECKING:
-    from pipeline.engine.config import JobConfig
+    from legx.pipeline.engine.config import JobConfig
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,8 @@ class Plan:
 def load_job_model(plan: Plan, device: str):
     """The job's model on ``device``, prepared for inference as the plan asks (precision,
     channels_last, compile); weights in object storage are read with the job's storage options."""
-    from methods.inference import prepare_model
-    from methods.models import load_model
+    from legx.methods.inference import prepare_model
+    from legx.methods.models import load_model
 
     spec = plan.model
     weights = spec.partition("@")[2] if spec.startswith("torchvision:") else spec

@@ -18,18 +18,18 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from pipeline.engine.allocator import ALLOCATOR_ENV
-from pipeline.engine.config import ConfigError, JobConfig
-from pipeline.engine.decode import decode_batch
-from pipeline.engine.explain import ExplainActor
-from pipeline.engine.finish import finish_batch
-from pipeline.engine.manifest import JobSummary, alive_node_ids, record_attempt, recovery, top1_warning
-from pipeline.engine.plan import Plan, load_job_model, make_plan
-from pipeline.engine.schema import row_key
-from pipeline.engine.score import MetricsActor, needs_model, score_model_free_batch
-from pipeline.engine.sink import ParquetWriter, WriteCounts, read_run, written_keys
-from pipeline.engine.sources import read_annotations, read_source, repeated_ids
-from pipeline.engine.storage import scheme_of
+from legx.pipeline.engine.allocator import ALLOCATOR_ENV
+from legx.pipeline.engine.config import ConfigError, JobConfig
+from legx.pipeline.engine.decode import decode_batch
+from legx.pipeline.engine.explain import ExplainActor
+from legx.pipeline.engine.finish import finish_batch
+from legx.pipeline.engine.manifest import JobSummary, alive_node_ids, record_attempt, recovery, top1_warning
+from legx.pipeline.engine.plan import Plan, load_job_model, make_plan
+from legx.pipeline.engine.schema import row_key
+from legx.pipeline.engine.score import MetricsActor, needs_model, score_model_free_batch
+from legx.pipeline.engine.sink import ParquetWriter, WriteCounts, read_run, written_keys
+from legx.pipeline.engine.sources import read_annotations, read_source, repeated_ids
+from legx.pipeline.engine.storage import scheme_of
 
 logger = logging.getLogger(__name__)
 
@@ -242,7 +242,7 @@ def _write(dataset, job: _Job, existing: set[str]) -> WriteCounts:
     """Write through the Datasink (this streams the whole graph); this invocation's counts."""
     import ray
 
-    from pipeline.engine.write import SaliencySink
+    from legx.pipeline.engine.write import SaliencySink
 
     config, first = job.config, job.plan.specs[0]
     writer = ParquetWriter(

@@ -1,4 +1,4 @@
-"""The job's output: Parquet files of the ``saliency`` table (schema: ``pipeline.engine.schema``).
+"""The job's output: Parquet files of the ``saliency`` table (schema: ``legx.pipeline.engine.schema``).
 
     OUTPUT/saliency/run_id=RUN_ID/part-<hash>.parquet
 
@@ -9,7 +9,7 @@ rows' keys, so a retried write of the same rows rewrites the same files. Files a
 a run id reads the keys already written (``written_keys``), skips the images that are complete
 and drops any row whose key exists, so a resumed run ends with exactly one row per key. Each
 write returns its ``WriteCounts``. The job's write stage runs it in Ray Data's write tasks
-(``pipeline.engine.write``); this module imports no Ray, so that the analysis commands can read
+(``legx.pipeline.engine.write``); this module imports no Ray, so that the analysis commands can read
 the output's layout from it.
 """
 
@@ -28,9 +28,9 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from pipeline.engine.broadcast import shared
-from pipeline.engine.schema import output_schema, row_key
-from pipeline.engine.storage import StorageOptions, exists, resolve, write_bytes_atomic
+from legx.pipeline.engine.broadcast import shared
+from legx.pipeline.engine.schema import output_schema, row_key
+from legx.pipeline.engine.storage import StorageOptions, exists, resolve, write_bytes_atomic
 
 SALIENCY_DIR = "saliency"
 

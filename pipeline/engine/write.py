@@ -1,4 +1,4 @@
-"""The write stage: Ray Data's ``Datasink`` over the job's Parquet files (``pipeline.engine.sink``).
+"""The write stage: Ray Data's ``Datasink`` over the job's Parquet files (``legx.pipeline.engine.sink``).
 
 Ray Data calls ``write`` once per write task with the task's blocks (at least
 ``rows_per_file`` rows, as ``min_rows_per_write`` asks), and ``on_write_complete`` once on the
@@ -23,7 +23,7 @@ from ray.data import Datasink
 from ray.data.block import BlockAccessor
 from ray.data.datasource.datasink import WriteResult
 
-from pipeline.engine.sink import ParquetWriter, WriteCounts
+from legx.pipeline.engine.sink import ParquetWriter, WriteCounts
 
 
 class SaliencySink(Datasink):

@@ -4,10 +4,10 @@
   entrypoint, a head group, a GPU worker group with ``nvidia.com/gpu`` limits, a 5-field cron
   schedule, a job template); the launcher config passes Ray's own launcher validation;
 * every command a manifest runs is a real ``legx`` command line: parsed by the CLI's own
-  ``pipeline.cli.build_parser``, and for ``legx run`` resolved into a validated job config with
-  the ConfigMap the command reads (``pipeline.cli.run.resolve_config``);
+  ``legx.pipeline.cli.build_parser``, and for ``legx run`` resolved into a validated job config with
+  the ConfigMap the command reads (``legx.pipeline.cli.run.resolve_config``);
 * an entrypoint survives KubeRay's submitter shell (no bare ``&&`` or ``$VAR`` in it);
-* the example config validates with ``pipeline.engine.config.load_config`` and equals its ConfigMap;
+* the example config validates with ``legx.pipeline.engine.config.load_config`` and equals its ConfigMap;
 * the Dockerfile (Docker cannot run here) is checked statically;
 * no credentials: key patterns, password/secret values, secret-named env vars with literal values.
 
@@ -28,10 +28,10 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline.cli.main import SUBCOMMANDS, build_parser
-from pipeline.cli.run import resolve_config
-from pipeline.engine.config import load_config
-from pipeline.engine.storage import scheme_of
+from legx.pipeline.cli.main import SUBCOMMANDS, build_parser
+from legx.pipeline.cli.run import resolve_config
+from legx.pipeline.engine.config import load_config
+from legx.pipeline.engine.storage import scheme_of
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "cluster"

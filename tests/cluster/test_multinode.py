@@ -25,11 +25,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.demo.data import write_demo_dataset
-from pipeline.analysis.query import connect
-from pipeline.engine.manifest import RUNS_DIR
-from pipeline.engine.sink import SALIENCY_DIR
-from pipeline.engine.storage import StorageOptions, read_bytes
+from legx.pipeline.demo.data import write_demo_dataset
+from legx.pipeline.analysis.query import connect
+from legx.pipeline.engine.manifest import RUNS_DIR
+from legx.pipeline.engine.sink import SALIENCY_DIR
+from legx.pipeline.engine.storage import StorageOptions, read_bytes
 
 pytestmark = pytest.mark.multinode
 
@@ -102,7 +102,7 @@ def _dashboard(cluster) -> str:
 def legx_on(cluster, log: Path, *args: str) -> subprocess.Popen:
     """`legx ARGS` as a driver of ``cluster`` (RAY_ADDRESS), in its own process group, its
     output in ``log`` (a pipe nobody reads would stall it)."""
-    command = [shutil.which("legx")] if shutil.which("legx") else [sys.executable, "-m", "pipeline.cli"]
+    command = [shutil.which("legx")] if shutil.which("legx") else [sys.executable, "-m", "legx.pipeline.cli"]
     env = dict(os.environ, RAY_ADDRESS=cluster.address, RAY_AUTH_MODE="disabled")
     with open(log, "a") as stream:
         return subprocess.Popen(command + list(args), env=env, stdout=stream, stderr=subprocess.STDOUT,
@@ -191,7 +191,7 @@ def _replace(cluster, node) -> None:
 def _files(output: str, run_id: str) -> int:
     import pyarrow.fs as pafs
 
-    from pipeline.engine.storage import resolve
+    from legx.pipeline.engine.storage import resolve
 
     filesystem, root = resolve(output, StorageOptions())
     selector = pafs.FileSelector(f"{root}/{SALIENCY_DIR}/run_id={run_id}", allow_not_found=True)

@@ -62,7 +62,7 @@ def region_mask(region: tuple[int, int, int, int] = REGION, size: int = SIZE) ->
 
 def mass_in_region(maps: np.ndarray, region=REGION, size: int = SIZE) -> np.ndarray:
     """Share of each map's positive mass inside the region, after resizing to the image."""
-    from methods import upsample_maps
+    from legx.methods import upsample_maps
 
     positive = np.clip(upsample_maps(maps, size, size), 0, None)
     inside = positive[:, region_mask(region, size)].sum(axis=1)
@@ -71,7 +71,7 @@ def mass_in_region(maps: np.ndarray, region=REGION, size: int = SIZE) -> np.ndar
 
 def argmax_in_region(maps: np.ndarray, region=REGION, size: int = SIZE) -> np.ndarray:
     """Whether each map's maximum, after resizing to the image, lies in the region."""
-    from methods import upsample_maps
+    from legx.methods import upsample_maps
 
     upsampled = upsample_maps(maps, size, size).reshape(len(maps), -1)
     return region_mask(region, size).reshape(-1)[upsampled.argmax(axis=1)]
@@ -90,7 +90,7 @@ REGION_SETTINGS: dict[str, dict] = {
 def region_case(method: str) -> tuple[RegionModel, torch.Tensor, np.ndarray]:
     """(model, images, maps): ``RegionModel``, three ``region_images`` and the maps of
     ``method`` at ``REGION_SETTINGS[method]``; computed once, shared by the tests that read them."""
-    from methods import get_explainer
+    from legx.methods import get_explainer
 
     model, images = RegionModel().eval(), region_images(3)
     return model, images, get_explainer(method, **REGION_SETTINGS[method]).explain(model, images)
@@ -99,7 +99,7 @@ def region_case(method: str) -> tuple[RegionModel, torch.Tensor, np.ndarray]:
 def score_change(model: nn.Module, images: torch.Tensor, baseline: str) -> torch.Tensor:
     """f(x) - f(baseline image) per image, f the softmax probability of class 0: what the
     attributions of a method that is efficient (Shapley, Owen) add up to."""
-    from methods.superpixels import baseline_images
+    from legx.methods.superpixels import baseline_images
 
     with torch.no_grad():
         clean = torch.softmax(model(images), 1)[:, 0]

@@ -5,9 +5,9 @@ import pytest
 import torch
 from saliency_toys import TEXTURE_SQUARE, TextureModel, mass_in_region, region_mask, texture_images
 
-from methods import get_explainer
-from methods.cnn_perturbation import CNNPerturbation
-from methods.models import NormalizedClassifier
+from legx.methods import get_explainer
+from legx.methods.cnn_perturbation import CNNPerturbation
+from legx.methods.models import NormalizedClassifier
 
 SETTINGS = dict(n_iterations=30, batch_size=2)
 

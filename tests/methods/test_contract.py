@@ -1,4 +1,4 @@
-"""Every registered method through the explainer contract of ``methods.base``: its declared
+"""Every registered method through the explainer contract of ``legx.methods.base``: its declared
 shape, what ``explain`` returns, parameters that rebuild it, a seed that fixes its maps, and for a
 sampled method a finish step that runs without torch and gives the maps ``explain`` gives."""
 
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-import methods
-from methods.base import Explainer, SampledExplainer
-from methods.sampled import FinishedMap, load_finisher
+from legx import methods
+from legx.methods.base import Explainer, SampledExplainer
+from legx.methods.sampled import FinishedMap, load_finisher
 
 SIZE = 32
 # Budgets small enough for a test: every registered method needs one here.
@@ -132,7 +132,7 @@ def test_the_finish_steps_run_without_torch(model, images, tmp_path):
         jobs.append((explainer.finisher, str(path), explainer.params()))
     code = (
         "import json, pickle, sys\n"
-        "from methods.sampled import load_finisher\n"
+        "from legx.methods.sampled import load_finisher\n"
         f"for finisher, path, params in json.loads({json.dumps(jobs)!r}):\n"
         "    finished = load_finisher(finisher)(pickle.loads(open(path, 'rb').read()), params)\n"
         "    print(len(finished[0]), end=' ')\n"
@@ -145,7 +145,7 @@ def test_the_finish_steps_run_without_torch(model, images, tmp_path):
 
 def test_a_finisher_is_named_module_colon_function_and_a_finished_map_is_a_map_or_an_error():
     with pytest.raises(ValueError, match="module:function"):
-        load_finisher("methods.leg_finish")
+        load_finisher("legx.methods.leg_finish")
     with pytest.raises(ValueError, match="either a saliency map or an error"):
         FinishedMap(0.1, np.zeros((2, 2), np.float32), 0.0, error="solve failed")
     with pytest.raises(ValueError, match="either a saliency map or an error"):

@@ -8,9 +8,9 @@ from importlib import resources
 import numpy as np
 import torch
 
-from methods import load_model
-from methods.demo_model import DEMO_CLASS_NAMES, DemoCNN
-from pipeline.demo.data import CLASS_NAMES, make_demo_sample
+from legx.methods import load_model
+from legx.methods.demo_model import DEMO_CLASS_NAMES, DemoCNN
+from legx.pipeline.demo.data import CLASS_NAMES, make_demo_sample
 
 UNSEEN_SEED = 4242  # training used seeds 1 (train) and 2 (test)
 

@@ -6,8 +6,8 @@ import torch
 from saliency_toys import RegionModel, argmax_in_region, mass_in_region, region_images
 from torch import nn
 
-from methods import get_explainer
-from methods.expected_gradients import ExpectedGradients
+from legx.methods import get_explainer
+from legx.methods.expected_gradients import ExpectedGradients
 
 
 def test_linear_model_gets_weight_times_difference_exactly():

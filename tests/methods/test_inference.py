@@ -3,8 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from methods.inference import InferenceModel, input_memory_format, prepare_model
-from methods.leg import LEG
+from legx.methods.inference import InferenceModel, input_memory_format, prepare_model
+from legx.methods.leg import LEG
 
 
 def small_cnn() -> nn.Module:

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from methods.intervals import (
+from legx.methods.intervals import (
     Estimate,
     bootstrap_mean_interval,
     mean_estimate,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from saliency_toys import region_case, score_change
 
-from methods.superpixels import slic_segments
+from legx.methods.superpixels import slic_segments
 
 
 def test_values_add_up_to_the_score_change():

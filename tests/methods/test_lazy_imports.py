@@ -1,4 +1,4 @@
-"""methods.lazy_imports: a module imported on first use, never a stand-in in sys.modules, and
+"""legx.methods.lazy_imports: a module imported on first use, never a stand-in in sys.modules, and
 the torch modes as decorators that take effect when the function runs."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ import sys
 
 import torch
 
-from methods.lazy_imports import LazyModule, inference_mode, no_grad
+from legx.methods.lazy_imports import LazyModule, inference_mode, no_grad
 
 FIRST_USE = """
 import sys
-from methods.lazy_imports import LazyModule
+from legx.methods.lazy_imports import LazyModule
 colorsys = LazyModule("colorsys")
 before = "colorsys" in sys.modules
 hue = colorsys.rgb_to_hsv(0.0, 0.0, 1.0)[0]

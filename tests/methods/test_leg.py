@@ -7,10 +7,10 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-import methods
-from methods.leg import LEG
-from methods.leg_perturbation import grid_to_image, perturb
-from methods.leg_solvers import covariance, leg_maps
+from legx import methods
+from legx.methods.leg import LEG
+from legx.methods.leg_perturbation import grid_to_image, perturb
+from legx.methods.leg_solvers import covariance, leg_maps
 
 GRID = 6
 SIZE = 24  # 4 x 4 pixel blocks
@@ -277,6 +277,6 @@ def test_clipping_is_the_default_and_part_of_the_recorded_parameters():
 def test_the_sobol_dimension_limit_is_torchs():
     from torch.quasirandom import SobolEngine
 
-    from methods.leg_moments import SOBOL_MAX_DIMENSION
+    from legx.methods.leg_moments import SOBOL_MAX_DIMENSION
 
     assert SOBOL_MAX_DIMENSION == SobolEngine.MAXDIM

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-import methods
-from methods.leg import LEG
-from methods.leg_uncertainty import reliability
+from legx import methods
+from legx.methods.leg import LEG
+from legx.methods.leg_uncertainty import reliability
 from tests.methods.test_leg import GRID, SIZE
 from tests.methods.test_leg_uncertainty import graded_linear_model
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy.optimize import linprog
 
-from methods.leg_solvers import (
+from legx.methods.leg_solvers import (
     LegStatistics,
     TVSolveError,
     _program,
@@ -21,7 +21,7 @@ from methods.leg_solvers import (
     snap_ties,
     solve_tv,
 )
-from methods.leg_uncertainty import spearman_rows
+from legx.methods.leg_uncertainty import spearman_rows
 
 GRID = 5
 NOISE = 0.02
@@ -221,7 +221,7 @@ def test_leg_needs_no_cvxpy_until_a_tv_program_is_built():
     add about a second to its start-up. The first LEG-TV solve imports it."""
     code = (
         "import sys, methods.leg, methods.legtv\n"
-        "from methods.leg_solvers import grid_operators, solve_tv\n"
+        "from legx.methods.leg_solvers import grid_operators, solve_tv\n"
         "import numpy as np\n"
         "grid_operators(4)\n"
         "before = 'cvxpy' in sys.modules\n"

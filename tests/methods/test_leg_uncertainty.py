@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from methods.leg import LEG
-from methods.leg_solvers import LegStatistics, leg_maps, legtv_solutions
-from methods.leg_uncertainty import (
+from legx.methods.leg import LEG
+from legx.methods.leg_solvers import LegStatistics, leg_maps, legtv_solutions
+from legx.methods.leg_uncertainty import (
     channel_estimates,
     channel_standard_errors,
     group_contrasts,

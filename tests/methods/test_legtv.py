@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-import methods
-from methods.legtv import LEGTV
-from methods.leg_solvers import leg_maps
+from legx import methods
+from legx.methods.legtv import LEGTV
+from legx.methods.leg_solvers import leg_maps
 
 GRID = 5
 
@@ -45,9 +45,9 @@ def test_leg_and_legtv_point_at_the_object_on_the_demo_model():
     """The must-show of the LEG issue at test scale: on the bundled demo model and unseen demo
     images, LEG's and LEG-TV's maps (the embedded default's 8 x 8 grid and budget) peak inside
     the object mask for a clear majority of images (chance is the object's area, about 11%)."""
-    from methods import load_model
-    from methods.localisation import localisation
-    from pipeline.demo.data import make_demo_sample
+    from legx.methods import load_model
+    from legx.methods.localisation import localisation
+    from legx.pipeline.demo.data import make_demo_sample
 
     model = load_model("demo", device="cpu")
     samples = [make_demo_sample(4242, index) for index in range(24)]

@@ -3,7 +3,7 @@
 
 import pytest
 
-from methods.lime import LIME
+from legx.methods.lime import LIME
 
 
 def test_unknown_baseline_is_rejected():

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from methods.localisation import (
+from legx.methods.localisation import (
     TIE_TOLERANCE,
     boxes_to_masks,
     localisation,
     pointing_game,
     region_share,
 )
-from methods.metrics import compute_metrics
+from legx.methods.metrics import compute_metrics
 from test_metrics import PatchModel, _images
 
 SIDE = 16

@@ -6,8 +6,8 @@ import pytest
 import torch
 from saliency_toys import REGION_SETTINGS, RegionModel, argmax_in_region, region_case, region_images
 
-from methods import get_explainer
-from methods.meaningful_perturbation import MeaningfulPerturbation, total_variation
+from legx.methods import get_explainer
+from legx.methods.meaningful_perturbation import MeaningfulPerturbation, total_variation
 
 SETTINGS = REGION_SETTINGS["meaningful-perturbation"]
 

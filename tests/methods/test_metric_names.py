@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import inspect
 
-from methods.inference import AUTOCAST_DTYPES
-from methods.metric_names import METRIC_OPTIONS, SENSITIVITY_ALPHAS
-from methods.metrics import compute_metrics, sensitivity_curve
-from methods.precisions import PRECISIONS
+from legx.methods.inference import AUTOCAST_DTYPES
+from legx.methods.metric_names import METRIC_OPTIONS, SENSITIVITY_ALPHAS
+from legx.methods.metrics import compute_metrics, sensitivity_curve
+from legx.methods.precisions import PRECISIONS
 
 DATA_PARAMETERS = ("model", "images", "maps", "targets", "names", "masks", "boxes")
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from methods.metrics import (
+from legx.methods.metrics import (
     BACKGROUNDS,
     KEY_SIZE_GRID,
     METRIC_NAMES,

@@ -9,10 +9,10 @@ import pytest
 import torch
 import torchvision
 
-from methods import load_model
-from methods.demo_model import DEMO_CLASS_NAMES, DemoCNN
-from methods.models import IMAGENET_MEAN, IMAGENET_STD
-from pipeline.demo.data import make_demo_arrays
+from legx.methods import load_model
+from legx.methods.demo_model import DEMO_CLASS_NAMES, DemoCNN
+from legx.methods.models import IMAGENET_MEAN, IMAGENET_STD
+from legx.pipeline.demo.data import make_demo_arrays
 
 
 def tiny_resnet() -> torch.nn.Module:
@@ -68,7 +68,7 @@ def test_fine_tuned_torchvision_head_is_sized_from_the_weights(tmp_path):
 
 
 def test_default_torchvision_weights_are_identified_without_a_download():
-    from methods.models import _default_weights_hash
+    from legx.methods.models import _default_weights_hash
 
     # torchvision publishes the sha256 prefix of each weights file in its name.
     assert _default_weights_hash("resnet50") == "11ad3fa6"
@@ -200,7 +200,7 @@ def test_default_weights_that_cannot_be_downloaded_say_what_to_do(tmp_path, monk
 
 
 def test_every_model_declares_the_input_size_it_was_trained_on(tmp_path):
-    from methods.input_size import declared_input_size
+    from legx.methods.input_size import declared_input_size
 
     demo = load_model("demo", device="cpu")
     assert demo.input_size == declared_input_size("demo") == 64

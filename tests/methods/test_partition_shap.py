@@ -4,7 +4,7 @@ known answer and determinism (batch invariance): ``test_region_baselines``."""
 import numpy as np
 from saliency_toys import REGION_SETTINGS, region_case, score_change
 
-from methods.partition_shap import PartitionSHAP
+from legx.methods.partition_shap import PartitionSHAP
 
 
 def test_owen_values_add_up_exactly_to_the_score_change():

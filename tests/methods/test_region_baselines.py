@@ -9,11 +9,11 @@ import pytest
 import torch
 from saliency_toys import REGION_SETTINGS, argmax_in_region, mass_in_region, region_case
 
-from methods import get_explainer
-from methods.kernel_shap import KernelSHAP
-from methods.lime import LIME
-from methods.meaningful_perturbation import MeaningfulPerturbation
-from methods.partition_shap import PartitionSHAP
+from legx.methods import get_explainer
+from legx.methods.kernel_shap import KernelSHAP
+from legx.methods.lime import LIME
+from legx.methods.meaningful_perturbation import MeaningfulPerturbation
+from legx.methods.partition_shap import PartitionSHAP
 
 # method -> (its class, least share of the positive mass in the region, map side)
 EXPECTED = {

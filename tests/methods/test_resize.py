@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from methods.resize import upsample_maps
+from legx.methods.resize import upsample_maps
 
 # (h, w) -> (height, width): integer and non-integer factors, up and down, one-cell maps.
 SIZES = [((8, 8), (64, 64)), ((7, 5), (64, 33)), ((28, 28), (224, 224)), ((3, 4), (10, 7)),

@@ -3,7 +3,7 @@
 An analyst on a laptop runs ``legx query``, ``legx report`` (without ``--model``), ``legx show``
 and ``legx compare`` on a job's output, and ``legx run`` checks a config before Ray starts: none
 of these needs the model, so none may pay torch's or Ray's import. Each runs in a fresh
-interpreter (this test process has imported both), in-process through ``pipeline.cli.main``,
+interpreter (this test process has imported both), in-process through ``legx.pipeline.cli.main``,
 which then prints the heavy modules it finds in ``sys.modules``.
 """
 
@@ -21,11 +21,11 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-import methods
-from pipeline.engine.manifest import write_manifest
-from pipeline.engine.schema import STAGE_SCHEMA
-from pipeline.engine.sink import ParquetWriter
-from pipeline.engine.storage import StorageOptions
+from legx import methods
+from legx.pipeline.engine.manifest import write_manifest
+from legx.pipeline.engine.schema import STAGE_SCHEMA
+from legx.pipeline.engine.sink import ParquetWriter
+from legx.pipeline.engine.storage import StorageOptions
 
 HEAVY = ("torch", "ray", "captum", "torchvision")
 REPOSITORY = Path(methods.__file__).resolve().parent.parent
@@ -33,7 +33,7 @@ REPOSITORY = Path(methods.__file__).resolve().parent.parent
 # Prints the exit status and the heavy modules left in sys.modules by `legx ARGV`.
 CLI_PROBE = """
 import json, sys
-from pipeline.cli.main import main
+from legx.pipeline.cli.main import main
 status = main(json.loads(sys.argv[1]))
 print(json.dumps({"status": status, "loaded": [name for name in %r if name in sys.modules]}))
 """ % (HEAVY,)
@@ -42,9 +42,9 @@ print(json.dumps({"status": status, "loaded": [name for name in %r if name in sy
 # load code of their own (LEG's adaptive budget, a reduced precision).
 CONFIG_PROBE = """
 import json, sys
-import methods
-from methods.metric_names import METRIC_NAMES
-from pipeline.engine.config import load_config
+from legx import methods
+from legx.methods.metric_names import METRIC_NAMES
+from legx.pipeline.engine.config import load_config
 config = load_config(None, ["input=images", "methods=[" + ",".join(methods.available()) + "]",
                             "metrics=[" + ",".join(METRIC_NAMES) + "]", "metric_options={auc_steps: 20}",
                             "precision=bf16", "leg.n_samples=auto", "leg-tv.lambdas=[0.1, 0.3]"])

@@ -20,17 +20,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pipeline.engine.sources.annotations import ANNOTATIONS_FILE, read_annotations
-from pipeline.engine.sources.common import ID_COLUMNS, IMAGE_COLUMNS, IMAGE_EXTENSIONS, SOURCE_SCHEMA, SourceError
-from pipeline.engine.sources.detect import detect_format
-from pipeline.engine.sources.registry import FORMATS
-from pipeline.engine.sources.repeated import DUPLICATE_ID_ERROR, repeated_ids
-from pipeline.engine.storage import resolve
+from legx.pipeline.engine.sources.annotations import ANNOTATIONS_FILE, read_annotations
+from legx.pipeline.engine.sources.common import ID_COLUMNS, IMAGE_COLUMNS, IMAGE_EXTENSIONS, SOURCE_SCHEMA, SourceError
+from legx.pipeline.engine.sources.detect import detect_format
+from legx.pipeline.engine.sources.registry import FORMATS
+from legx.pipeline.engine.sources.repeated import DUPLICATE_ID_ERROR, repeated_ids
+from legx.pipeline.engine.storage import resolve
 
 if TYPE_CHECKING:
     import ray
 
-    from pipeline.engine.config import JobConfig
+    from legx.pipeline.engine.config import JobConfig
 
 __all__ = [
     "ANNOTATIONS_FILE", "DUPLICATE_ID_ERROR", "FORMATS", "ID_COLUMNS", "IMAGE_COLUMNS",

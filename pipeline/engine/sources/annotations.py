@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.engine.sources.common import SourceError
-from pipeline.engine.sources.registry import FORMATS
-from pipeline.engine.storage import exists, resolve
+from legx.pipeline.engine.sources.common import SourceError
+from legx.pipeline.engine.sources.registry import FORMATS
+from legx.pipeline.engine.storage import exists, resolve
 
 if TYPE_CHECKING:
-    from pipeline.engine.config import JobConfig
+    from legx.pipeline.engine.config import JobConfig
 
 ANNOTATIONS_FILE = "annotations.parquet"
 ANNOTATION_COLUMNS = ("image_id", "label", "box", "height", "width", "mask")

@@ -7,7 +7,7 @@ import posixpath
 
 import pyarrow as pa
 
-from pipeline.engine.storage import scheme_of
+from legx.pipeline.engine.storage import scheme_of
 
 SOURCE_SCHEMA = pa.schema(
     [

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pyarrow.fs as pafs
 
-from pipeline.engine.sources.annotations import ANNOTATIONS_FILE
-from pipeline.engine.sources.common import SourceError, extension
-from pipeline.engine.sources.registry import FORMATS
+from legx.pipeline.engine.sources.annotations import ANNOTATIONS_FILE
+from legx.pipeline.engine.sources.common import SourceError, extension
+from legx.pipeline.engine.sources.registry import FORMATS
 
 
 def listing(filesystem: pafs.FileSystem, path: str) -> list[pafs.FileInfo]:

@@ -11,12 +11,12 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import ray
 
-from pipeline.engine.sources.common import IMAGE_EXTENSIONS, SOURCE_SCHEMA, uri_prefix
-from pipeline.engine.sources.detect import listing
-from pipeline.engine.storage import read_bytes
+from legx.pipeline.engine.sources.common import IMAGE_EXTENSIONS, SOURCE_SCHEMA, uri_prefix
+from legx.pipeline.engine.sources.detect import listing
+from legx.pipeline.engine.storage import read_bytes
 
 if TYPE_CHECKING:
-    from pipeline.engine.config import JobConfig
+    from legx.pipeline.engine.config import JobConfig
 
 
 def class_names(config: JobConfig, filesystem: pafs.FileSystem, root: str) -> list[str]:

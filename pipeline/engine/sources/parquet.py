@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import ray
 
-from pipeline.engine.sources.common import (
+from legx.pipeline.engine.sources.common import (
     SOURCE_SCHEMA,
     parquet_ids_and_bytes,
     parquet_image_columns,
@@ -20,7 +20,7 @@ from pipeline.engine.sources.common import (
 )
 
 if TYPE_CHECKING:
-    from pipeline.engine.config import JobConfig
+    from legx.pipeline.engine.config import JobConfig
 
 
 def read(config: JobConfig, filesystem: pafs.FileSystem, root: str) -> ray.data.Dataset:

@@ -11,7 +11,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Callable
 
-from pipeline.engine.sources.common import IMAGE_EXTENSIONS
+from legx.pipeline.engine.sources.common import IMAGE_EXTENSIONS
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,8 @@ class Format:
 
 # In the order detection tries them.
 FORMATS: dict[str, Format] = {
-    "folder": Format("pipeline.engine.sources.folder", tuple(IMAGE_EXTENSIONS),
+    "folder": Format("legx.pipeline.engine.sources.folder", tuple(IMAGE_EXTENSIONS),
                      f"images ({', '.join(IMAGE_EXTENSIONS)})", unique_ids=True, root_annotations=True),
-    "webdataset": Format("pipeline.engine.sources.webdataset", ("tar",), ".tar shards", single_file=True),
-    "parquet": Format("pipeline.engine.sources.parquet", ("parquet",), ".parquet files", single_file=True),
+    "webdataset": Format("legx.pipeline.engine.sources.webdataset", ("tar",), ".tar shards", single_file=True),
+    "parquet": Format("legx.pipeline.engine.sources.parquet", ("parquet",), ".parquet files", single_file=True),
 }

@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.engine.images import image_digest
-from pipeline.engine.sources.common import SourceError, uri_prefix
-from pipeline.engine.sources.registry import FORMATS
-from pipeline.engine.storage import resolve
+from legx.pipeline.engine.images import image_digest
+from legx.pipeline.engine.sources.common import SourceError, uri_prefix
+from legx.pipeline.engine.sources.registry import FORMATS
+from legx.pipeline.engine.storage import resolve
 
 if TYPE_CHECKING:
-    from pipeline.engine.config import JobConfig
+    from legx.pipeline.engine.config import JobConfig
 
 DUPLICATE_ID_ERROR = "duplicate id"
 

@@ -11,10 +11,10 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import ray
 
-from pipeline.engine.sources.common import IMAGE_EXTENSIONS, SOURCE_SCHEMA, parse_label, uri_prefix
+from legx.pipeline.engine.sources.common import IMAGE_EXTENSIONS, SOURCE_SCHEMA, parse_label, uri_prefix
 
 if TYPE_CHECKING:
-    from pipeline.engine.config import JobConfig
+    from legx.pipeline.engine.config import JobConfig
 
 
 def read(config: JobConfig, filesystem: pafs.FileSystem, root: str) -> ray.data.Dataset:

@@ -1,5 +1,5 @@
 """Synthetic job outputs for the report and compare tests: rows of known values written with
-pyarrow in the job's own output schema (``pipeline.engine.schema.output_schema``), without
+pyarrow in the job's own output schema (``legx.pipeline.engine.schema.output_schema``), without
 running the job or its sink."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from methods.metric_names import METRIC_NAMES
-from pipeline.engine.schema import REGION_SHARE, output_schema
+from legx.methods.metric_names import METRIC_NAMES
+from legx.pipeline.engine.schema import REGION_SHARE, output_schema
 
 VARIANTS = (("leg", None), ("leg-tv", 0.1))
 # Every image's ground-truth region covers this share of it (the localisation metrics' chance).

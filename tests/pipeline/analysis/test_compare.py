@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from evaluation_outputs import CHANCE, VARIANTS, base_maps, write_images, write_output
-from methods.intervals import wilson_interval
-from methods.resize import upsample_maps
-from pipeline.cli.main import main as legx
-from pipeline.analysis.compare import compare_runs, read_summary
+from legx.methods.intervals import wilson_interval
+from legx.methods.resize import upsample_maps
+from legx.pipeline.cli.main import main as legx
+from legx.pipeline.analysis.compare import compare_runs, read_summary
 
 LEG, LEGTV = VARIANTS
 N_IMAGES = 6

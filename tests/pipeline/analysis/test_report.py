@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from methods.intervals import mean_estimate, rate_estimate, wilson_interval
+from legx.methods.intervals import mean_estimate, rate_estimate, wilson_interval
 
-from pipeline.cli.main import main as legx
-from pipeline.analysis.compare import compare_runs
-from pipeline.analysis.report import write_report
-from pipeline.analysis.sanity import write_sanity_table
-from pipeline.engine.storage import StorageOptions
+from legx.pipeline.cli.main import main as legx
+from legx.pipeline.analysis.compare import compare_runs
+from legx.pipeline.analysis.report import write_report
+from legx.pipeline.analysis.sanity import write_sanity_table
+from legx.pipeline.engine.storage import StorageOptions
 from evaluation_outputs import (
     CHANCE,
     IMAGE_SIZE,
@@ -232,7 +232,7 @@ def test_report_renders_in_chromium(output, tmp_path):
 
 
 def test_report_shows_the_model_accuracy_and_warns_near_chance(output, tmp_path):
-    from pipeline.engine.manifest import top1_reading
+    from legx.pipeline.engine.manifest import top1_reading
 
     manifest_path = os.path.join(output, "runs", "run-a.json")
     with open(manifest_path) as handle:

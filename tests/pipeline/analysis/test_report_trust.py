@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pyarrow as pa
 
-from pipeline.analysis.report import write_report
-from pipeline.engine.manifest import write_manifest
-from pipeline.engine.schema import STAGE_SCHEMA
-from pipeline.engine.sink import ParquetWriter
-from pipeline.engine.storage import StorageOptions
+from legx.pipeline.analysis.report import write_report
+from legx.pipeline.engine.manifest import write_manifest
+from legx.pipeline.engine.schema import STAGE_SCHEMA
+from legx.pipeline.engine.sink import ParquetWriter
+from legx.pipeline.engine.storage import StorageOptions
 
 STORAGE = StorageOptions()
 

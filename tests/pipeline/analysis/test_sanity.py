@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from methods.base import Explainer, check_images, resolve_targets
-from pipeline.analysis.sanity import (
+from legx.methods.base import Explainer, check_images, resolve_targets
+from legx.pipeline.analysis.sanity import (
     cascading_randomization,
     parameterised_layers,
     spearman_rows,
@@ -135,8 +135,8 @@ def test_write_sanity_table_reads_back(tmp_path, trained):
 def test_run_sanity_job_mode_writes_rows(trained, tmp_path, ray_local):
     from PIL import Image
 
-    from pipeline.engine.config import build_config
-    from pipeline.analysis.sanity import run_sanity
+    from legx.pipeline.engine.config import build_config
+    from legx.pipeline.analysis.sanity import run_sanity
 
     model, images = trained
     folder = tmp_path / "images"

@@ -11,11 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline.analysis.show import STYLES, load_source_image, show
-from pipeline.engine.manifest import write_manifest
-from pipeline.engine.schema import STAGE_SCHEMA
-from pipeline.engine.sink import ParquetWriter
-from pipeline.engine.storage import StorageOptions
+from legx.pipeline.analysis.show import STYLES, load_source_image, show
+from legx.pipeline.engine.manifest import write_manifest
+from legx.pipeline.engine.schema import STAGE_SCHEMA
+from legx.pipeline.engine.sink import ParquetWriter
+from legx.pipeline.engine.storage import StorageOptions
 
 STORAGE = StorageOptions()
 CONFIG = {"image_size": 8, "resize": "stretch"}

@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
-from pipeline.cli.main import build_parser, main
-from pipeline.cli.run import DEMO_CONFIG, resolve_config
+from legx.pipeline.cli.main import build_parser, main
+from legx.pipeline.cli.run import DEMO_CONFIG, resolve_config
 
 
 def _run_args(*argv: str) -> argparse.Namespace:

@@ -7,10 +7,10 @@ import logging
 
 import pytest
 
-from pipeline.cli.main import LIBRARY_LOGGERS, ConsoleHandler, configure_logging, main
+from legx.pipeline.cli.main import LIBRARY_LOGGERS, ConsoleHandler, configure_logging, main
 
-ENGINE = logging.getLogger("pipeline.engine.run")
-METHODS = logging.getLogger("methods.leg")
+ENGINE = logging.getLogger("legx.pipeline.engine.run")
+METHODS = logging.getLogger("legx.methods.leg")
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline.demo.data import (
+from legx.pipeline.demo.data import (
     ANNOTATIONS_FILE,
     CLASS_NAMES,
     demo_image_name,

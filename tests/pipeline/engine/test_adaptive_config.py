@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.engine.config import ConfigError, build_config, load_config
+from legx.pipeline.engine.config import ConfigError, build_config, load_config
 
 
 def test_auto_budget_from_yaml_overrides():

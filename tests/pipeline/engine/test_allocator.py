@@ -1,4 +1,4 @@
-"""pipeline.engine.allocator: with its settings, a forward whose activations are larger than glibc's
+"""legx.pipeline.engine.allocator: with its settings, a forward whose activations are larger than glibc's
 largest dynamic mmap threshold (32 MiB) reuses the memory of the previous forward instead of
 faulting it in again, also when it runs on a thread other than the main one (as Ray Data calls
 a model actor)."""
@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from pipeline.engine.allocator import ALLOCATOR_ENV
+from legx.pipeline.engine.allocator import ALLOCATOR_ENV
 
 # Minor page faults of the cheapest of three forwards, after two warm-up forwards (the heap
 # grows to its peak over the first two), of a convolution whose output is 32 x 64 x 96 x 96
@@ -22,7 +22,7 @@ from pipeline.engine.allocator import ALLOCATOR_ENV
 PROBE = """
 import resource, sys, threading, torch
 if sys.argv[1] == "retain":
-    from pipeline.engine.allocator import retain_freed_memory
+    from legx.pipeline.engine.allocator import retain_freed_memory
     assert retain_freed_memory()
 torch.manual_seed(0)
 model = torch.nn.Sequential(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.engine.config import ConfigError, apply_overrides, load_config
+from legx.pipeline.engine.config import ConfigError, apply_overrides, load_config
 
 
 def _problems(overrides, tmp_path=None):
@@ -84,7 +84,7 @@ def test_unknown_metric():
 
 
 def test_forward_options_are_checked_and_reach_the_plan():
-    from pipeline.engine.run import make_plan
+    from legx.pipeline.engine.run import make_plan
 
     text = _problems(["input=./images", "precision=fp8", "channels_last=yes please", "actor_threads=0"])
     for expected in ("precision: must be one of fp32, bf16, fp16, got 'fp8'",

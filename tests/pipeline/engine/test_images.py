@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.engine.images import DecodeError, decode_image, fit_box, fit_mask
+from legx.pipeline.engine.images import DecodeError, decode_image, fit_box, fit_mask
 
 
 def test_odd_inputs_decode_or_fail_with_a_reason(odd_files):

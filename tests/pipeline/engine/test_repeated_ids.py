@@ -20,10 +20,10 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.engine.config import load_config
-from pipeline.engine.run import run_job
-from pipeline.engine.images import image_digest
-from pipeline.engine.sources import DUPLICATE_ID_ERROR, SourceError
+from legx.pipeline.engine.config import load_config
+from legx.pipeline.engine.run import run_job
+from legx.pipeline.engine.images import image_digest
+from legx.pipeline.engine.sources import DUPLICATE_ID_ERROR, SourceError
 
 BRIGHT, DARK = 0, 1
 

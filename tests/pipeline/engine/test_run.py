@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.demo.data import write_demo_dataset
-from pipeline.analysis.query import connect
-from pipeline.engine.storage import StorageOptions
+from legx.pipeline.demo.data import write_demo_dataset
+from legx.pipeline.analysis.query import connect
+from legx.pipeline.engine.storage import StorageOptions
 
 GRID = 4
 SMALL_JOB = [
@@ -58,7 +58,7 @@ def top_left_model(tmp_path_factory) -> str:
 
 def legx(*args: str, **options) -> subprocess.Popen:
     """`legx ARGS` as a new process group (so a test can kill it with its local Ray)."""
-    command = [shutil.which("legx")] if shutil.which("legx") else [sys.executable, "-m", "pipeline.cli"]
+    command = [shutil.which("legx")] if shutil.which("legx") else [sys.executable, "-m", "legx.pipeline.cli"]
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
     env["RAY_AUTH_MODE"] = "disabled"
     return subprocess.Popen(
@@ -155,7 +155,7 @@ def test_s3_in_s3_out_with_odd_inputs(s3_endpoint, s3_bucket, tmp_path, top_left
     assert manifest["counts"]["errors"] == 3 * ROWS_PER_IMAGE
     assert "secret" not in json.dumps(manifest).lower()
 
-    from pipeline.cli.main import main
+    from legx.pipeline.cli.main import main
 
     query_out = io.StringIO()
     with _stdout(query_out):
@@ -174,7 +174,7 @@ def test_s3_in_s3_out_with_odd_inputs(s3_endpoint, s3_bucket, tmp_path, top_left
 
 
 def _read_s3(uri: str) -> bytes:
-    from pipeline.engine.storage import read_bytes
+    from legx.pipeline.engine.storage import read_bytes
 
     return read_bytes(uri, StorageOptions())
 
@@ -239,8 +239,8 @@ def test_webdataset_job_in_process_and_rerun_of_a_complete_run(ray_local, tmp_pa
     run id writes nothing and logs that it resumes."""
     import tarfile
 
-    from pipeline.engine.config import load_config
-    from pipeline.engine.run import run_job
+    from legx.pipeline.engine.config import load_config
+    from legx.pipeline.engine.run import run_job
 
     demo = tmp_path / "demo"
     write_demo_dataset(str(demo), 6, seed=2, image_size=32)
@@ -264,10 +264,10 @@ def test_webdataset_job_in_process_and_rerun_of_a_complete_run(ray_local, tmp_pa
     keys = _run_rows(tmp_path / "out", "wds")
     assert sorted(k[0] for k in keys) == sorted(n[: -len(".png")] for n in names)
 
-    with caplog.at_level(logging.INFO, logger="pipeline.engine.run"):
+    with caplog.at_level(logging.INFO, logger="legx.pipeline.engine.run"):
         again = run_job(config)
     assert (again.images, again.rows, again.total_rows) == (0, 0, 6)
-    assert [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "pipeline.engine.run"] == [
+    assert [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "legx.pipeline.engine.run"] == [
         (logging.INFO, "resuming run wds: 6 rows already written")]
     assert again.model_busy_s is None and again.serving_forwards_per_s is None
     assert len(_run_rows(tmp_path / "out", "wds")) == 6
@@ -297,8 +297,8 @@ def test_any_subset_of_methods_runs_by_name(ray_local, tmp_path):
     and channels_last by the actors (the wrapper keeps Grad-CAM's layer lookup working)."""
     import duckdb
 
-    from pipeline.engine.config import load_config
-    from pipeline.engine.run import run_job
+    from legx.pipeline.engine.config import load_config
+    from legx.pipeline.engine.run import run_job
 
     demo = tmp_path / "demo"
     write_demo_dataset(str(demo), 3, seed=5, image_size=32)
@@ -348,14 +348,14 @@ def test_demo_data_then_run_reads_at_the_model_input_size_and_reports_its_accura
 def test_a_model_that_misreads_its_inputs_is_flagged(ray_local, tmp_path, caplog):
     """Forced to 16 px, the demo model reads 64 px shapes at about chance (1/6): the job says
     so in its summary, its manifest and its log, and names the input size as a cause."""
-    from pipeline.engine.config import load_config
-    from pipeline.engine.run import run_job
+    from legx.pipeline.engine.config import load_config
+    from legx.pipeline.engine.run import run_job
 
     demo = tmp_path / "demo"
     write_demo_dataset(str(demo), 24, seed=0, image_size=64)
     config = load_config(None, [f"input={demo}", f"output={tmp_path / 'out'}", "image_size=16",
                                 "methods=[leg]", "leg.n_samples=16", "leg.grid_size=4", "run_id=small"])
-    with caplog.at_level(logging.INFO, logger="pipeline.engine.run"):
+    with caplog.at_level(logging.INFO, logger="legx.pipeline.engine.run"):
         summary = run_job(config)
     messages = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
     reading = summary.top1

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.engine.config import ConfigError, load_config
-from pipeline.engine.run import check_shared_output
+from legx.pipeline.engine.config import ConfigError, load_config
+from legx.pipeline.engine.run import check_shared_output
 
 
 def _config(*overrides: str):

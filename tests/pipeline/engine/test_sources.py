@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline.engine.config import load_config
-from pipeline.engine.sources import SourceError, detect_format, read_annotations, read_source
-from pipeline.engine.sources.registry import FORMATS, Format
+from legx.pipeline.engine.config import load_config
+from legx.pipeline.engine.sources import SourceError, detect_format, read_annotations, read_source
+from legx.pipeline.engine.sources.registry import FORMATS, Format
 
 
 def _png(value: int) -> bytes:
@@ -158,9 +158,9 @@ def test_the_format_names_and_the_output_layout_import_neither_torch_nor_ray():
     sink's layout come without the job's heavy stack; Ray loads only where a reader runs."""
     formats, heavy = json.loads(subprocess.check_output([sys.executable, "-c", """
 import json, sys
-from pipeline.engine.sources import FORMATS, ID_COLUMNS, IMAGE_COLUMNS, IMAGE_EXTENSIONS
-from pipeline.engine.schema import output_schema
-import pipeline.engine.sink, pipeline.engine.manifest
+from legx.pipeline.engine.sources import FORMATS, ID_COLUMNS, IMAGE_COLUMNS, IMAGE_EXTENSIONS
+from legx.pipeline.engine.schema import output_schema
+import legx.pipeline.engine.sink, legx.pipeline.engine.manifest
 output_schema()
 print(json.dumps([list(FORMATS), [name for name in ("torch", "ray") if name in sys.modules]]))
 """], text=True))

@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from pipeline.engine.sink import ParquetWriter, WriteCounts
-from pipeline.engine.explain import ExplainActor
-from pipeline.engine.finish import finish_batch
-from pipeline.engine.plan import Plan, method_spec
-from pipeline.engine.schema import DECODED_SCHEMA
-from pipeline.engine.storage import StorageOptions
+from legx.pipeline.engine.sink import ParquetWriter, WriteCounts
+from legx.pipeline.engine.explain import ExplainActor
+from legx.pipeline.engine.finish import finish_batch
+from legx.pipeline.engine.plan import Plan, method_spec
+from legx.pipeline.engine.schema import DECODED_SCHEMA
+from legx.pipeline.engine.storage import StorageOptions
 
 SIZE = 32
 
@@ -63,7 +63,7 @@ def test_a_model_calls_time_counts_once_downstream(tmp_path):
 
 
 def test_top1_reading_is_a_wilson_interval_against_chance():
-    from pipeline.engine.manifest import top1_reading, top1_warning
+    from legx.pipeline.engine.manifest import top1_reading, top1_warning
 
     # Known answers (labelled, correct, classes): Wilson 95% intervals of 5/10 and 0/10.
     half = top1_reading(10, 5, 2)
