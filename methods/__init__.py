@@ -18,13 +18,13 @@ _LAZY = {
     "Explainer": "legx.methods.base",
     "SampledExplainer": "legx.methods.base",
     "upsample_maps": "legx.methods.resize",
-    "load_model": "legx.methods.models",
+    "load_model": "legx.methods.models.loading",
 }
 
 # name -> "module:Class"; each explainer is one module with one entry point.
 _REGISTRY: dict[str, str] = {
-    "leg": "legx.methods.leg:LEG",
-    "leg-tv": "legx.methods.legtv:LEGTV",
+    "leg": "legx.methods.leg.explainer:LEG",
+    "leg-tv": "legx.methods.leg.tv:LEGTV",
     "meaningful-perturbation": "legx.methods.meaningful_perturbation:MeaningfulPerturbation",
     "cnn-perturbation": "legx.methods.cnn_perturbation:CNNPerturbation",
     "lime": "legx.methods.lime:LIME",

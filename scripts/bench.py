@@ -23,7 +23,7 @@ shared machine hits both alike. ``--arch`` uses random weights: throughput does 
 them, and nothing is downloaded (the pipeline reads them from a temporary weights file).
 
 ``--precision``, ``--channels-last`` (on by default, as in the job config) and ``--compile`` set
-up the model with ``legx.methods.inference.prepare_model`` for every section (and the job's config
+up the model with ``legx.methods.models.inference.prepare_model`` for every section (and the job's config
 for the pipeline); with any of them on, the leg section also prints the LEG map's error against
 the plain float32 model at the same seed, beside the float32 seed-to-seed difference (the Monte
 Carlo noise it is to be judged by).
@@ -49,23 +49,23 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from legx.methods.inference import PRECISIONS, input_memory_format, prepare_model  # noqa: E402
-from legx.methods.leg import LEG  # noqa: E402
-from legx.methods.leg_perturbation import grid_to_image  # noqa: E402
-from legx.methods.leg_solvers import solve_tv  # noqa: E402
+from legx.methods.models.inference import PRECISIONS, input_memory_format, prepare_model  # noqa: E402
+from legx.methods.leg.explainer import LEG  # noqa: E402
+from legx.methods.leg.perturbation import grid_to_image  # noqa: E402
+from legx.methods.leg.solvers import solve_tv  # noqa: E402
 from legx.pipeline.engine.allocator import retain_freed_memory  # noqa: E402
 
 
 def build_model(args: argparse.Namespace) -> tuple[torch.nn.Module, str]:
     """The float32 model and the job's model spec for it (a torchvision architecture's random
     weights go to a temporary file that the pipeline loads)."""
-    from legx.methods.models import load_model
+    from legx.methods.models.loading import load_model
 
     if args.arch == "demo":
         return load_model("demo", device=args.device), "demo"
     import torchvision
 
-    from legx.methods.models import NormalizedClassifier
+    from legx.methods.models.loading import NormalizedClassifier
 
     network = torchvision.models.get_model(args.arch, weights=None)
     weights = Path(tempfile.mkdtemp(prefix="legx-bench-weights-")) / f"{args.arch}.pth"
@@ -219,8 +219,8 @@ def bench_peers(model, images, args) -> dict:
 def bench_lp_share(model, images, args) -> dict:
     """LEG-TV and LEG solve seconds per image at the pipeline's settings (one core): the CPU
     work that shares this machine's cores with the forwards when there is no accelerator."""
-    from legx.methods.leg_solvers import leg_maps, legtv_solutions
-    from legx.methods.legtv import LEGTV
+    from legx.methods.leg.solvers import leg_maps, legtv_solutions
+    from legx.methods.leg.tv import LEGTV
 
     legtv = LEGTV(n_samples=args.samples, grid_size=args.grid_size, batch_size=args.batch_size)
     stats = legtv.sample(model, images[:2])

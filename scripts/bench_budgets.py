@@ -40,8 +40,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from legx.methods import load_model  # noqa: E402
-from legx.methods.leg import LEG  # noqa: E402
-from legx.methods.leg_uncertainty import reliability  # noqa: E402
+from legx.methods.leg.explainer import LEG  # noqa: E402
+from legx.methods.leg.uncertainty import reliability  # noqa: E402
 from scripts.bench_reliability import demo_images  # noqa: E402
 
 # The photographs scikit-image ships in its wheel (no download): colour first, then the grey ones,

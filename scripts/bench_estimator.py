@@ -40,8 +40,8 @@ from scipy.stats import spearmanr
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from legx.methods import load_model  # noqa: E402
-from legx.methods.localisation import localisation  # noqa: E402
-from legx.methods.leg import LEG  # noqa: E402
+from legx.methods.metrics.localisation import localisation  # noqa: E402
+from legx.methods.leg.explainer import LEG  # noqa: E402
 from legx.pipeline.demo.data import write_demo_dataset  # noqa: E402
 
 SCHEMES = [

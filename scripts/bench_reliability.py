@@ -7,7 +7,7 @@
 
 For every budget (samples per channel; ``separate`` + antithetic, 3 forwards per sample, so 342
 is the embedded default's 1,026 forwards per image and 2000 the reference's 6,000), each seed's
-run predicts every map's reliability from its own samples (``legx.methods.leg_uncertainty``), and
+run predicts every map's reliability from its own samples (``legx.methods.leg.uncertainty``), and
 the maps of every pair of seeds give the measured seed-to-seed Spearman. The table compares
 their means over images (and seeds, and seed pairs); Spearman-Brown on the observed split
 halves is shown beside them, the estimator the design notes name as an example. Bundled demo
@@ -17,7 +17,7 @@ for the default scheme, ``leg-MODE-DRAWS-BUDGET-SEED-IMAGES.pkl`` for others) an
 so the estimators can be re-measured without the forwards.
 
 ``--linear`` measures the draws on a model whose LEG is known instead: the graded linear logit
-of ``tests/methods/test_leg_uncertainty.py`` (6 x 6 grid, score 'logit', a mid-grey image, 16
+of ``tests/methods/leg/test_leg_uncertainty.py`` (6 x 6 grid, score 'logit', a mid-grey image, 16
 seeds): per budget and draws, the channels' RMSE against the closed form, the coverage of the
 nominal 95% intervals, and predicted against measured reliability.
 
@@ -47,9 +47,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from legx.methods import load_model  # noqa: E402
-from legx.methods.leg import LEG  # noqa: E402
-from legx.methods.leg_solvers import leg_maps, legtv_solutions  # noqa: E402
-from legx.methods.leg_uncertainty import (  # noqa: E402
+from legx.methods.leg.explainer import LEG  # noqa: E402
+from legx.methods.leg.solvers import leg_maps, legtv_solutions  # noqa: E402
+from legx.methods.leg.uncertainty import (  # noqa: E402
     legtv_reliability,
     reliability_at_half_and_full,
     spearman_rows,
@@ -111,9 +111,9 @@ def forwards_to_target(half: float, full: float, forwards: int) -> float:
 
 def linear_table(budgets: list[int], seeds: int = 16, grid: int | None = None, size: int | None = None) -> None:
     """``--linear``: see the module docstring."""
-    from legx.methods.leg_moments import GROUPS
-    from legx.methods.leg_uncertainty import channel_estimates, channel_standard_errors, reliability
-    from tests.methods.test_leg_uncertainty import GRID, SIZE, graded_gradient, graded_linear_model
+    from legx.methods.leg.moments import GROUPS
+    from legx.methods.leg.uncertainty import channel_estimates, channel_standard_errors, reliability
+    from tests.methods.leg.test_leg_uncertainty import GRID, SIZE, graded_gradient, graded_linear_model
 
     grid, size = grid or GRID, size or SIZE
     model = graded_linear_model(grid, size)

@@ -4,7 +4,7 @@
                                         [--model demo] [--image-size 64]
 
 ``LEG.sample`` keeps every response and, after the forwards, computes the per-draw terms'
-second moments and group means (``LEG._uncertainty``; ``legx.methods.leg_uncertainty``). This script
+second moments and group means (``LEG._uncertainty``; ``legx.methods.leg.uncertainty``). This script
 times ``sample`` as it is against the same call with that step skipped (repeats interleaved, the
 median kept), and times the step alone at the ImageNet setting (grid 28, 2,000 samples per
 channel, 8 images per call) with synthetic responses, where its cost is largest. Then the
@@ -26,9 +26,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from legx.methods import load_model  # noqa: E402
-from legx.methods.leg import LEG  # noqa: E402
-from legx.methods.leg_solvers import leg_maps, legtv_solutions  # noqa: E402
-from legx.methods.leg_uncertainty import legtv_reliability, map_standard_errors, reliability  # noqa: E402
+from legx.methods.leg.explainer import LEG  # noqa: E402
+from legx.methods.leg.solvers import leg_maps, legtv_solutions  # noqa: E402
+from legx.methods.leg.uncertainty import legtv_reliability, map_standard_errors, reliability  # noqa: E402
 from legx.pipeline.demo.data import make_demo_arrays  # noqa: E402
 
 

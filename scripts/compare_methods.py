@@ -1,9 +1,9 @@
 """Compare every registered saliency method on the demo model and demo data.
 
 For each method: the tie-aware pointing game (the share of the upsampled map's maximal pixels
-inside the object mask, ``legx.methods.localisation``), averaged over images with its 95% Wilson
+inside the object mask, ``legx.methods.metrics.localisation``), averaged over images with its 95% Wilson
 interval, the mean share of |map| inside the mask with its 95% bootstrap interval
-(``legx.methods.intervals``), both beside their chance level (the masks' mean share of the image),
+(``legx.methods.metrics.intervals``), both beside their chance level (the masks' mean share of the image),
 and the mean wall time per image, with the maps explaining the true label. Budgets are comparable: every sampling or
 optimisation method gets the same number of forward-equivalents per image, a backward pass
 counted as two forwards (so gradient methods take budget / 3 steps); Grad-CAM and Guided
@@ -29,8 +29,8 @@ import torch
 from PIL import Image
 
 from legx import methods
-from legx.methods.intervals import mean_estimate, rate_estimate
-from legx.methods.localisation import localisation, region_share
+from legx.methods.metrics.intervals import mean_estimate, rate_estimate
+from legx.methods.metrics.localisation import localisation, region_share
 from legx.pipeline.demo.data import ANNOTATIONS_FILE, write_demo_dataset
 
 # The demo images are 64 px: a 16 x 16 mask (4 px blocks) for Meaningful Perturbation; LEG

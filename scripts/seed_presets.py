@@ -3,9 +3,9 @@ settings (``preset: seed``), on the demo data with the bundled demo model.
 
     python scripts/seed_presets.py --count 96 --out presets.md [--save-maps presets.npz]
 
-For each method and preset: the tie-aware pointing game (``legx.methods.localisation``) with its 95%
+For each method and preset: the tie-aware pointing game (``legx.methods.metrics.localisation``) with its 95%
 Wilson interval and the mask energy (the share of |map| inside the object mask) with its 95%
-bootstrap interval (``legx.methods.intervals``), beside their chance level (the masks' mean share of
+bootstrap interval (``legx.methods.metrics.intervals``), beside their chance level (the masks' mean share of
 the image), the forward+backward steps per image and the wall time. Every parameter is the
 method's own: its defaults (preset ``legx``) or its seed's preset, nothing tuned here. The maps
 explain the true label, on the same images as ``scripts/compare_methods.py`` (its data seed).
@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from legx import methods  # noqa: E402
 from compare_methods import load_demo  # noqa: E402
 from legx.methods.resize import upsample_maps  # noqa: E402
-from legx.methods.intervals import mean_estimate, rate_estimate  # noqa: E402
-from legx.methods.localisation import localisation, region_share  # noqa: E402
+from legx.methods.metrics.intervals import mean_estimate, rate_estimate  # noqa: E402
+from legx.methods.metrics.localisation import localisation, region_share  # noqa: E402
 
 CONFIGURATIONS = (
     ("meaningful-perturbation", "legx"),

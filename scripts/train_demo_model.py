@@ -27,7 +27,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from legx.methods.demo_model import DEMO_CLASS_NAMES, DemoCNN  # noqa: E402
+from legx.methods.models.demo import DEMO_CLASS_NAMES, DemoCNN  # noqa: E402
 from legx.pipeline.demo.data import CLASS_NAMES, make_demo_arrays  # noqa: E402
 
 TRAIN_SEED, TEST_SEED = 1, 2

@@ -28,8 +28,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from legx.methods.resize import upsample_maps
-from legx.methods.metric_names import METRIC_NAMES
-from legx.methods.intervals import mean_estimate, rate_estimate
+from legx.methods.metrics.catalogue import METRIC_NAMES
+from legx.methods.metrics.intervals import mean_estimate, rate_estimate
 from legx.pipeline.analysis.estimates import column_estimate
 from legx.pipeline.analysis.query import connect
 from legx.pipeline.analysis.report_data import Variant

@@ -1,7 +1,7 @@
 """Per-method means of an output's metric columns with their 95% intervals over images and the
 chance level of the localisation metrics, for the report and ``legx compare``.
 
-The intervals are ``legx.methods.intervals``'s (Wilson for the pointing game's rate, a seeded
+The intervals are ``legx.methods.metrics.intervals``'s (Wilson for the pointing game's rate, a seeded
 bootstrap for the other means). The chance level of ``pointing_game`` and ``mask_energy`` is the
 mean of the ``region_share`` column (the ground-truth region's share of the image) over the rows
 the metric scored; outputs written before that column existed show no chance level.
@@ -13,8 +13,8 @@ import math
 
 import numpy as np
 
-from legx.methods.intervals import Estimate, metric_estimate
-from legx.methods.metric_names import LOCALISATION_METRICS
+from legx.methods.metrics.intervals import Estimate, metric_estimate
+from legx.methods.metrics.catalogue import LOCALISATION_METRICS
 from legx.pipeline.engine.schema import REGION_SHARE
 
 

@@ -20,7 +20,7 @@ without the output or a network.
 
 from __future__ import annotations
 
-from legx.methods.metric_names import BACKGROUNDS, HIGHER_IS_BETTER, METRIC_NAMES
+from legx.methods.metrics.catalogue import BACKGROUNDS, HIGHER_IS_BETTER, METRIC_NAMES
 from legx.pipeline.analysis.query import connect
 from legx.pipeline.analysis.report_data import (
     Report,
@@ -121,7 +121,7 @@ def summary_markdown(output_uri: str, storage: StorageOptions | None = None) -> 
     interval] / median per background, deletion and insertion AUC, pointing game, mask energy
     and Gini means [95% interval] (``legx.pipeline.analysis.estimates``), the chance level of the localisation
     metrics; only the metrics the output holds values of."""
-    from legx.methods.metric_names import LOCALISATION_METRICS
+    from legx.methods.metrics.catalogue import LOCALISATION_METRICS
     from legx.pipeline.analysis.estimates import variant_estimates
 
     connection = connect(output_uri, storage or StorageOptions())

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from legx.methods.metric_names import HIGHER_IS_BETTER
+from legx.methods.metrics.catalogue import HIGHER_IS_BETTER
 from legx.pipeline.engine.manifest import read_manifest
 from legx.pipeline.engine.storage import StorageOptions
 

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from legx.methods.resize import upsample_maps
-from legx.methods.metric_names import BACKGROUNDS
+from legx.methods.metrics.catalogue import BACKGROUNDS
 from legx.pipeline.analysis.report_data import (
     ROW_COLUMNS,
     Report,
@@ -164,7 +164,7 @@ def sensitivity_section(connection, variants: list[Variant], model, sources: Sou
         return f'{header}<p class="note">{escape(note)}.</p>'
     import torch
 
-    from legx.methods.sensitivity import SENSITIVITY_ALPHAS, sensitivity_curve
+    from legx.methods.metrics.sensitivity import SENSITIVITY_ALPHAS, sensitivity_curve
 
     ids = [
         row[0]

@@ -6,7 +6,7 @@ error rows."""
 
 from __future__ import annotations
 
-from legx.methods.metric_names import BACKGROUNDS, HIGHER_IS_BETTER
+from legx.methods.metrics.catalogue import BACKGROUNDS, HIGHER_IS_BETTER
 from legx.pipeline.analysis.report_data import Report, Variant
 from legx.pipeline.analysis.report_html import escape, number, table
 from legx.pipeline.engine.manifest import read_manifest
@@ -102,7 +102,7 @@ def summary_section(summary: dict[str, dict], metrics: list[str]) -> str:
 def estimates_section(connection, variants: list[Variant], metrics: list[str], columns: list[str]) -> str:
     """Every per-method mean with its 95% interval over images, and the chance level beside the
     localisation metrics (``legx.pipeline.analysis.estimates``)."""
-    from legx.methods.metric_names import LOCALISATION_METRICS
+    from legx.methods.metrics.catalogue import LOCALISATION_METRICS
     from legx.pipeline.analysis.estimates import variant_estimates
 
     if not metrics:

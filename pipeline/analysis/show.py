@@ -8,7 +8,7 @@ Absolute values by default (|map|, sequential colour map); ``signed`` keeps the 
 diverging colour map centred on 0. Maps are upsampled (bilinear) to the image size.
 ``significant`` greys out the cells not distinguishable from zero: those whose interval from the
 stored standard errors (``saliency_se``) contains zero, with the false-discovery rate over the
-map's cells held at ``fdr`` (Benjamini-Hochberg, ``legx.methods.leg_uncertainty.significant_cells``).
+map's cells held at ``fdr`` (Benjamini-Hochberg, ``legx.methods.leg.uncertainty.significant_cells``).
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ def show(output: str, image_id: str, path: str, storage: StorageOptions | None =
         if row.get("saliency_se") is None:
             raise LookupError(f"{image_id!r} {row['method']} has no standard errors (saliency_se);"
                               " --significant needs a LEG map")
-        from legx.methods.leg_uncertainty import significant_cells
+        from legx.methods.leg.uncertainty import significant_cells
 
         errors = np.asarray(row["saliency_se"], dtype=np.float32).reshape(saliency.shape)
         insignificant = ~significant_cells(saliency, errors, fdr)

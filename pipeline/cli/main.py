@@ -44,7 +44,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 # The loggers of legx's library code; other libraries' (Ray's, botocore's) keep their own setup.
-LIBRARY_LOGGERS = ("pipeline", "methods")
+LIBRARY_LOGGERS = ("legx",)
 VERBOSITY_LEVELS = {-1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}
 
 

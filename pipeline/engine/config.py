@@ -29,8 +29,8 @@ from typing import Any
 import yaml
 
 from legx import methods
-from legx.methods.input_size import declared_input_size
-from legx.methods.precisions import PRECISIONS
+from legx.methods.models.input_size import declared_input_size
+from legx.methods.models.precisions import PRECISIONS
 from legx.pipeline.engine.method_checks import method_problems, metric_problems
 from legx.pipeline.engine.sources.registry import FORMATS
 from legx.pipeline.engine.storage import StorageOptions, scheme_of, strip_userinfo

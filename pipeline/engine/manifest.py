@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from legx.methods.intervals import wilson_interval
+from legx.methods.metrics.intervals import wilson_interval
 from legx.pipeline.engine.storage import StorageOptions, exists, resolve, write_bytes_atomic
 
 if TYPE_CHECKING:

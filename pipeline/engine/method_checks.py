@@ -2,7 +2,7 @@
 
 Each method's parameters are checked by building the method (its constructor is the
 validation), which loads no torch: the explainer modules import torch on first use. Metric
-names and options are checked against ``legx.methods.metric_names``, the torch-free catalogue.
+names and options are checked against ``legx.methods.metrics.catalogue``, the torch-free catalogue.
 Every check returns the problems it found (the config lists them all at once).
 """
 
@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 from legx import methods
-from legx.methods.metric_names import METRIC_NAMES, METRIC_OPTIONS
+from legx.methods.metrics.catalogue import METRIC_NAMES, METRIC_OPTIONS
 
 
 def method_problems(selected: list[str], params: dict[str, dict[str, Any]]) -> list[str]:

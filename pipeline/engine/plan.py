@@ -55,8 +55,8 @@ class Plan:
 def load_job_model(plan: Plan, device: str):
     """The job's model on ``device``, prepared for inference as the plan asks (precision,
     channels_last, compile); weights in object storage are read with the job's storage options."""
-    from legx.methods.inference import prepare_model
-    from legx.methods.models import load_model
+    from legx.methods.models.inference import prepare_model
+    from legx.methods.models.loading import load_model
 
     spec = plan.model
     weights = spec.partition("@")[2] if spec.startswith("torchvision:") else spec

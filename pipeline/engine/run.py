@@ -46,7 +46,7 @@ def ensure_ray(num_cpus: int | None = None) -> None:
 
     if ray.is_initialized():
         return
-    logging_level = max(logging.INFO, logging.getLogger("pipeline").getEffectiveLevel())
+    logging_level = max(logging.INFO, logging.getLogger("legx").getEffectiveLevel())
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=False, logging_level=logging_level)
         return

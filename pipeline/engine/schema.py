@@ -11,13 +11,13 @@ from __future__ import annotations
 import pyarrow as pa
 
 # The ground-truth region's share of the image, stored beside the localisation metrics: their
-# chance level (``legx.methods.localisation.region_share``).
+# chance level (``legx.methods.metrics.localisation.region_share``).
 REGION_SHARE = "region_share"
 
 
 def metric_names() -> list[str]:
-    """The metric columns of the table: every metric ``legx.methods.metrics`` defines."""
-    from legx.methods.metric_names import METRIC_NAMES
+    """The metric columns of the table: every metric ``legx.methods.metrics.compute`` defines."""
+    from legx.methods.metrics.catalogue import METRIC_NAMES
 
     return list(METRIC_NAMES)
 

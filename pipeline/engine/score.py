@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from legx.methods.metric_names import LOCALISATION_METRICS
+from legx.methods.metrics.catalogue import LOCALISATION_METRICS
 from legx.pipeline.engine.explain import images_tensor
 from legx.pipeline.engine.finish import finite_or_none
 from legx.pipeline.engine.plan import Plan, load_job_model
@@ -15,13 +15,13 @@ from legx.pipeline.engine.schema import REGION_SHARE, STAGE_SCHEMA
 
 def needs_model(metrics: tuple[str, ...]) -> bool:
     """Whether any of ``metrics`` runs model forwards (then they need the metrics actor pool)."""
-    from legx.methods.metric_names import MODEL_FREE_METRICS
+    from legx.methods.metrics.catalogue import MODEL_FREE_METRICS
 
     return not set(metrics) <= MODEL_FREE_METRICS
 
 
 class MetricsActor:
-    """Scores every 'ok' map with ``legx.methods.metrics.compute_metrics`` (the model loaded once)."""
+    """Scores every 'ok' map with ``legx.methods.metrics.compute.compute_metrics`` (the model loaded once)."""
 
     def __init__(self, plan: Plan) -> None:
         import torch
@@ -45,7 +45,7 @@ def score_model_free_batch(batch: pa.Table, plan: Plan) -> pa.Table:
 
 def score_batch(batch: pa.Table, plan: Plan, model) -> pa.Table:
     """Metric columns for every 'ok' row of ``batch``."""
-    from legx.methods.metrics import compute_metrics
+    from legx.methods.metrics.compute import compute_metrics
 
     records = batch.to_pylist()
     scores = {name: [None] * len(records) for name in plan.metrics}
@@ -94,7 +94,7 @@ def score_batch(batch: pa.Table, plan: Plan, model) -> pa.Table:
 def region_shares(masks: np.ndarray | None, boxes: np.ndarray | None, count: int, size: int) -> np.ndarray:
     """The ground-truth region's share of the image per row (NaN without one): the chance level
     of the pointing game and mask energy."""
-    from legx.methods.localisation import ground_truth, region_share
+    from legx.methods.metrics.localisation import ground_truth, region_share
 
     regions = ground_truth(masks, boxes, count, size, size)
     return np.full(count, np.nan) if regions is None else region_share(regions)

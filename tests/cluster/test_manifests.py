@@ -509,7 +509,7 @@ def test_dockerfile_installs_the_repository_on_a_ray_gpu_image():
             words = [word for word in arguments.split() if not word.startswith("--")]
             for source in words[:-1]:
                 copied[source] = words[-1]
-    assert {"pyproject.toml", "README.md", "methods", "pipeline", "requirements"} <= set(copied)
+    assert {"pyproject.toml", "setup.py", "src", "README.md", "methods", "pipeline", "requirements"} <= set(copied)
     for source in copied:
         assert (REPO / source).exists(), f"COPY {source}: not in the repository"
     install = " ".join(arguments for name, arguments in instructions if name == "RUN" and "pip install" in arguments)

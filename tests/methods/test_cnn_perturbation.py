@@ -7,7 +7,7 @@ from saliency_toys import TEXTURE_SQUARE, TextureModel, mass_in_region, region_m
 
 from legx.methods import get_explainer
 from legx.methods.cnn_perturbation import CNNPerturbation
-from legx.methods.models import NormalizedClassifier
+from legx.methods.models.loading import NormalizedClassifier
 
 SETTINGS = dict(n_iterations=30, batch_size=2)
 

@@ -145,7 +145,7 @@ def test_the_finish_steps_run_without_torch(model, images, tmp_path):
 
 def test_a_finisher_is_named_module_colon_function_and_a_finished_map_is_a_map_or_an_error():
     with pytest.raises(ValueError, match="module:function"):
-        load_finisher("legx.methods.leg_finish")
+        load_finisher("legx.methods.leg.finish")
     with pytest.raises(ValueError, match="either a saliency map or an error"):
         FinishedMap(0.1, np.zeros((2, 2), np.float32), 0.0, error="solve failed")
     with pytest.raises(ValueError, match="either a saliency map or an error"):

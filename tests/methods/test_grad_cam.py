@@ -74,8 +74,8 @@ def test_repeatable_and_batch_equals_one_image_at_a_time(explainer_class):
 
 
 def test_default_layer_of_the_demo_model_is_its_declared_feature_map():
-    from legx.methods.demo_model import DemoCNN
-    from legx.methods.models import NormalizedClassifier, load_model
+    from legx.methods.models.demo import DemoCNN
+    from legx.methods.models.loading import NormalizedClassifier, load_model
 
     demo = load_model("demo")
     # The last Conv2d in module order is the one-channel attention convolution; the head reads
@@ -94,7 +94,7 @@ def test_default_layer_of_the_demo_model_is_its_declared_feature_map():
 def test_default_layer_of_torchvision_classifiers_is_the_block_the_head_pools(arch, block):
     import torchvision
 
-    from legx.methods.models import NormalizedClassifier
+    from legx.methods.models.loading import NormalizedClassifier
 
     model = NormalizedClassifier(torchvision.models.get_model(arch, weights=None, num_classes=3)).eval()
     assert find_layer(model, None) is getattr(model.network, block)

@@ -43,7 +43,7 @@ print(json.dumps({"status": status, "loaded": [name for name in %r if name in sy
 CONFIG_PROBE = """
 import json, sys
 from legx import methods
-from legx.methods.metric_names import METRIC_NAMES
+from legx.methods.metrics.catalogue import METRIC_NAMES
 from legx.pipeline.engine.config import load_config
 config = load_config(None, ["input=images", "methods=[" + ",".join(methods.available()) + "]",
                             "metrics=[" + ",".join(METRIC_NAMES) + "]", "metric_options={auc_steps: 20}",

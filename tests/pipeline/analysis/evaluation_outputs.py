@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from legx.methods.metric_names import METRIC_NAMES
+from legx.methods.metrics.catalogue import METRIC_NAMES
 from legx.pipeline.engine.schema import REGION_SHARE, output_schema
 
 VARIANTS = (("leg", None), ("leg-tv", 0.1))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from evaluation_outputs import CHANCE, VARIANTS, base_maps, write_images, write_output
-from legx.methods.intervals import wilson_interval
+from legx.methods.metrics.intervals import wilson_interval
 from legx.methods.resize import upsample_maps
 from legx.pipeline.cli.main import main as legx
 from legx.pipeline.analysis.compare import compare_runs, read_summary

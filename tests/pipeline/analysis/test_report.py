@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from legx.methods.intervals import mean_estimate, rate_estimate, wilson_interval
+from legx.methods.metrics.intervals import mean_estimate, rate_estimate, wilson_interval
 
 from legx.pipeline.cli.main import main as legx
 from legx.pipeline.analysis.compare import compare_runs

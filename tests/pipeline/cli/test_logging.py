@@ -10,7 +10,7 @@ import pytest
 from legx.pipeline.cli.main import LIBRARY_LOGGERS, ConsoleHandler, configure_logging, main
 
 ENGINE = logging.getLogger("legx.pipeline.engine.run")
-METHODS = logging.getLogger("legx.methods.leg")
+METHODS = logging.getLogger("legx.methods.leg.explainer")
 
 
 @pytest.fixture(autouse=True)
