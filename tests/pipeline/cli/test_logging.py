@@ -32,8 +32,8 @@ def _log_each_level() -> None:
 @pytest.mark.parametrize(("flags", "out", "err"), [
     ([], "legx: resuming run r1: 12 rows already written\n", "legx: WARNING: grid larger than the image\n"),
     (["-q"], "", "legx: WARNING: grid larger than the image\n"),
-    (["-v"], "legx: pipeline.engine.run: plan: 3 stages\nlegx: pipeline.engine.run: resuming run r1: 12 rows"
-             " already written\n", "legx: methods.leg: WARNING: grid larger than the image\n"),
+    (["-v"], "legx: legx.pipeline.engine.run: plan: 3 stages\nlegx: legx.pipeline.engine.run: resuming run r1: 12 rows"
+             " already written\n", "legx: legx.methods.leg.explainer: WARNING: grid larger than the image\n"),
 ])
 def test_verbosity_flags_before_the_command(tmp_path, capsys, flags, out, err):
     assert main([*flags, "query", str(tmp_path / "nothing"), "select 1"]) == 1
