@@ -119,11 +119,8 @@ def run_job(config: JobConfig) -> JobSummary:
     if existing:
         logger.info("resuming run %s: %d rows already written", config.run_id, len(existing))
 
-    job = _Job(config, plan, gpus=(0.5 if needs_model(plan.metrics) else 1.0) if use_gpu else 0)
-    dataset = _decode(dataset, job, annotations, repeated, existing)
-    dataset = _explain(dataset, job)
-    dataset = _finish(dataset, job)
-    dataset = _score(dataset, job)
+    job = _Job(config, plan, gpus=_actor_gpus(plan, use_gpu))
+    dataset = _stages(dataset, job, annotations, repeated, existing)
     counts = _write(dataset, job, existing)
     wall = time.perf_counter() - started
 
@@ -145,6 +142,37 @@ def run_job(config: JobConfig) -> JobSummary:
     record_attempt(config, summary, attempt, model_id=model_id, model_input_size=declared_size,
                    methods=[{"name": s.name, "params": s.params} for s in plan.specs])
     return summary
+
+
+def job_stages(dataset, config: JobConfig):
+    """The job's stages from decode to score over ``dataset`` (``SOURCE_SCHEMA`` rows), ending in
+    output rows (``output_schema``) of ``config.run_id``: the Ray program's way into legx
+    (``legx.explain_dataset``). Lazy: the caller consumes or writes the Dataset. The model is
+    loaded here once so that a bad spec fails now; annotations are the config's, if any."""
+    from legx.pipeline.engine.sink import output_rows
+
+    ensure_ray()
+    use_gpu = _use_gpu(config)
+    _check_resources(config, use_gpu)
+    plan = make_plan(config, use_gpu)
+    model_id, _ = _inspect_model(plan, config)
+    annotations = read_annotations(config, "dataset") if config.annotations else None
+    job = _Job(config, plan, gpus=_actor_gpus(plan, use_gpu))
+    dataset = _stages(dataset, job, annotations, {}, set())
+    return dataset.map_batches(output_rows, fn_kwargs={"run_id": config.run_id, "model_id": model_id},
+                               batch_format="pyarrow", num_cpus=0.5)
+
+
+def _actor_gpus(plan: Plan, use_gpu: bool) -> float:
+    """GPUs of one model actor: a second pool of metric actors shares the GPU."""
+    return (0.5 if needs_model(plan.metrics) else 1.0) if use_gpu else 0
+
+
+def _stages(dataset, job: _Job, annotations, repeated: dict, existing: set[str]):
+    dataset = _decode(dataset, job, annotations, repeated, existing)
+    dataset = _explain(dataset, job)
+    dataset = _finish(dataset, job)
+    return _score(dataset, job)
 
 
 def _inspect_model(plan: Plan, config: JobConfig) -> tuple[str, int | None]:

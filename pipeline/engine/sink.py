@@ -111,6 +111,29 @@ def _model_calls(table: pa.Table) -> WriteCounts:
     )
 
 
+def output_rows(batch: pa.Table, run_id: str, model_id: str) -> pa.Table:
+    """Stage rows (``STAGE_SCHEMA``) as rows of the output table (``output_schema``): the run id,
+    the model id where the actor set none, the creation time; internal columns dropped."""
+    schema = output_schema()
+    count = batch.num_rows
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    columns = {}
+    for name in schema.names:
+        if name == "run_id":
+            columns[name] = pa.array([run_id] * count, pa.string())
+        elif name == "model_id":
+            # The loaded model's id (spec and weights hash) where the actor set it.
+            given = batch.column(name) if name in batch.column_names else pa.nulls(count, pa.string())
+            columns[name] = pc.fill_null(given.cast(pa.string()), model_id)
+        elif name == "created_at":
+            columns[name] = pa.array([now] * count, schema.field(name).type)
+        elif name in batch.column_names:
+            columns[name] = batch.column(name).cast(schema.field(name).type)
+        else:
+            columns[name] = pa.nulls(count, schema.field(name).type)
+    return pa.table(columns, schema=schema)
+
+
 @dataclass(frozen=True)
 class ParquetWriter:
     """Stage rows (``STAGE_SCHEMA``) -> Parquet files of the ``saliency`` table of ``run_id``,
@@ -160,24 +183,7 @@ class ParquetWriter:
         return counts
 
     def _to_output(self, batch: pa.Table) -> pa.Table:
-        schema = output_schema()
-        count = batch.num_rows
-        now = datetime.now(timezone.utc).replace(tzinfo=None)
-        columns = {}
-        for name in schema.names:
-            if name == "run_id":
-                columns[name] = pa.array([self.run_id] * count, pa.string())
-            elif name == "model_id":
-                # The loaded model's id (spec and weights hash) where the actor set it.
-                given = batch.column(name) if name in batch.column_names else pa.nulls(count, pa.string())
-                columns[name] = pc.fill_null(given.cast(pa.string()), self.model_id)
-            elif name == "created_at":
-                columns[name] = pa.array([now] * count, schema.field(name).type)
-            elif name in batch.column_names:
-                columns[name] = batch.column(name).cast(schema.field(name).type)
-            else:
-                columns[name] = pa.nulls(count, schema.field(name).type)
-        return pa.table(columns, schema=schema)
+        return output_rows(batch, self.run_id, self.model_id)
 
     def _write(self, table: pa.Table, keys: list[str]) -> None:
         _, directory = run_directory(self.output, self.storage, self.run_id)
