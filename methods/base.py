@@ -68,8 +68,9 @@ class Explainer(abc.ABC):
         }
 
     def outputs(self) -> list[float | None]:
-        """The outputs per image, as the output table's ``lam`` names them: one map (None) unless
-        the method makes several."""
+        """The outputs per image: one map (None) unless the method makes several (LEG-TV: one
+        per lambda). Each ``FinishedMap.output`` is one of them; the output table keeps it in its
+        ``lam`` column, so that queries of either kind of method read one column."""
         return [None]
 
     def __repr__(self) -> str:

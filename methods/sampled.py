@@ -42,14 +42,15 @@ class SampledStatistics(Protocol):
 class FinishedMap:
     """One output of a finish step for one image: a map, or the error that stands in its place.
 
-    lam: the output it is (an entry of the explainer's ``outputs()``); saliency: float32 (h, w)
+    output: which of the explainer's ``outputs()`` it is (LEG-TV: its lambda; None for a method
+    with one output; the output table stores it in the ``lam`` column); saliency: float32 (h, w)
     or None where the step failed for this output, with ``error`` saying why; seconds: the time
     the step spent on this map; saliency_se: the standard error of each cell, (h, w), where the
     method estimates it; reliability: the map's predicted seed-to-seed Spearman, where the method
     estimates it (NaN where it cannot for this image).
     """
 
-    lam: float | None
+    output: float | None
     saliency: np.ndarray | None
     seconds: float
     error: str | None = None

@@ -61,12 +61,12 @@ def finished_row(base: dict, method: str, params_text: str, item) -> dict:
     """The output row of one ``legx.methods.sampled.FinishedMap``: its map, or its error."""
     solved = {**base, "elapsed_s": base["elapsed_s"] + item.seconds}
     if item.error is not None:
-        return {**solved, "method": method, "lam": item.lam, "params": params_text,
+        return {**solved, "method": method, "lam": item.output, "params": params_text,
                 "status": "error", "error": f"solve: {item.error}", "reliability": None}
     solved["reliability"] = finite_or_none(item.reliability)
     if item.saliency_se is not None:
         solved["saliency_se"] = np.asarray(item.saliency_se).ravel()
-    return map_row(solved, method, item.lam, params_text, item.saliency)
+    return map_row(solved, method, item.output, params_text, item.saliency)
 
 
 def finite_or_none(value) -> float | None:

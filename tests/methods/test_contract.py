@@ -110,7 +110,7 @@ def test_sample_then_finish_gives_the_maps_of_explain(name, model, images, expla
     stats = explainer.sample(model, images)
     assert len(stats) == 2 and stats.forwards_per_image().shape == (2,)
     finished = explainer.finish(stats)
-    assert [[item.lam for item in per_image] for per_image in finished] == [explainer.outputs()] * 2
+    assert [[item.output for item in per_image] for per_image in finished] == [explainer.outputs()] * 2
     items = [item for per_image in finished for item in per_image]
     assert all(isinstance(item, FinishedMap) and item.error is None for item in items)
     maps = np.stack([np.stack([item.saliency for item in per_image]) for per_image in finished])
