@@ -35,3 +35,21 @@ def test_front_page_links_resolve() -> None:
         if not (document.parent / target).exists()
     ]
     assert not broken, f"links to files that do not exist: {broken}"
+
+
+# What a reader of the repository cannot open: this project's issue numbers, notes kept
+# elsewhere, and the README cited as the evidence of a measurement (the docs pages hold them).
+_UNREADABLE = re.compile(r"\bissue \d+|\(issue\b|design notes|the issue's|[(,] ?README\b", re.IGNORECASE)
+
+
+def test_nothing_cites_what_a_reader_cannot_open() -> None:
+    texts = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *(ROOT / "docs").rglob("*.md")]
+    texts += [path for folder in ("src", "methods", "pipeline", "scripts", "tests", "cluster")
+              for path in (ROOT / folder).rglob("*.py") if path != Path(__file__)]
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in texts
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if _UNREADABLE.search(line)
+    ]
+    assert not found, "point at the docs page instead:\n" + "\n".join(found)
