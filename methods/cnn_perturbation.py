@@ -18,7 +18,7 @@ Point by point against the seed (its notebook and ``deep_explanation.py``; VGG19
 
 | choice | seed | legx default (preset ``legx``) | why they differ |
 |---|---|---|---|
-| epochs (steps) | 1000 | 300 (``n_iterations``) | a forward budget: each step is a forward and a backward per image; the README measures what it costs |
+| epochs (steps) | 1000 | 300 (``n_iterations``) | a forward budget: each step is a forward and a backward per image; docs/benchmarks/index.md measures what it costs |
 | space of x in G, the L1 term and d | the model's normalised input (ImageNet mean/std: the generator sees, and is rescaled to, the normalised image; the L1 and the difference are taken there) | [0, 1] pixels (``input_space: pixels``) | the explainer sees a model on [0, 1]. On the normalised scale the L1 term weighs about 1/std (4.4x for ImageNet, 4x for the demo model) more, so the seed's generator may change the image less; ``input_space: normalised`` works on the model's own normalisation, as the seed does |
 | generator | 3 x 3 kernel, 3 blocks of 3 layers, one shared conv, PyTorch's default init | the seed's (its examples also run 2 blocks) | - |
 | l1 coefficient, optimiser | 1.0, Adam lr 0.01 | the seed's | - |

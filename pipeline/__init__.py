@@ -1,4 +1,4 @@
-"""legx's Ray Data job and the tools around it (README, "Layout and development"):
+"""legx's Ray Data job and the tools around it (docs/development/architecture.md):
 
     engine/    the job, one module per stage (``engine.run.run_job`` chains them)
     analysis/  reading outputs: query, report, compare, sanity, show

@@ -21,7 +21,7 @@ saved as a state_dict into a temporary folder and loaded through the job's model
 
 The table gives, per method, the forwards per image (mean, largest), the job's total forwards,
 and the predicted reliability of the worst and the mean map, and the ratio of the totals
-(the issue's target: adaptive needs at most half the fixed total).
+(the target: adaptive needs at most half the fixed total).
 """
 
 from __future__ import annotations

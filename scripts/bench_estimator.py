@@ -14,7 +14,7 @@ and without antithetic pairs) is scored at the same number of forwards per image
   pointing      pointing-game hit rate on the demo object masks.
 
 The exact gradient's own pointing rate is printed first: the ceiling of any gradient estimator
-on this model. It prints a Markdown table (the README's "LEG and LEG-TV" section).
+on this model. It prints a Markdown table (docs/benchmarks/index.md, "LEG estimator schemes").
 
     python scripts/bench_estimator.py --clip-effect [--images 48] [--budget 1026]
 

@@ -10,7 +10,7 @@ is the embedded default's 1,026 forwards per image and 2000 the reference's 6,00
 run predicts every map's reliability from its own samples (``legx.methods.leg.uncertainty``), and
 the maps of every pair of seeds give the measured seed-to-seed Spearman. The table compares
 their means over images (and seeds, and seed pairs); Spearman-Brown on the observed split
-halves is shown beside them, the estimator the design notes name as an example. Bundled demo
+halves is shown beside them, the textbook correction. Bundled demo
 model, demo images 64 px, 8 x 8 grid, noise level 0.02, as the embedded default runs them.
 ``--statistics DIR`` keeps each run's sampled statistics there (``leg-BUDGET-SEED-IMAGES.pkl``
 for the default scheme, ``leg-MODE-DRAWS-BUDGET-SEED-IMAGES.pkl`` for others) and reuses them,

@@ -10,8 +10,8 @@ reaches ``target_reliability`` or when ``max_samples`` per channel are spent (th
 ``capped``).
 
 The check runs after every round from the second on: it is a bootstrap of the map, which the
-model actor waits for (its cost is in the README, "Adaptive budgets"). Checking less often was
-measured and rejected here (README, "Adaptive budgets"): scheduled by Spearman-Brown's rounds to
+model actor waits for (its cost is in docs/benchmarks/index.md, "Cost of the statistics"). Checking less often was
+measured and rejected (``scripts/bench_budgets.py``): scheduled by Spearman-Brown's rounds to
 the target, the checks fell 4.3x on resnet18 at target 0.9, but the forwards rose 19%, since a
 map then stops up to a step past its first crossing. The estimator is LEG's, as
 published: every round's draws are independent N(0, Sigma) draws (with ``draws='sobol'``, the

@@ -54,14 +54,14 @@ reliability is measured on (``legx.methods.leg.moments.GROUPS``) its own indepen
 sequence (in ``separate`` mode, one per channel too): the groups are independent replicates
 of the same randomised quasi-Monte Carlo rule, the standard randomised-QMC error estimate,
 so the Hadamard contrasts of the groups still draw this map's own sampling noise and the
-reliability keeps its meaning (measured calibrated on a linear logit, README). The per-cell
+reliability keeps its meaning (measured calibrated on a linear logit, docs/benchmarks/index.md). The per-cell
 standard errors still come from the spread of the units, which measures the error of
 independent draws, so with Sobol draws they are not what they claim: where a sequence holds
 many points per grid cell they overstate the error (conservative intervals), where it holds
 few they can understate it (Sobol points then fill pairs of coordinates unevenly, and the
 products y z that g_hat averages pay for it). Sobol draws are therefore an option outside the
 certified defaults. Adaptive budgets continue every group's sequence from round to round. The
-measured effect (``scripts/bench_reliability.py``, README) follows the same line: fewer errors
+measured effect (``scripts/bench_reliability.py``, docs/benchmarks/index.md) follows the same line: fewer errors
 than random draws only with many points per group and sequence against p.
 
 LEG is a sampled explainer (``legx.methods.base``): ``LEG.sample`` runs the forwards (on the model's

@@ -32,7 +32,7 @@ cells of a channel are exactly 0 at the optimum and the rest take a few region v
 interior-point solver returns them as values that differ by its own convergence noise (below
 1e-9 of the largest here), and a cell ranking (Spearman, deletion order, the reliability) then
 orders the cells of a region by that noise: two seeds' maps agreed 0.79 at 6,000 forwards, and
-0.90 once the noise was removed (README). Each channel's solution is therefore snapped to its
+0.90 once the noise was removed (docs/benchmarks/index.md). Each channel's solution is therefore snapped to its
 ties (``snap_ties``) on the unit scale, where solutions are of order 1 (their largest
 magnitude was 0.15-0.92 on the demo model's statistics) and the solvers' noise is below 1e-8:
 values within ``TIE_TOLERANCE`` of each other are one value, and 0 where one of them is that

@@ -28,7 +28,7 @@ of the expected map (a normal approximation of a mean of m independent terms); a
 interval contains zero is not distinguishable from zero (``significant_cells`` adds a
 Benjamini-Hochberg control over the map's cells).
 
-Reliability (definitions in the design notes, "Trust in a sampled map"): the Spearman rank
+Reliability (docs/trust.md): the Spearman rank
 correlation expected between this map and the map of an independent run with the same budget
 and parameters. The units of each channel are split into K disjoint groups (``LEG.sample``
 ships each group's LEG, ``group_leg``); ``reliability`` is measured on them and corrected to
@@ -224,7 +224,7 @@ def reliability(stats: LegStatistics, absolute: bool = True) -> np.ndarray:
     averages out like parallel tests; |.| breaks that (its noise floor is shaped by each cell's
     noise level, so it agrees between runs without being signal, and it does not shrink like
     the signal's share). On the demo set Spearman-Brown over-predicted the seed-to-seed
-    agreement and this estimator did not (``scripts/bench_reliability.py``, README).
+    agreement and this estimator did not (``scripts/bench_reliability.py``, docs/benchmarks/index.md).
     """
     group_leg = _require(stats, "group_leg")
     if group_leg.shape[1] < 4:
@@ -254,7 +254,7 @@ def legtv_reliability(
     does with its own bias one level down. Each statistic is solved as g_hat = Sigma LEG:
     2 (draws + 1) programs per channel and lambda beside the map's one.
 
-    Measured and rejected on the demo set (README, "Trust in a sampled map"): carrying the
+    Measured and rejected on the demo set (``scripts/bench_reliability.py``): carrying the
     halves' agreement to the full budget with the gain in odds LEG's map shows (under-predicted
     sparse lambda-0.3 maps at 1,026 forwards by 0.07), Spearman-Brown on the halves (over by up
     to 0.09), the bootstrap without its correction (under by up to 0.08)."""

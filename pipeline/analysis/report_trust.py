@@ -1,7 +1,7 @@
 """The report's "Trust" section: how far each method's sampled maps can be trusted.
 
 Per method variant: the distribution of the maps' ``reliability`` (the predicted seed-to-seed
-Spearman, design notes "Trust in a sampled map"), the forwards its maps cost (``n_forwards``; a
+Spearman, docs/trust.md), the forwards its maps cost (``n_forwards``; a
 sampling shared by LEG and LEG-TV counts on both, the manifest's totals once), the maps capped
 before their target, and the maps below target, listed worst first. The target is a map's
 ``target_reliability`` parameter where its method has one (adaptive budgets), else

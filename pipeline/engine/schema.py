@@ -1,6 +1,6 @@
 """The one definition of every table the job passes along and writes (tests import it too).
 
-    output_schema()   the ``saliency`` table the sink writes (design notes, "Output schema")
+    output_schema()   the ``saliency`` table the sink writes (docs/running/outputs.md)
     DECODED_SCHEMA    decode -> explain: one row per image
     STAGE_SCHEMA      explain -> finish -> score -> sink: one row per map (internal columns
                       start with an underscore and are dropped by the sink)
@@ -23,7 +23,7 @@ def metric_names() -> list[str]:
 
 
 def output_schema() -> pa.Schema:
-    """The ``saliency`` table (design notes, "Output schema")."""
+    """The ``saliency`` table (docs/running/outputs.md)."""
     fields = [
         ("run_id", pa.string()),
         ("image_id", pa.string()),
@@ -38,7 +38,7 @@ def output_schema() -> pa.Schema:
         ("height", pa.int32()),
         ("width", pa.int32()),
         ("saliency", pa.list_(pa.float32())),
-        # How far to trust a sampled map (design notes, "Trust in a sampled map"); null for
+        # How far to trust a sampled map (docs/trust.md); null for
         # methods that do not sample. n_forwards counts a sampling shared by several maps on
         # each of them (the manifest's totals count it once).
         ("saliency_se", pa.list_(pa.float32())),

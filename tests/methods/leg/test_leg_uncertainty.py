@@ -177,7 +177,7 @@ def test_legtv_reliability_matches_the_measured_seed_to_seed_spearman():
                         for a, b in itertools.combinations(maps, 2)], axis=0)
     assert ((0.5 < measured) & (measured < 0.85)).all()
     # Measured 0.755 / 0.696, predicted 0.731 / 0.730. At 256 samples the prediction is 0.10 -
-    # 0.14 below the measured agreement (README).
+    # 0.14 below the measured agreement (docs/benchmarks/index.md).
     np.testing.assert_allclose(np.mean(predicted, axis=0), measured, atol=0.06)
     few = LEG(n_samples=12, grid_size=GRID, score="logit").sample(graded_linear_model(), GREY, [0])
     assert few.group_leg.shape[1] < 8 and np.isnan(legtv_reliability(few, [0.1])).all()
@@ -202,7 +202,7 @@ def graded_gradient(model: LinearLogitModel, grid_size: int = GRID) -> np.ndarra
 
 def test_sobol_draws_are_unbiased_and_beat_random_draws_where_groups_hold_many_points():
     # 4096 samples per channel: 2048 antithetic units, 256 per group and sequence, against
-    # p = 36 coordinates (with a few points per coordinate, Sobol draws do worse: README).
+    # p = 36 coordinates (with a few points per coordinate, Sobol draws do worse: docs/benchmarks/index.md).
     model = graded_linear_model()
     truth = graded_gradient(model)
     errors = {"random": [], "sobol": []}
