@@ -67,8 +67,8 @@ def score_batch(batch: pa.Table, plan: Plan, model) -> pa.Table:
                 if r["_mask"] is not None else np.zeros((size, size), bool)
                 for r in chosen
             ])
-        elif any(r["_box"] is not None for r in chosen):
-            boxes = np.array([r["_box"] if r["_box"] is not None else [np.nan] * 4 for r in chosen])
+        elif any(r["boxes"] is not None for r in chosen):
+            masks = np.stack([target_region(r["boxes"], r["target"], size) for r in chosen])
         targets = np.array([r["target"] for r in chosen], dtype=np.int64)
         if localised:
             for position, share in zip(positions, region_shares(masks, boxes, len(chosen), size)):
@@ -89,6 +89,17 @@ def score_batch(batch: pa.Table, plan: Plan, model) -> pa.Table:
     if localised:
         table = table.append_column(REGION_SHARE, pa.array(shares, pa.float64()))
     return table
+
+
+def target_region(boxes: list[dict] | None, target: int | None, size: int) -> np.ndarray:
+    """The ground truth of one map: the union of its image's boxes (in the explained image's
+    pixels) whose class is the explained one, or unstated; empty (the scores are NaN) where no
+    box is left, as when the boxes belong to other classes or the crop cut them all away."""
+    from legx.methods.localisation import boxes_union
+
+    chosen = [[b["x_min"], b["y_min"], b["x_max"], b["y_max"]] for b in boxes or []
+              if b["label"] is None or b["label"] == target]
+    return boxes_union(np.array(chosen, dtype=np.float64).reshape(-1, 4), size, size)
 
 
 def region_shares(masks: np.ndarray | None, boxes: np.ndarray | None, count: int, size: int) -> np.ndarray:
