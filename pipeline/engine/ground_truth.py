@@ -78,9 +78,8 @@ def ground_truth_counts(annotations: Annotations | None, run_rows: pa.Table) -> 
         )
         select count(*) filter (where i.label is not null),
                count(*) filter (where i.boxes is not null),
-               coalesce(sum(len(i.boxes) filter (where i.boxes is not null)), 0),
-               coalesce(sum(coalesce({annotated_boxes("exact")}, {annotated_boxes("stem")}) - len(i.boxes))
-                        filter (where i.boxes is not null), 0)
+               coalesce(sum(len(i.boxes)), 0),
+               coalesce(sum(coalesce({annotated_boxes("exact")}, {annotated_boxes("stem")}) - len(i.boxes)), 0)
         from images i
         left join annotated exact on exact.image_id = i.image_id
         left join annotated stem
@@ -89,7 +88,7 @@ def ground_truth_counts(annotations: Annotations | None, run_rows: pa.Table) -> 
     maps = connection.execute("""
         select count(*) filter (where len(boxes) = 0),
                count(*) filter (where len(boxes) > 0 and len(list_filter(
-                   boxes, b -> b.label is null or b.label = target)) = 0)
+                   boxes, lambda b: b.label is null or b.label = target)) = 0)
         from run_rows where status = 'ok' and boxes is not null
     """).fetchone()
     return {
