@@ -115,11 +115,6 @@ def map_box(box: np.ndarray, height: int, width: int, size: int, mode: str) -> n
     )
 
 
-def fit_box(box: np.ndarray, height: int, width: int, size: int, mode: str) -> np.ndarray:
-    """``map_box`` clipped to the fitted image: float64 (4,)."""
-    return np.clip(map_box(box, height, width, size, mode), 0, size - 1)
-
-
 def fit_boxes(boxes: list[dict], annotated: tuple[int, int] | None, decoded: tuple[int, int],
               size: int, mode: str) -> list[dict]:
     """Ground-truth boxes (dicts of ``schema.BOX_TYPE``) through the geometry of their image.
