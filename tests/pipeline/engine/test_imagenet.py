@@ -350,3 +350,16 @@ def test_imagenet_layout_of_the_demo_set_gives_the_numbers_of_its_parquet(ray_lo
     assert sum(pair[1] is not None for pair in pairs) >= 4
     for _, pointing_loc, pointing_parquet, energy_loc, energy_parquet in pairs:
         assert pointing_loc == pointing_parquet and energy_loc == energy_parquet
+
+
+def test_class_folders_take_their_order_from_the_synset_mapping(ray_local, tmp_path):
+    """ROOT/SYNSET/ folders with LOC_synset_mapping.txt as the classes file: a folder's label is
+    its synset's line in the mapping, not its place among the folders."""
+    from legx.pipeline.engine.sources import read_source
+
+    for synset in ("n01484850", "n01440764"):
+        _imagenet_images(tmp_path / "val" / synset, {"ILSVRC2012_val_00000001": (8, 8)})
+    classes = _write(tmp_path / "LOC_synset_mapping.txt", MAPPING)
+    dataset, _ = read_source(load_config(None, [f"input={tmp_path / 'val'}", f"classes={classes}"]))
+    labels = sorted((row["image_id"], row["label"]) for row in dataset.take_all())
+    assert labels == [("n01440764/ILSVRC2012_val_00000001.JPEG", 0), ("n01484850/ILSVRC2012_val_00000001.JPEG", 2)]
