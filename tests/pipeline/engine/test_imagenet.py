@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 from PIL import Image
 
 from legx.methods.localisation import mask_energy, pointing_game
@@ -273,16 +274,17 @@ def test_flat_folder_and_webdataset_jobs_on_loc_annotations(ray_local, tmp_path)
     image wider than tall so that the crop cuts a box away) gets labels, names and boxes by file
     stem; the same images as WebDataset shards get the same rows."""
     sizes = {"ILSVRC2012_val_00000001": (64, 64), "ILSVRC2012_val_00000002": (96, 48),
-             "ILSVRC2012_val_00000003": (40, 40)}
+             "ILSVRC2012_val_00000003": (40, 40), "ILSVRC2012_val_00000004": (96, 48)}
     _imagenet_images(tmp_path / "val", sizes)
     solution = _write(tmp_path / "LOC_val_solution.csv", (
         "ImageId,PredictionString\n"
         "ILSVRC2012_val_00000001,n00000002 2 2 20 20 n00000002 40 40 60 60 n00000004 30 0 40 10 \n"
         "ILSVRC2012_val_00000002,n00000001 0 0 10 47 n00000001 40 10 60 40 \n"
-        "ILSVRC2012_val_00000003,n00000005 0 0 8 8 \n"))
+        "ILSVRC2012_val_00000003,n00000005 0 0 8 8 \n"
+        "ILSVRC2012_val_00000004,n00000003 80 0 95 47 \n"))
     classes = _write(tmp_path / "LOC_synset_mapping.txt", DEMO_MAPPING)
     summary = _job(tmp_path, str(tmp_path / "val"), solution, classes, "flat")
-    assert (summary.images, summary.ok, summary.errors) == (3, 3, 0)
+    assert (summary.images, summary.ok, summary.errors) == (4, 4, 0)
     rows = _rows(tmp_path, "flat")
     first = rows["ILSVRC2012_val_00000001.JPEG"]
     assert first[:4] == (2, "class 2", 2, "class 2")
@@ -293,10 +295,14 @@ def test_flat_folder_and_webdataset_jobs_on_loc_annotations(ray_local, tmp_path)
     # 96 x 48 -> 64 x 32, 16 px cut off each side: the first box (x 0..10 -> 0..6.7) is gone.
     second = rows["ILSVRC2012_val_00000002.JPEG"]
     assert [(b["x_min"], b["x_max"]) for b in second[4]] == [pytest.approx((40 * 2 / 3 - 16, 60 * 2 / 3 - 16))]
-    assert summary.ground_truth["images_with_boxes"] == 3
-    assert summary.ground_truth["boxes_cropped_away"] == 1
+    # The fourth image's only box lies in the cut: no ground truth, counted with its reason.
+    assert rows["ILSVRC2012_val_00000004.JPEG"][4:7] == ([], None, None)
+    assert summary.ground_truth["images_with_label"] == summary.ground_truth["images_with_boxes"] == 4
+    assert summary.ground_truth["boxes_cropped_away"] == 2
     assert summary.ground_truth["boxes_in_crop"] == 5
-    assert summary.ground_truth["read"]["boxes"] == 6
+    assert summary.ground_truth["maps_without_target_box"] == {"every_box_cropped_away": 1,
+                                                               "boxes_of_other_classes_only": 0}
+    assert summary.ground_truth["read"]["boxes"] == 7
     manifest = json.loads((tmp_path / "out" / "runs" / "flat.json").read_text())
     assert manifest["ground_truth"] == summary.ground_truth
 
@@ -309,6 +315,42 @@ def test_flat_folder_and_webdataset_jobs_on_loc_annotations(ray_local, tmp_path)
     shard_rows = _rows(tmp_path, "shards")
     assert {key: value for key, value in shard_rows.items()} == {
         key.removesuffix(".JPEG"): value for key, value in rows.items()}
+
+
+class FirstClassModel(torch.nn.Module):
+    """Six classes; the top-1 class is always 0 (a little of the image moves its logit)."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(images.shape[0], 6)
+        logits[:, 0] = 5.0 + images.mean(dim=(1, 2, 3))
+        return logits
+
+
+def test_maps_of_a_class_without_boxes_are_counted(ray_local, tmp_path):
+    """Explaining the top-1 class when no box is of it: the maps get no ground truth (NaN), and
+    the manifest says why, apart from the image whose only box the crop cut away."""
+    from legx.pipeline.engine.run import run_job
+
+    sizes = {"ILSVRC2012_val_00000001": (32, 32), "ILSVRC2012_val_00000002": (32, 32),
+             "ILSVRC2012_val_00000003": (64, 32)}
+    _imagenet_images(tmp_path / "val", sizes)
+    solution = _write(tmp_path / "LOC_val_solution.csv", (
+        "ImageId,PredictionString\n"
+        "ILSVRC2012_val_00000001,n00000002 2 2 20 20 n00000004 1 1 5 5 \n"
+        "ILSVRC2012_val_00000002,n00000001 0 0 10 10 \n"
+        "ILSVRC2012_val_00000003,n00000003 0 0 4 31 \n"))
+    classes = _write(tmp_path / "LOC_synset_mapping.txt", DEMO_MAPPING)
+    model = tmp_path / "first.pt"
+    torch.jit.script(FirstClassModel()).save(str(model))
+    summary = run_job(load_config(None, [
+        f"input={tmp_path / 'val'}", f"output={tmp_path / 'out'}", f"model={model}", "image_size=16",
+        "run_id=top1", f"annotations={solution}", f"classes={classes}", "methods=[leg]", "leg.n_samples=16",
+        "leg.grid_size=4", "metrics=[pointing_game,mask_energy]"]))
+    assert summary.ground_truth["maps_without_target_box"] == {"every_box_cropped_away": 1,
+                                                               "boxes_of_other_classes_only": 2}
+    rows = _rows(tmp_path, "top1")
+    assert {row[2] for row in rows.values()} == {0}
+    assert all(row[5] is None and row[6] is None for row in rows.values())
 
 
 def test_a_class_list_that_does_not_match_the_model_is_an_error_before_work(ray_local, tmp_path):
