@@ -16,6 +16,9 @@ to forgive a small offset of a coarse map. ``pointing_tolerance`` (pixels at 224
 off) does the same, scaled with the image: a maximal pixel hits when its Euclidean distance to
 the region is at most ``pointing_tolerance * min(H, W) / 224``.
 
+An image may hold several boxes of its class (ImageNet's validation set often does): the region
+is their union (``boxes_union``), so a peak in any of them hits.
+
 Mask energy: the share of the map's absolute mass inside the region (the energy-based pointing
 game of Score-CAM, Wang et al. 2020, on |map|).
 
@@ -48,6 +51,13 @@ def boxes_to_masks(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
         x_max, y_max = min(int(box[2]), width - 1), min(int(box[3]), height - 1)
         mask[y_min : y_max + 1, x_min : x_max + 1] = True
     return masks
+
+
+def boxes_union(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The union of boxes (K, 4) (inclusive pixel indices, as ``boxes_to_masks``) as one boolean
+    region (height, width): the ground truth of an image with several boxes of the explained
+    class. K = 0 gives an empty region (no ground truth)."""
+    return boxes_to_masks(boxes, height, width).any(axis=0)
 
 
 def maximal_pixels(full_maps: np.ndarray) -> np.ndarray:

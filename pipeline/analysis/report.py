@@ -3,7 +3,9 @@
 Sections: the runs; the model's top-1 accuracy against the labels per run (with a warning when
 it is not above chance); a per-method summary (the LEG paper's key-size table, mean / median per
 background, then deletion, insertion, Gini, pointing game, mask energy); metric distributions;
-a gallery of image / map overlays per method (best, worst and a random image by one metric);
+a per-class audit (which classes the maps explain by their context rather than the object:
+``report_classes``); a gallery of image / map overlays per method (best, worst and a random
+image by one metric);
 the sanity-check curves (when OUTPUT/sanity/ holds rows); the sensitivity curves of the LEG
 paper (only with a model: log-odds of the explained class relative to the clean image as the
 top alpha of pixels by |saliency| are replaced, per background and method, averaged over a few
@@ -36,7 +38,8 @@ from legx.pipeline.analysis.report_figures import (
     sanity_section,
     sensitivity_section,
 )
-from legx.pipeline.analysis.report_html import STYLE, escape, number, table
+from legx.pipeline.analysis.report_classes import per_class_section
+from legx.pipeline.analysis.report_html import SORT_SCRIPT, STYLE, escape, number, table
 from legx.pipeline.analysis.report_tables import (
     comparison_section,
     error_section,
@@ -95,6 +98,7 @@ def write_report(
         model_reading_section(connection, output_uri, storage, report),
         summary_section(variant_summary(connection, variants, report.metrics), report.metrics),
         estimates_section(connection, variants, report.metrics, columns),
+        per_class_section(connection, variants, columns, explained_top1(connection, output_uri, storage)),
         trust_section(connection, variants, columns, table),
         distribution_section(connection, variants, report.metrics, report),
         gallery_section(connection, variants, report.metrics, sources, seed, report),
@@ -109,11 +113,21 @@ def write_report(
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>"
         f"<h1>{escape(title)}</h1><p>{report.rows} rows: {report.ok} ok, {report.errors} errors;"
-        f" {len(variants)} method variant(s).</p>" + "".join(sections) + "</body></html>"
+        f" {len(variants)} method variant(s).</p>" + "".join(sections)
+        + f"<script>{SORT_SCRIPT}</script></body></html>"
     )
     with open(out_path, "w", encoding="utf-8") as handle:
         handle.write(document)
     return report
+
+
+def explained_top1(connection, output_uri: str, storage: StorageOptions) -> set[str]:
+    """The output's runs that explained the top-1 class (their manifests' ``target``)."""
+    from legx.pipeline.engine.manifest import read_manifest
+
+    runs = [row[0] for row in connection.execute("select distinct run_id from saliency").fetchall()]
+    return {run_id for run_id in runs
+            if ((read_manifest(output_uri, storage, run_id) or {}).get("config") or {}).get("target", "top1") == "top1"}
 
 
 def summary_markdown(output_uri: str, storage: StorageOptions | None = None) -> str:

@@ -98,10 +98,20 @@ def _cells_to_pixels(cells: np.ndarray, height: int, width: int) -> np.ndarray:
     return cells[rows][:, cols]
 
 
+def class_text(index: int | None, name: str | None) -> str:
+    """A class as the user reads it: its name and index where the name is known."""
+    if index is None:
+        return "none"
+    return f"{name} ({index})" if name else str(index)
+
+
 def render(image: np.ndarray | None, saliency: np.ndarray, style: str, signed: bool, title: str, path: str,
-           insignificant: np.ndarray | None = None) -> None:
+           insignificant: np.ndarray | None = None, boxes: list[dict] | None = None,
+           target: int | None = None) -> None:
     """Write a PNG of the map in ``style`` (see module docstring); cells where ``insignificant``
-    (bool, the map's shape) is True are drawn in flat grey."""
+    (bool, the map's shape) is True are drawn in flat grey. ``boxes`` (the row's, in the
+    explained image's pixels) are outlined over the image: white those of the ``target`` class
+    (the ground truth scored), dashed grey the others."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -130,6 +140,13 @@ def render(image: np.ndarray | None, saliency: np.ndarray, style: str, signed: b
         grey[..., :3] = 0.6
         grey[..., 3] = _cells_to_pixels(insignificant, *size) * 0.85
         axes.imshow(grey)
+    # The boxes are in the explained image's pixels: drawn where that image is.
+    for box in boxes or [] if image is not None else []:
+        own = box["label"] is None or box["label"] == target
+        width, height = box["x_max"] - box["x_min"] + 1, box["y_max"] - box["y_min"] + 1
+        axes.add_patch(plt.Rectangle((box["x_min"] - 0.5, box["y_min"] - 0.5), width, height,
+                                     fill=False, linewidth=1.2, edgecolor="white" if own else "0.6",
+                                     linestyle="-" if own else "--"))
     axes.set_axis_off()
     axes.set_title(title, fontsize=8)
     figure.colorbar(shown, ax=axes, fraction=0.046, pad=0.04)
@@ -166,10 +183,14 @@ def show(output: str, image_id: str, path: str, storage: StorageOptions | None =
         if style == "overlay":
             raise
     lam_text = f" lam={row['lam']:g}" if row["lam"] is not None else ""
-    title = f"{image_id}  {row['method']}{lam_text}  target {row['target']} (p={row['target_score']:.2f})"
+    title = (f"{image_id}  {row['method']}{lam_text}  target {class_text(row['target'], row.get('target_name'))}"
+             f" (p={row['target_score']:.2f})")
+    if row.get("label") is not None and row["label"] != row["target"]:
+        title += f"  label {class_text(row['label'], row.get('label_name'))}"
     if insignificant is not None:
         title += f"  {int((~insignificant).sum())}/{insignificant.size} cells significant (FDR {fdr:g})"
-    render(image, saliency, style, signed, title, path, insignificant)
+    render(image, saliency, style, signed, title, path, insignificant, boxes=row.get("boxes"),
+           target=row["target"])
     shown = {key: value for key, value in row.items() if key not in ("saliency", "saliency_se")}
     if insignificant is not None:
         shown["significant_cells"] = int((~insignificant).sum())

@@ -171,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  top-1:      {reading['correct']} of {reading['labelled']} labelled images "
               f"({reading['accuracy']:.2f}, 95% interval {low:.2f}-{high:.2f}; chance "
               f"{reading['chance']:.2f} = 1/{reading['classes']})")
+    if summary.ground_truth is not None:
+        print(f"  ground truth: {ground_truth_line(summary.ground_truth)}")
     print(f"  run totals: {summary.total_images} images, {summary.total_rows} rows "
           f"({summary.total_ok} ok, {summary.total_errors} errors)")
     print(f"  results:  {join(config.output, SALIENCY_DIR, f'run_id={config.run_id}')}")
@@ -180,3 +182,19 @@ def run(args: argparse.Namespace) -> int:
     for warning in summary.warnings:
         print(f"legx: {warning}", file=sys.stderr, flush=True)
     return 0
+
+
+def ground_truth_line(counts: dict[str, Any]) -> str:
+    """The summary's line on what the images got from the annotations and what their boxes became."""
+    missing = counts["maps_without_target_box"]
+    line = (f"{counts['images_with_label']} images with a label, {counts['images_with_boxes']} with boxes"
+            f" ({counts['boxes_in_crop']} boxes in the crop, {counts['boxes_cropped_away']} cropped away)")
+    read = counts.get("read")
+    if read:
+        line += (f"; reading {read['format']}: {read['boxes_clipped']} boxes clipped to their image,"
+                 f" {read['boxes_dropped']} dropped, {read['objects_not_synset']} objects not a synset")
+    if missing["every_box_cropped_away"] or missing["boxes_of_other_classes_only"]:
+        line += (f"; maps without a box of their class (pointing game and mask energy NaN):"
+                 f" {missing['every_box_cropped_away']} every box cropped away,"
+                 f" {missing['boxes_of_other_classes_only']} boxes of other classes only")
+    return line

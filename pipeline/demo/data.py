@@ -243,3 +243,42 @@ def write_demo_dataset(directory: str | Path, count: int, seed: int = 0, image_s
     table = pa.table(rows, schema=ANNOTATIONS_SCHEMA)
     pq.write_table(table, directory / ANNOTATIONS_FILE)
     return directory
+
+
+IMAGENET_LOC_FILE = "LOC_val_solution.csv"
+IMAGENET_MAPPING_FILE = "LOC_synset_mapping.txt"
+
+
+def demo_synset(label: int) -> str:
+    """A synset-style id for demo class ``label`` (n00000000, n00000001, ...): the demo classes
+    have no WordNet synsets, so these stand in for them in the ImageNet layout."""
+    return f"n{label:08d}"
+
+
+def imagenet_image_stem(index: int) -> str:
+    """The ImageNet-style name (without extension) of demo image ``index``:
+    ILSVRC2012_val_00000001 for index 0, as ImageNet numbers its validation images from 1."""
+    return f"ILSVRC2012_val_{index + 1:08d}"
+
+
+def write_imagenet_layout(directory: str | Path, count: int, seed: int = 0, image_size: int = 64) -> Path:
+    """Write the demo set as ImageNet's validation set ships: a flat folder of
+    ``ILSVRC2012_val_XXXXXXXX.JPEG`` files (JPEG, quality 95), ``LOC_val_solution.csv`` (one box
+    per image: the bounding box of the object's mask, as ``annotations.parquet`` holds it) and
+    ``LOC_synset_mapping.txt`` naming the classes (``demo_synset``) in label order. The images
+    are those of ``write_demo_dataset`` with the same seed, index for index."""
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    solution = ["ImageId,PredictionString"]
+    for index in range(count):
+        sample = make_demo_sample(seed, index, image_size)
+        stem = imagenet_image_stem(index)
+        Image.fromarray(sample.image).save(directory / f"{stem}.JPEG", "JPEG", quality=95)
+        x_min, y_min, x_max, y_max = sample.box
+        solution.append(f"{stem},{demo_synset(sample.label)} {x_min} {y_min} {x_max} {y_max} ")
+    (directory / IMAGENET_LOC_FILE).write_text("\n".join(solution) + "\n")
+    (directory / IMAGENET_MAPPING_FILE).write_text(
+        "".join(f"{demo_synset(label)} {name}\n" for label, name in enumerate(CLASS_NAMES)))
+    return directory

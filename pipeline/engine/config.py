@@ -9,6 +9,8 @@ under the method's name, e.g.::
     methods: [leg, leg-tv]
     leg: {n_samples: 2000, grid_size: 28}
     leg-tv: {n_samples: 2000, grid_size: 28, lambdas: [0.1, 0.3]}
+    annotations: s3://bucket/imagenet/LOC_val_solution.csv
+    classes: s3://bucket/imagenet/LOC_synset_mapping.txt
     storage: {region: eu-west-1}
 
 Overrides use dotted keys and YAML values: ``--set leg.n_samples=500``,
@@ -65,7 +67,14 @@ class JobConfig:
     run_id: str = ""
     # Source
     input_format: str = "auto"
+    # Labels and ground truth joined to the images by image_id (else by the id's file stem):
+    # legx's Parquet (image_id, label, box or boxes, height, width, mask), ImageNet's
+    # LOC_val_solution.csv, or a folder (or one file) of ILSVRC XML bounding-box files, local or
+    # in object storage; recognised by content. The ImageNet files need ``classes``.
     annotations: str | None = None
+    # The class order, line i = class index i: LOC_synset_mapping.txt (``n01440764 tench, ...``;
+    # its descriptions name the rows' classes) or one name per line (a folder's class folders).
+    # Must list exactly the model's classes.
     classes: str | None = None
     image_column: str | None = None
     id_column: str | None = None

@@ -52,6 +52,8 @@ class ExplainActor:
         self.device = "cuda" if plan.use_gpu and torch.cuda.is_available() else "cpu"
         self.model = load_job_model(plan, self.device)
         self.model_id = getattr(self.model, "model_id", plan.model)
+        # Names of the classes: the classes file's descriptions, else the model's own.
+        self.class_names = plan.class_names or getattr(self.model, "class_names", None)
         self.explainers = {spec.name: spec.build() for spec in plan.specs}
         self.params_text = {spec.name: json.dumps(spec.params, sort_keys=True) for spec in plan.specs}
         self.sampled: dict[str, list[MethodSpec]] = {}
@@ -107,13 +109,19 @@ class ExplainActor:
             "source_uri": record["source_uri"],
             "label": record["label"],
             "target": target,
+            "label_name": self._name(record["label"]),
+            "target_name": self._name(target),
             "target_score": score,
             "model_id": self.model_id,
+            "boxes": record["boxes"],
             "elapsed_s": record.get("decode_s") or 0.0,
             "_image": record["_image"] if carry else None,
             "_mask": record["_mask"] if carry else None,
-            "_box": record["_box"] if carry else None,
         }
+
+    def _name(self, index: int | None) -> str | None:
+        names = self.class_names
+        return names[index] if names is not None and index is not None and 0 <= index < len(names) else None
 
     def _targets(self, images, records: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, list[int], int]:
         """The explained class per image (clean top-1, or the label where asked and known), its

@@ -62,8 +62,9 @@ def fit(image: Image.Image, size: int, mode: str, resample: int) -> Image.Image:
     return resized.crop((left, top, left + size, top + size))
 
 
-def decode_image(data: bytes, size: int, mode: str = "crop") -> np.ndarray:
-    """Encoded image bytes -> uint8 (size, size, 3). Raises DecodeError."""
+def open_image(data: bytes) -> Image.Image:
+    """Encoded image bytes -> an 8-bit RGB PIL image at its own size (EXIF orientation
+    applied). Raises DecodeError."""
     if len(data) == 0:
         raise DecodeError("empty file (0 bytes)")
     try:
@@ -73,14 +74,23 @@ def decode_image(data: bytes, size: int, mode: str = "crop") -> np.ndarray:
             image = Image.open(io.BytesIO(data))
             image.load()
             image = ImageOps.exif_transpose(image)
-            rgb = to_rgb(image)
+            return to_rgb(image)
     except UnidentifiedImageError:
         raise DecodeError(f"not a recognised image format ({len(data)} bytes)") from None
     except Image.DecompressionBombError as error:
         raise DecodeError(f"image too large: {error}") from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         raise DecodeError(f"cannot decode image: {error}") from None
-    return np.asarray(fit(rgb, size, mode, Image.BILINEAR), dtype=np.uint8)
+
+
+def fit_image(image: Image.Image, size: int, mode: str = "crop") -> np.ndarray:
+    """An RGB image -> uint8 (size, size, 3) through the job's geometry."""
+    return np.asarray(fit(image, size, mode, Image.BILINEAR), dtype=np.uint8)
+
+
+def decode_image(data: bytes, size: int, mode: str = "crop") -> np.ndarray:
+    """Encoded image bytes -> uint8 (size, size, 3). Raises DecodeError."""
+    return fit_image(open_image(data), size, mode)
 
 
 def fit_mask(mask: np.ndarray, size: int, mode: str) -> np.ndarray:
@@ -89,9 +99,9 @@ def fit_mask(mask: np.ndarray, size: int, mode: str) -> np.ndarray:
     return (np.asarray(fit(image, size, mode, Image.NEAREST)) > 127).astype(np.uint8)
 
 
-def fit_box(box: np.ndarray, height: int, width: int, size: int, mode: str) -> np.ndarray:
+def map_box(box: np.ndarray, height: int, width: int, size: int, mode: str) -> np.ndarray:
     """A box (x_min, y_min, x_max, y_max) in pixels of an (height, width) image, mapped to the
-    fitted size x size image and clipped to it: float64 (4,)."""
+    fitted size x size image as ``fit`` maps the pixels, unclipped: float64 (4,)."""
     x_min, y_min, x_max, y_max = (float(v) for v in box)
     if mode == "stretch":
         scale_x, scale_y, left, top = size / width, size / height, 0.0, 0.0
@@ -100,7 +110,32 @@ def fit_box(box: np.ndarray, height: int, width: int, size: int, mode: str) -> n
         scale_x = scale_y = scale
         left = (max(size, round(width * scale)) - size) // 2
         top = (max(size, round(height * scale)) - size) // 2
-    mapped = np.array(
+    return np.array(
         [x_min * scale_x - left, y_min * scale_y - top, x_max * scale_x - left, y_max * scale_y - top]
     )
-    return np.clip(mapped, 0, size - 1)
+
+
+def fit_boxes(boxes: list[dict], annotated: tuple[int, int] | None, decoded: tuple[int, int],
+              size: int, mode: str) -> list[dict]:
+    """Ground-truth boxes (dicts of ``schema.BOX_TYPE``) through the geometry of their image.
+
+    ``annotated`` is the (height, width) the boxes' coordinates refer to (an XML's ``<size>``),
+    None when they are in the decoded image's pixels; where it differs from the ``decoded``
+    (height, width), the boxes are scaled to the decoded image first. Each box is clipped to the
+    image, mapped as ``fit`` maps the pixels and clipped to the fitted image; a box that lies
+    wholly outside the image or the crop is dropped (the caller counts what is missing)."""
+    height, width = decoded
+    scale_y, scale_x = (1.0, 1.0) if not annotated else (height / annotated[0], width / annotated[1])
+    kept = []
+    for box in boxes:
+        corners = np.array([box["x_min"] * scale_x, box["y_min"] * scale_y,
+                            box["x_max"] * scale_x, box["y_max"] * scale_y])
+        corners = np.clip(corners, 0, [width - 1, height - 1, width - 1, height - 1])
+        if corners[0] > corners[2] or corners[1] > corners[3]:
+            continue
+        mapped = map_box(corners, height, width, size, mode)
+        if mapped[2] < 0 or mapped[3] < 0 or mapped[0] > size - 1 or mapped[1] > size - 1:
+            continue
+        x_min, y_min, x_max, y_max = np.clip(mapped, 0, size - 1).tolist()
+        kept.append({"x_min": x_min, "y_min": y_min, "x_max": x_max, "y_max": y_max, "label": box.get("label")})
+    return kept

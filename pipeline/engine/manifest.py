@@ -57,6 +57,9 @@ class JobSummary:
     # What the user must see: the input size differs from the model's, the model reads the
     # labels no better than chance.
     warnings: list[str] = field(default_factory=list)
+    # What the run's images got from the annotations, and what became of their boxes
+    # (``legx.pipeline.engine.ground_truth.ground_truth_counts``); None without annotations.
+    ground_truth: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, config: JobConfig, counts: WriteCounts, run_rows: pa.Table, wall_s: float,
@@ -136,6 +139,7 @@ def record_attempt(config: JobConfig, summary: JobSummary, attempt: dict[str, An
         "argv": sys.argv,
         "counts": {"images": summary.total_images, "rows": summary.total_rows,
                    "ok": summary.total_ok, "errors": summary.total_errors},
+        "ground_truth": summary.ground_truth,
         "attempts": attempts,
     })
 

@@ -47,6 +47,9 @@ class Plan:
     metrics: tuple[str, ...] = ()
     metric_options: dict[str, Any] = field(default_factory=dict)
     storage: StorageOptions = field(default_factory=StorageOptions)
+    # The names of the classes from the ``classes`` file (a synset mapping's descriptions);
+    # None: the model's own names, where it has them, name the rows' classes.
+    class_names: tuple[str, ...] | None = None
 
     def expected_keys(self, image_id: str) -> list[tuple[str, str, float | None]]:
         return [(image_id, spec.name, lam) for spec in self.specs for lam in spec.outputs]
@@ -80,7 +83,7 @@ def method_spec(name: str, params: dict[str, Any]) -> MethodSpec:
     return MethodSpec(name, json.loads(json.dumps(explainer.params())), tuple(explainer.outputs()))
 
 
-def make_plan(config: JobConfig, use_gpu: bool) -> Plan:
+def make_plan(config: JobConfig, use_gpu: bool, class_names: list[str] | None = None) -> Plan:
     specs = tuple(method_spec(name, config.method_params(name)) for name in config.methods)
     return Plan(
         model=config.model,
@@ -97,5 +100,6 @@ def make_plan(config: JobConfig, use_gpu: bool) -> Plan:
         metrics=tuple(config.metrics),
         metric_options=dict(config.metric_options),
         storage=config.storage,
+        class_names=tuple(class_names) if class_names else None,
     )
 

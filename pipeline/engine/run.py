@@ -23,6 +23,7 @@ from legx.pipeline.engine.config import ConfigError, JobConfig
 from legx.pipeline.engine.decode import decode_batch
 from legx.pipeline.engine.explain import ExplainActor
 from legx.pipeline.engine.finish import finish_batch
+from legx.pipeline.engine.ground_truth import check_class_count, ground_truth_counts, job_classes, model_classes
 from legx.pipeline.engine.manifest import JobSummary, alive_node_ids, record_attempt, recovery, top1_warning
 from legx.pipeline.engine.plan import Plan, load_job_model, make_plan
 from legx.pipeline.engine.schema import row_key
@@ -101,8 +102,10 @@ def run_job(config: JobConfig) -> JobSummary:
     started_at, started, started_epoch = datetime.now(timezone.utc), time.perf_counter(), time.time()
     use_gpu = _use_gpu(config)
     _check_resources(config, use_gpu)
-    plan = make_plan(config, use_gpu)
-    model_id, declared_size = _inspect_model(plan, config)
+    classes = job_classes(config)
+    plan = make_plan(config, use_gpu, list(classes.names) if classes and classes.names else None)
+    model_id, declared_size, outputs = _inspect_model(plan, config)
+    check_class_count(classes, outputs, config)
     warnings = []
     if declared_size and declared_size != config.image_size:
         warnings.append(f"WARNING: model {config.model} was trained on {declared_size} px images; this"
@@ -120,12 +123,14 @@ def run_job(config: JobConfig) -> JobSummary:
         logger.info("resuming run %s: %d rows already written", config.run_id, len(existing))
 
     job = _Job(config, plan, gpus=_actor_gpus(plan, use_gpu))
-    dataset = _stages(dataset, job, annotations, repeated, existing)
+    dataset = _stages(dataset, job, annotations.table if annotations else None, repeated, existing)
     counts = _write(dataset, job, existing)
     wall = time.perf_counter() - started
 
-    run_rows = read_run(config.output, config.storage, config.run_id, ["image_id", "status"])
+    run_rows = read_run(config.output, config.storage, config.run_id,
+                        ["image_id", "status", "label", "target", "boxes"])
     summary = JobSummary.of(config, counts, run_rows, wall, started_epoch, warnings)
+    summary.ground_truth = ground_truth_counts(annotations, run_rows)
     warning = top1_warning(summary.top1, config.image_size, declared_size)
     if warning:
         summary.warnings.append(warning)
@@ -154,11 +159,13 @@ def job_stages(dataset, config: JobConfig):
     ensure_ray()
     use_gpu = _use_gpu(config)
     _check_resources(config, use_gpu)
-    plan = make_plan(config, use_gpu)
-    model_id, _ = _inspect_model(plan, config)
+    classes = job_classes(config)
+    plan = make_plan(config, use_gpu, list(classes.names) if classes and classes.names else None)
+    model_id, _, outputs = _inspect_model(plan, config)
+    check_class_count(classes, outputs, config)
     annotations = read_annotations(config, "dataset") if config.annotations else None
     job = _Job(config, plan, gpus=_actor_gpus(plan, use_gpu))
-    dataset = _stages(dataset, job, annotations, {}, set())
+    dataset = _stages(dataset, job, annotations.table if annotations else None, {}, set())
     return dataset.map_batches(output_rows, fn_kwargs={"run_id": config.run_id, "model_id": model_id},
                                batch_format="pyarrow", num_cpus=0.5)
 
@@ -175,14 +182,15 @@ def _stages(dataset, job: _Job, annotations, repeated: dict, existing: set[str])
     return _score(dataset, job)
 
 
-def _inspect_model(plan: Plan, config: JobConfig) -> tuple[str, int | None]:
-    """The model's id and declared input size, from loading it once here, so that a bad spec
-    fails now with its reason, not in the actors."""
+def _inspect_model(plan: Plan, config: JobConfig) -> tuple[str, int | None, int]:
+    """The model's id, declared input size and number of outputs, from loading it once here, so
+    that a bad spec fails now with its reason, not in the actors."""
     try:
         model = load_job_model(plan, "cpu")
     except (ValueError, OSError) as error:
         raise ConfigError([f"model: {error}"]) from error
-    return getattr(model, "model_id", config.model), getattr(model, "input_size", None)
+    return (getattr(model, "model_id", config.model), getattr(model, "input_size", None),
+            model_classes(model, config.image_size))
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,18 @@ import pyarrow as pa
 # chance level (``legx.methods.metrics.localisation.region_share``).
 REGION_SHARE = "region_share"
 
+# A ground-truth box: (x_min, y_min, x_max, y_max) inclusive pixel indices and the class index it
+# belongs to (null: a box of no stated class, the evidence of whichever class is explained). In
+# annotations they are in the annotated image's pixels; in the output, in the explained image's.
+BOX_TYPE = pa.struct([
+    ("x_min", pa.float64()),
+    ("y_min", pa.float64()),
+    ("x_max", pa.float64()),
+    ("y_max", pa.float64()),
+    ("label", pa.int64()),
+])
+BOXES_TYPE = pa.list_(BOX_TYPE)
+
 
 def metric_names() -> list[str]:
     """The metric columns of the table: every metric ``legx.methods.metrics.compute`` defines."""
@@ -30,6 +42,10 @@ def output_schema() -> pa.Schema:
         ("source_uri", pa.string()),
         ("label", pa.int64()),
         ("target", pa.int64()),
+        # The class names of label and target where the classes come with names (the classes
+        # file's descriptions, else the model's own); null where none are known.
+        ("label_name", pa.string()),
+        ("target_name", pa.string()),
         ("target_score", pa.float64()),
         ("model_id", pa.string()),
         ("method", pa.string()),
@@ -45,6 +61,10 @@ def output_schema() -> pa.Schema:
         ("reliability", pa.float64()),
         ("n_forwards", pa.int64()),
         ("capped", pa.bool_()),
+        # The image's ground-truth boxes that survive the resize and crop, in the explained
+        # image's pixels (every class's; the target's are those whose label is the target or
+        # null). Null where the image has no box annotation; older outputs lack the column.
+        ("boxes", BOXES_TYPE),
     ]
     fields += [(name, pa.float64()) for name in metric_names()]
     fields += [(REGION_SHARE, pa.float64())]
@@ -65,12 +85,11 @@ def row_key(image_id: str, method: str, lam: float | None) -> str:
 _OUTPUT_FIELDS = {output_field.name: output_field for output_field in output_schema()}
 
 # decode -> explain: the output columns decode fills, its time, and (from decode on, for the
-# stages that need pixels) the decoded image, its mask and box.
-_IMAGE_FIELDS = [pa.field("_image", pa.binary()), pa.field("_mask", pa.binary()),
-                 pa.field("_box", pa.list_(pa.float64()))]
+# stages that need pixels) the decoded image and its mask.
+_IMAGE_FIELDS = [pa.field("_image", pa.binary()), pa.field("_mask", pa.binary())]
 
 DECODED_SCHEMA = pa.schema(
-    [_OUTPUT_FIELDS[name] for name in ("image_id", "source_uri", "label", "status", "error")]
+    [_OUTPUT_FIELDS[name] for name in ("image_id", "source_uri", "label", "status", "error", "boxes")]
     + [pa.field("decode_s", pa.float64())]
     + _IMAGE_FIELDS
 )
@@ -86,9 +105,10 @@ STAGE_SCHEMA = pa.schema(
     [
         _OUTPUT_FIELDS[name]
         for name in (
-            "image_id", "source_uri", "label", "target", "target_score", "model_id", "method",
-            "lam", "params", "height", "width", "saliency", "saliency_se", "reliability",
-            "n_forwards", "capped", "status", "error", "elapsed_s",
+            "image_id", "source_uri", "label", "target", "label_name", "target_name",
+            "target_score", "model_id", "method", "lam", "params", "height", "width", "saliency",
+            "saliency_se", "reliability", "n_forwards", "capped", "boxes", "status", "error",
+            "elapsed_s",
         )
     ]
     + [

@@ -60,22 +60,16 @@ def score_batch(batch: pa.Table, plan: Plan, model) -> pa.Table:
         chosen = [records[p] for p in positions]
         images = images_tensor([r["_image"] for r in chosen], size)
         maps = np.stack([np.asarray(r["saliency"], np.float32).reshape(height, width) for r in chosen])
-        masks = boxes = None
-        if any(r["_mask"] is not None for r in chosen):
-            masks = np.stack([
-                np.frombuffer(r["_mask"], np.uint8).reshape(size, size).astype(bool)
-                if r["_mask"] is not None else np.zeros((size, size), bool)
-                for r in chosen
-            ])
-        elif any(r["_box"] is not None for r in chosen):
-            boxes = np.array([r["_box"] if r["_box"] is not None else [np.nan] * 4 for r in chosen])
+        masks = None
+        if any(r["_mask"] is not None or r["boxes"] is not None for r in chosen):
+            masks = np.stack([ground_truth_region(r, size) for r in chosen])
         targets = np.array([r["target"] for r in chosen], dtype=np.int64)
         if localised:
-            for position, share in zip(positions, region_shares(masks, boxes, len(chosen), size)):
+            for position, share in zip(positions, region_shares(masks, len(chosen))):
                 shares[position] = finite_or_none(share)
         try:
             values = compute_metrics(model, images, maps, targets, names=list(plan.metrics),
-                                     masks=masks, boxes=boxes, **plan.metric_options)
+                                     masks=masks, **plan.metric_options)
         except Exception as error:  # noqa: BLE001 - metrics stay null; the map is kept
             for position in positions:
                 records[position]["error"] = f"metrics: {type(error).__name__}: {error}"
@@ -91,10 +85,28 @@ def score_batch(batch: pa.Table, plan: Plan, model) -> pa.Table:
     return table
 
 
-def region_shares(masks: np.ndarray | None, boxes: np.ndarray | None, count: int, size: int) -> np.ndarray:
+def ground_truth_region(record: dict, size: int) -> np.ndarray:
+    """The boolean ground truth (size, size) of one stage row: its mask where it has one, else
+    the union of its target's boxes (``target_region``); empty without either."""
+    if record["_mask"] is not None:
+        return np.frombuffer(record["_mask"], np.uint8).reshape(size, size).astype(bool)
+    return target_region(record["boxes"], record["target"], size)
+
+
+def target_region(boxes: list[dict] | None, target: int | None, size: int) -> np.ndarray:
+    """The ground truth of one map: the union of its image's boxes (in the explained image's
+    pixels) whose class is the explained one, or unstated; empty (the scores are NaN) where no
+    box is left, as when the boxes belong to other classes or the crop cut them all away."""
+    from legx.methods.metrics.localisation import boxes_union
+
+    chosen = [[b["x_min"], b["y_min"], b["x_max"], b["y_max"]] for b in boxes or []
+              if b["label"] is None or b["label"] == target]
+    return boxes_union(np.array(chosen, dtype=np.float64).reshape(-1, 4), size, size)
+
+
+def region_shares(masks: np.ndarray | None, count: int) -> np.ndarray:
     """The ground-truth region's share of the image per row (NaN without one): the chance level
     of the pointing game and mask energy."""
-    from legx.methods.metrics.localisation import ground_truth, region_share
+    from legx.methods.metrics.localisation import region_share
 
-    regions = ground_truth(masks, boxes, count, size, size)
-    return np.full(count, np.nan) if regions is None else region_share(regions)
+    return np.full(count, np.nan) if masks is None else region_share(masks)

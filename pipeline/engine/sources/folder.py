@@ -13,18 +13,18 @@ import ray
 
 from legx.pipeline.engine.sources.common import IMAGE_EXTENSIONS, SOURCE_SCHEMA, uri_prefix
 from legx.pipeline.engine.sources.detect import listing
-from legx.pipeline.engine.storage import read_bytes
+from legx.pipeline.engine.sources.imagenet import read_class_list
 
 if TYPE_CHECKING:
     from legx.pipeline.engine.config import JobConfig
 
 
 def class_names(config: JobConfig, filesystem: pafs.FileSystem, root: str) -> list[str]:
-    """The label order of an ImageNet-layout folder: the ``classes`` file, else the sorted
-    class folders."""
+    """The label order of an ImageNet-layout folder: the ``classes`` file (one folder name per
+    line, or ``LOC_synset_mapping.txt``, whose synsets name the folders), else the sorted class
+    folders."""
     if config.classes:
-        text = read_bytes(config.classes, config.storage).decode("utf-8")
-        return [line.strip() for line in text.splitlines() if line.strip()]
+        return list(read_class_list(config.classes, config.storage).keys)
     return sorted(
         info.base_name
         for info in listing(filesystem, root)

@@ -82,3 +82,30 @@ def test_significant_greys_out_cells_whose_interval_contains_zero(tmp_path):
     assert shown["significant_cells"] == 8 and Image.open(path).size[0] > 100
     with pytest.raises(LookupError, match="no standard errors"):
         show(output, "a.png", str(path), STORAGE, method="grad-cam", significant=True)
+
+
+def test_names_in_the_title_and_the_target_boxes_drawn(tmp_path):
+    from legx.pipeline.analysis.show import class_text, render
+
+    data, pixels = _image_bytes()
+    (tmp_path / "a.png").write_bytes(data)
+    output = str(tmp_path / "out")
+    boxes = [{"x_min": 1.0, "y_min": 1.0, "x_max": 5.0, "y_max": 5.0, "label": 1},
+             {"x_min": 4.0, "y_min": 4.0, "x_max": 7.0, "y_max": 7.0, "label": 3}]
+    row = {"image_id": "a.png", "source_uri": str(tmp_path / "a.png"), "label": 3, "label_name": "goldfish",
+           "target": 1, "target_name": "tench", "target_score": 0.7, "method": "leg", "params": "{}",
+           "height": 4, "width": 4, "saliency": np.ones(16, np.float32), "boxes": boxes, "status": "ok",
+           "elapsed_s": 0.1}
+    ParquetWriter(output, STORAGE, "r1", "demo", anchor=("leg", None)).write(
+        pa.Table.from_pylist([row], schema=STAGE_SCHEMA))
+    write_manifest(output, STORAGE, "r1", {"config": CONFIG})
+    shown = show(output, "a.png", str(tmp_path / "named.png"), STORAGE)
+    assert (shown["label_name"], shown["target_name"], shown["boxes"]) == ("goldfish", "tench", boxes)
+    assert class_text(1, "tench") == "tench (1)" and class_text(1, None) == "1"
+    # The outlines change the picture; without the image there is nothing to draw them on.
+    saliency = np.ones((4, 4), np.float32)
+    for name, drawn in (("plain", None), ("boxes", boxes)):
+        render(pixels, saliency, "overlay", False, "t", str(tmp_path / f"{name}.png"), boxes=drawn, target=1)
+    plain = np.asarray(Image.open(tmp_path / "plain.png"))
+    outlined = np.asarray(Image.open(tmp_path / "boxes.png"))
+    assert plain.shape == outlined.shape and not np.array_equal(plain, outlined)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from legx.pipeline.engine.images import DecodeError, decode_image, fit_box, fit_mask
+from legx.pipeline.engine.images import DecodeError, decode_image, fit_boxes, fit_mask
 
 
 def test_odd_inputs_decode_or_fail_with_a_reason(odd_files):
@@ -65,6 +65,8 @@ def test_crop_keeps_the_centre_and_geometry_matches_for_masks_and_boxes():
     fitted = fit_mask(mask, 10, "crop")
     assert fitted.shape == (10, 10)
     rows, cols = np.nonzero(fitted)
-    box = fit_box(np.array([15, 5, 24, 14]), 20, 40, 10, "crop")
+    (fitted_box,) = fit_boxes([{"x_min": 15, "y_min": 5, "x_max": 24, "y_max": 14, "label": None}],
+                              None, (20, 40), 10, "crop")
+    box = [fitted_box[key] for key in ("x_min", "y_min", "x_max", "y_max")]
     assert box[0] == pytest.approx(cols.min(), abs=1) and box[2] == pytest.approx(cols.max(), abs=1)
     assert box[1] == pytest.approx(rows.min(), abs=1) and box[3] == pytest.approx(rows.max(), abs=1)

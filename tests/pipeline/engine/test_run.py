@@ -324,6 +324,16 @@ def test_any_subset_of_methods_runs_by_name(ray_local, tmp_path):
         assert values.shape == (height * width,) and np.isfinite(values).all(), method
         per_method[method] = per_method.get(method, 0) + 1
     assert per_method == {name: 3 for name in names}
+    # Without a classes file the rows take their class names from the model (the demo
+    # checkpoint's class_names).
+    from legx.pipeline.demo.data import CLASS_NAMES
+
+    named = duckdb.sql(
+        f"select distinct label, label_name, target, target_name "
+        f"from read_parquet('{tmp_path / 'out'}/saliency/**/*.parquet', hive_partitioning=true)"
+    ).fetchall()
+    assert named and all(label_name == CLASS_NAMES[label] and target_name == CLASS_NAMES[target]
+                         for label, label_name, target, target_name in named)
 
 
 def test_demo_data_then_run_reads_at_the_model_input_size_and_reports_its_accuracy(tmp_path):

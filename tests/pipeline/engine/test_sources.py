@@ -111,7 +111,7 @@ def test_limit_and_annotations(ray_local, tmp_path):
     dataset, kind = read_source(config)
     assert dataset.count() == 3
     annotations = read_annotations(config, kind)
-    assert annotations.column_names == ["image_id", "label"]
+    assert annotations.table.column_names == ["image_id", "label"]
 
 
 def test_detect_format_errors(tmp_path):
