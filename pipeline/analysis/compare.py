@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from legx.methods.resize import upsample_maps
-from legx.methods.metrics.catalogue import METRIC_NAMES
+from legx.methods.metrics.catalogue import metric_names
 from legx.methods.metrics.intervals import mean_estimate, rate_estimate
 from legx.pipeline.analysis.estimates import column_estimate
 from legx.pipeline.analysis.query import connect
@@ -110,7 +110,7 @@ def compare_runs(
     storage = storage or StorageOptions()
     side_a, side_b = connect(output_a, storage), connect(output_b, storage)
     shared_columns = _columns(side_a) & _columns(side_b)
-    metrics = [name for name in METRIC_NAMES if name in shared_columns]
+    metrics = [name for name in metric_names() if name in shared_columns]
     carried = metrics + ([REGION_SHARE] if REGION_SHARE in shared_columns else [])
     method_rows = side_a.execute("select distinct method from saliency where status = 'ok'").fetchall()
     method_rows += side_b.execute("select distinct method from saliency where status = 'ok'").fetchall()

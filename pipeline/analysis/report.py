@@ -20,7 +20,7 @@ without the output or a network.
 
 from __future__ import annotations
 
-from legx.methods.metrics.catalogue import BACKGROUNDS, HIGHER_IS_BETTER, METRIC_NAMES
+from legx.methods.metrics.catalogue import BACKGROUNDS, higher_is_better, metric_names, region_metrics
 from legx.pipeline.analysis.query import connect
 from legx.pipeline.analysis.report_data import (
     Report,
@@ -72,7 +72,7 @@ def write_report(
     report = Report(path=out_path)
     connection = connect(output_uri, storage)
     columns = saliency_columns(connection)
-    metrics = [name for name in METRIC_NAMES if name in columns]
+    metrics = [name for name in metric_names() if name in columns]
     report.rows, report.ok, report.errors = connection.execute(
         "select count(*), count(*) filter (where status = 'ok'),"
         " count(*) filter (where status = 'error') from saliency"
@@ -121,7 +121,6 @@ def summary_markdown(output_uri: str, storage: StorageOptions | None = None) -> 
     interval] / median per background, deletion and insertion AUC, pointing game, mask energy
     and Gini means [95% interval] (``legx.pipeline.analysis.estimates``), the chance level of the localisation
     metrics; only the metrics the output holds values of."""
-    from legx.methods.metrics.catalogue import LOCALISATION_METRICS
     from legx.pipeline.analysis.estimates import variant_estimates
 
     connection = connect(output_uri, storage or StorageOptions())
@@ -129,17 +128,17 @@ def summary_markdown(output_uri: str, storage: StorageOptions | None = None) -> 
     several_runs = connection.execute("select count(distinct run_id) from saliency").fetchall()[0][0] > 1
     variants = method_variants(connection, several_runs)
     wanted = [f"key_size_{name}" for name in BACKGROUNDS] + ["deletion_auc", "insertion_auc"]
-    wanted += ["pointing_game", "mask_energy", "gini"]
+    wanted += ["road_morf", "road_lerf", "road_combined", "pointing_game", "mask_energy", "gini"]
     metrics = [name for name in wanted if name in columns and connection.execute(
         f"select count(*) from saliency where {finite_sql(name)}").fetchall()[0][0]]
-    localised = [name for name in metrics if name in LOCALISATION_METRICS]
+    localised = region_metrics(metrics)
     summary = variant_summary(connection, variants, metrics)
     header = ["method", "maps"]
     for name in metrics:
         if name.startswith("key_size_"):
             header.append(f"key size {name.removeprefix('key_size_')} (mean [95%] / median)")
         else:
-            header.append(f"{name} {'↑' if HIGHER_IS_BETTER[name] else '↓'} (mean [95%])")
+            header.append(f"{name} {'↑' if higher_is_better(name) else '↓'} (mean [95%])")
     header += ["chance (localisation)"] if localised else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for variant, (label, entry) in zip(variants, summary.items()):

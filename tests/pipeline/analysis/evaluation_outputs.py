@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from legx.methods.metrics.catalogue import METRIC_NAMES
+from legx.methods.metrics.catalogue import metric_names
 from legx.pipeline.engine.schema import REGION_SHARE, output_schema
 
 VARIANTS = (("leg", None), ("leg-tv", 0.1))
@@ -77,7 +77,7 @@ def write_output(
                 "elapsed_s": 0.1,
                 "created_at": created,
             }
-            for k, name in enumerate(METRIC_NAMES):
+            for k, name in enumerate(metric_names()):
                 row[name] = min(0.1 * k + 0.01 * index + metric_offset, 1.0)
             row[REGION_SHARE] = CHANCE
             rows.append(row)
@@ -90,7 +90,7 @@ def write_output(
                     "saliency": None, "status": "error",
                     "error": "DecodeError: not a recognised image format (12 bytes)",
                     "elapsed_s": 0.0, "created_at": created,
-                    **{name: None for name in METRIC_NAMES},
+                    **{name: None for name in metric_names()},
                 }
             )
     folder = os.path.join(output, "saliency", f"run_id={run_id}")
