@@ -2,7 +2,8 @@
 
 Sections: the runs; the model's top-1 accuracy against the labels per run (with a warning when
 it is not above chance); a per-method summary (the LEG paper's key-size table, mean / median per
-background, then deletion, insertion, Gini, pointing game, mask energy); metric distributions;
+background, then deletion, insertion, Gini, pointing game, mask energy, ROAD); metric
+distributions; the ROAD curves (mean per method with 95% intervals, when the output stores them);
 a gallery of image / map overlays per method (best, worst and a random image by one metric);
 the sanity-check curves (when OUTPUT/sanity/ holds rows); the sensitivity curves of the LEG
 paper (only with a model: log-odds of the explained class relative to the clean image as the
@@ -33,6 +34,7 @@ from legx.pipeline.analysis.report_data import (
 from legx.pipeline.analysis.report_figures import (
     distribution_section,
     gallery_section,
+    road_section,
     sanity_section,
     sensitivity_section,
 )
@@ -97,6 +99,7 @@ def write_report(
         estimates_section(connection, variants, report.metrics, columns),
         trust_section(connection, variants, columns, table),
         distribution_section(connection, variants, report.metrics, report),
+        road_section(connection, variants, columns, sources, report),
         gallery_section(connection, variants, report.metrics, sources, seed, report),
         sanity_section(connection, output_uri, storage, report),
         sensitivity_section(connection, variants, model, sources, sensitivity_images, seed, report),

@@ -79,6 +79,12 @@ def write_output(
             }
             for k, name in enumerate(metric_names()):
                 row[name] = min(0.1 * k + 0.01 * index + metric_offset, 1.0)
+            # ROAD at the default nine fractions: the MoRF curve falls, the LeRF curve is flat.
+            row["road_morf"] = 0.2 + 0.01 * index + metric_offset
+            row["road_lerf"] = 0.7 + 0.01 * index + metric_offset
+            row["road_combined"] = (row["road_lerf"] - row["road_morf"]) / 2
+            row["road_morf_curve"] = [0.9 - 0.1 * step - 0.01 * index + metric_offset for step in range(9)]
+            row["road_lerf_curve"] = [0.9 - 0.01 * index + metric_offset] * 9
             row[REGION_SHARE] = CHANCE
             rows.append(row)
         for image_id in error_images:
