@@ -17,11 +17,13 @@ weights 1/6 for the four edge neighbours and 1/12 for the four diagonal ones,
 standard deviation ``noise`` (on the [0, 1] pixel scale, where the paper's code imputes, before
 normalisation) is added to the removed pixels; nothing is clipped. The matrix is symmetric and,
 as long as one pixel is kept, positive definite (every removed region reaches a kept pixel
-through neighbours on a connected grid), so the systems of all images, channels and fractions of
-a batch are solved together by Jacobi-preconditioned conjugate gradients on the model's device,
-the operator applied as a 3x3 convolution. The systems stop one by one, each when its residual
-falls below ``tolerance`` times its right-hand side, so an image's result does not depend on the
-other images of its batch.
+through neighbours on a connected grid). The systems of all images, channels and fractions of a
+batch are solved together (``linear_imputation``): on an accelerator by Jacobi-preconditioned
+conjugate gradients in torch, the operator applied as a 3x3 convolution, each system stopping
+when its residual falls below ``tolerance`` times its right-hand side (so an image's result does
+not depend on the other images of its batch); on the CPU by one sparse LU of the block-diagonal
+system of the batch (scipy's SuperLU), faster there than the iterations. Either way the imputed
+images go through the model in full batches.
 
 Counts: fraction f removes floor(f * H * W) pixels (the paper's ``int(width * height * th_p)``),
 ties in the map broken by pixel index (row-major) in both orders, so a constant map removes the
@@ -36,10 +38,11 @@ is better), pytorch-grad-cam's ``ROADCombined`` sign.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
+import scipy.sparse
+import scipy.sparse.linalg
 import torch
 import torch.nn.functional as functional
 
@@ -53,27 +56,82 @@ from legx.methods.metrics.road_options import (
 )
 
 
+SOLVERS = ("auto", "direct", "cg")
+
+
 def linear_imputation(
     images: torch.Tensor,
     removed: torch.Tensor,
     tolerance: float = ROAD_TOLERANCE,
     max_iterations: int | None = None,
+    solver: str = "auto",
 ) -> torch.Tensor:
     """Images (M, C, H, W) with the pixels ``removed`` (M, H, W) bool replaced by the solution of
     the neighbour-mean system (module docstring), without noise; kept pixels unchanged.
 
-    Solved in float64 by Jacobi-preconditioned conjugate gradients, all M * C systems at once,
-    each stopping when its residual is below ``tolerance`` times its right-hand side (or at
-    zero). Raises ValueError where an image keeps no pixel, RuntimeError where a system has not
-    converged after ``max_iterations`` (default: the number of pixels, CG's exact bound).
+    All M * C systems are solved together, in float64: ``solver`` 'cg' by Jacobi-preconditioned
+    conjugate gradients in torch on the images' device, each system stopping when its residual
+    is below ``tolerance`` times its right-hand side (RuntimeError where one has not after
+    ``max_iterations``, default the number of pixels, CG's exact bound); 'direct' by one sparse
+    LU factorisation (scipy's SuperLU) of the block-diagonal system of all M images, its right-hand
+    sides the C channels; 'auto' takes 'cg' on an accelerator and 'direct' on the CPU, where the
+    direct solve is the faster. Raises ValueError where an image keeps no pixel.
     """
     n_images, channels, height, width = images.shape
     if removed.shape != (n_images, height, width):
         raise ValueError(f"removed must have shape {(n_images, height, width)}, got {tuple(removed.shape)}")
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     all_removed = removed.reshape(n_images, -1).all(dim=1)
     if bool(all_removed.any()):
         rows = torch.nonzero(all_removed).flatten().tolist()
         raise ValueError(f"removal leaves no kept pixel to impute from in image(s) {rows}")
+    if solver == "direct" or (solver == "auto" and images.device.type == "cpu"):
+        filled = _direct_solve(images.detach().cpu().numpy().astype(np.float64), removed.cpu().numpy())
+        return torch.from_numpy(filled).to(device=images.device, dtype=images.dtype)
+    return _conjugate_gradients(images, removed, tolerance, max_iterations)
+
+
+def _direct_solve(values: np.ndarray, removed: np.ndarray) -> np.ndarray:
+    """The block-diagonal system of all images (one unknown per removed pixel, the channels as
+    right-hand sides), assembled offset by offset and solved by one sparse LU."""
+    n_images, channels, height, width = values.shape
+    flat = values.reshape(n_images, channels, height * width)
+    image_of, pixel_of = np.nonzero(removed.reshape(n_images, height * width))
+    n_unknowns = len(image_of)
+    unknown = np.full((n_images, height * width), -1, dtype=np.int64)
+    unknown[image_of, pixel_of] = np.arange(n_unknowns)
+    rows, cols = pixel_of // width, pixel_of % width
+    diagonal = np.zeros(n_unknowns)
+    rhs = np.zeros((n_unknowns, channels))
+    entries = [(np.arange(n_unknowns), np.arange(n_unknowns), diagonal)]
+    for d_row in (-1, 0, 1):
+        for d_col in (-1, 0, 1):
+            weight = NEIGHBOUR_WEIGHTS[d_row + 1, d_col + 1]
+            if weight == 0:
+                continue
+            inside = np.nonzero((rows + d_row >= 0) & (rows + d_row < height)
+                                & (cols + d_col >= 0) & (cols + d_col < width))[0]
+            diagonal[inside] += weight
+            neighbour = (rows[inside] + d_row) * width + cols[inside] + d_col
+            other = unknown[image_of[inside], neighbour]
+            free = other >= 0
+            entries.append((inside[free], other[free], np.full(int(free.sum()), -weight)))
+            kept = inside[~free]
+            rhs[kept] += weight * flat[image_of[kept], :, neighbour[~free]]
+    # The diagonal is complete now that every offset has added its in-image weight.
+    row_index, col_index, data = (np.concatenate(part) for part in zip(*entries))
+    matrix = scipy.sparse.csc_matrix((data, (row_index, col_index)), shape=(n_unknowns, n_unknowns))
+    solution = scipy.sparse.linalg.spsolve(matrix, rhs).reshape(n_unknowns, channels)
+    filled = flat.copy()
+    filled[image_of, :, pixel_of] = solution
+    return filled.reshape(values.shape)
+
+
+def _conjugate_gradients(
+    images: torch.Tensor, removed: torch.Tensor, tolerance: float, max_iterations: int | None
+) -> torch.Tensor:
+    n_images, channels, height, width = images.shape
     device = images.device
     values = images.to(torch.float64).reshape(n_images * channels, 1, height, width)
     inside = removed.to(torch.float64).repeat_interleave(channels, dim=0).unsqueeze(1)
@@ -134,16 +192,17 @@ def road_curves(
     tolerance: float = ROAD_TOLERANCE,
     batch_size: int = 256,
     seed: int = 0,
+    solver: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """(MoRF curves, LeRF curves), float64 (N, F): the softmax probability of ``targets`` after
     removing each fraction (``road_fractions(fractions, steps)``) of the pixels of images
     (N, 3, H, W) in [0, 1] in the order of maps (N, h, w) (upsampled to the image); NaN rows for
-    maps with non-finite values."""
+    maps with non-finite values. ``solver``: as ``linear_imputation`` takes it."""
     values = check_road_options(fractions, steps, noise, tolerance)
     images, full_maps, finite = prepare(model, images, maps)
     return road_curves_prepared(
         model, images, full_maps, target_tensor(targets, images), values, noise, tolerance,
-        batch_size, seed, finite,
+        batch_size, seed, finite, solver,
     )
 
 
@@ -158,6 +217,7 @@ def road_curves_prepared(
     batch_size: int,
     seed: int,
     finite: np.ndarray,
+    solver: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """``road_curves`` on images and image-resolution maps already on the model's device."""
     n_images, channels, height, width = images.shape
@@ -181,7 +241,7 @@ def road_curves_prepared(
         order, image, fraction = order_index[part], image_index[part], fraction_index[part]
         removed = ranks[order, image] < counts[fraction].unsqueeze(1)
         removed = removed.reshape(-1, height, width)
-        filled = linear_imputation(images[image], removed, tolerance)
+        filled = linear_imputation(images[image], removed, tolerance, solver=solver)
         return filled + removed.unsqueeze(1) * noise_fields[fraction]
 
     _, log_probs, _ = evaluate(model, imputed, len(order_index), batch_size, targets[image_index])

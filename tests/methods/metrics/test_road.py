@@ -48,14 +48,15 @@ def _direct_imputation(image: np.ndarray, removed: np.ndarray) -> np.ndarray:
     return filled
 
 
+@pytest.mark.parametrize("solver", ["direct", "cg"])
 @pytest.mark.parametrize("fraction", [0.05, 0.5, 0.95])
-def test_imputation_matches_a_direct_sparse_solve(fraction):
+def test_imputation_matches_a_direct_sparse_solve(fraction, solver):
     rng = np.random.default_rng(3)
     images = torch.from_numpy(rng.random((3, 3, 13, 11)).astype(np.float32))
     removed = torch.from_numpy(rng.random((3, 13, 11)) < fraction)
     removed[0, 0, :] = True  # a removed border row, corners included
     removed[1, 2:11, 2:9] = True  # a large removed block: the slowest system to converge
-    filled = linear_imputation(images, removed).numpy()
+    filled = linear_imputation(images, removed, solver=solver).numpy()
     for index in range(3):
         direct = _direct_imputation(images[index].numpy(), removed[index].numpy())
         np.testing.assert_allclose(filled[index], direct, atol=IMPUTATION_ATOL, rtol=0)
@@ -63,13 +64,14 @@ def test_imputation_matches_a_direct_sparse_solve(fraction):
     assert np.array_equal(filled[kept], images.numpy()[kept])
 
 
-def test_a_removed_pixel_among_kept_pixels_of_one_value_takes_that_value():
+@pytest.mark.parametrize("solver", ["direct", "cg"])
+def test_a_removed_pixel_among_kept_pixels_of_one_value_takes_that_value(solver):
     image = torch.rand(1, 3, 10, 10, generator=torch.Generator().manual_seed(0))
     image[:, :, 3:6, 4:7] = torch.tensor([0.2, 0.5, 0.9]).reshape(1, 3, 1, 1)
     image[:, :, 0:2, 8:10] = 0.7  # a corner pixel has three in-image neighbours
     removed = torch.zeros(1, 10, 10, dtype=torch.bool)
     removed[0, 4, 5] = removed[0, 0, 9] = True
-    filled = linear_imputation(image, removed)
+    filled = linear_imputation(image, removed, solver=solver)
     np.testing.assert_allclose(filled[0, :, 4, 5].numpy(), [0.2, 0.5, 0.9], atol=1e-6)
     np.testing.assert_allclose(filled[0, :, 0, 9].numpy(), [0.7, 0.7, 0.7], atol=1e-6)
 
@@ -151,11 +153,21 @@ def test_bad_road_options_are_refused_by_name(option, value):
         compute_metrics(RegionReader(), _region_images(1), _maps()[:1], [0], ROAD_NAMES, **{option: value})
 
 
-def test_a_removal_that_keeps_no_pixel_is_refused():
+@pytest.mark.parametrize("solver", ["direct", "cg"])
+def test_a_removal_that_keeps_no_pixel_is_refused(solver):
     removed = torch.ones(2, 5, 5, dtype=torch.bool)
     removed[0, 2, 2] = False
     with pytest.raises(ValueError, match=r"no kept pixel to impute from in image\(s\) \[1\]"):
-        linear_imputation(torch.rand(2, 3, 5, 5), removed)
+        linear_imputation(torch.rand(2, 3, 5, 5), removed, solver=solver)
+
+
+def test_both_solvers_impute_the_same_pixels():
+    generator = torch.Generator().manual_seed(5)
+    images = torch.rand(4, 3, 20, 20, generator=generator)
+    removed = torch.rand(4, 20, 20, generator=generator) < torch.tensor([0.1, 0.4, 0.7, 0.95]).reshape(4, 1, 1)
+    direct = linear_imputation(images, removed, solver="direct")
+    iterative = linear_imputation(images, removed, solver="cg")
+    np.testing.assert_allclose(direct.numpy(), iterative.numpy(), atol=IMPUTATION_ATOL, rtol=0)
 
 
 def test_a_map_with_non_finite_values_scores_nan_on_every_road_column():
