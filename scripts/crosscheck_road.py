@@ -193,6 +193,11 @@ def main() -> None:
               "| p | named | MoRF removed (mean) | LeRF removed (mean) |", "|---|---|---|---|"]
     lines += [f"| {p} | {1 - p / 100:.2f} | {raw_counts[:, k, 0].mean() / n_pixels:.3f} |"
               f" {raw_counts[:, k, 1].mean() / n_pixels:.3f} |" for k, p in enumerate(PERCENTILES)]
+    from pytorch_grad_cam.metrics.road import NoisyLinearImputer
+
+    nothing_kept = NoisyLinearImputer(noise=0.0)(images[0], torch.zeros(images.shape[2:]))
+    lines += ["", "Where its rule removes every pixel, pytorch-grad-cam's imputer returns an image whose"
+              f" largest absolute pixel is {nothing_kept.abs().max().item():g} (a black image, no warning)."]
     rgb = quantus_road_on_rgb(model, images[:4], maps[:4], labels[:4])
     with torch.no_grad():
         hits = np.stack([
