@@ -149,7 +149,12 @@ def _conjugate_gradients(
         return (first * second).sum(dim=(1, 2, 3), keepdim=True)
 
     rhs = inside * neighbour_sum(values * (1.0 - inside))
-    solution = rhs / diagonal
+    filled = torch.where(inside > 0, rhs / diagonal, values)
+    # The systems still iterating (indices into the M * C systems) and their state; a system
+    # stops at its own tolerance, and the stopped ones leave the batch once they are a quarter
+    # of it, so the long solves of large removed regions do not drag the short ones along.
+    alive = torch.arange(n_images * channels, device=device)
+    solution = filled * inside
     residual = rhs - operator(solution)
     preconditioned = residual / diagonal
     direction = preconditioned.clone()
@@ -158,7 +163,17 @@ def _conjugate_gradients(
     active = dot(residual, residual) > threshold
     limit = height * width if max_iterations is None else max_iterations
     iterations = 0
-    while bool(active.any()):
+    while True:
+        stopped = ~active.flatten()
+        if bool(stopped.all()) or 4 * int(stopped.sum()) >= len(alive):
+            done = alive[stopped]
+            filled[done] = torch.where(inside[stopped] > 0, solution[stopped], filled[done])
+            if bool(stopped.all()):
+                break
+            keep = ~stopped
+            alive, inside, rhs, threshold = alive[keep], inside[keep], rhs[keep], threshold[keep]
+            solution, residual, direction = solution[keep], residual[keep], direction[keep]
+            rho, active = rho[keep], active[keep]
         if iterations >= limit:
             worst = float((dot(residual, residual).sqrt() / dot(rhs, rhs).sqrt().clamp_min(1e-300)).max())
             raise RuntimeError(
@@ -177,7 +192,6 @@ def _conjugate_gradients(
         rho = rho_next
         active = active & (dot(residual, residual) > threshold)
         iterations += 1
-    filled = torch.where(inside > 0, solution, values)
     return filled.reshape(n_images, channels, height, width).to(images.dtype)
 
 
