@@ -21,7 +21,7 @@ without the output or a network.
 
 from __future__ import annotations
 
-from legx.methods.metrics.catalogue import BACKGROUNDS, higher_is_better, metric_names, region_metrics
+from legx.methods.metrics.catalogue import higher_is_better, metric_names, region_metrics
 from legx.pipeline.analysis.query import connect
 from legx.pipeline.analysis.report_data import (
     Report,
@@ -120,19 +120,17 @@ def write_report(
 
 
 def summary_markdown(output_uri: str, storage: StorageOptions | None = None) -> str:
-    """The per-method summary as a Markdown table (for a README): maps, key size mean [95%
-    interval] / median per background, deletion and insertion AUC, pointing game, mask energy
-    and Gini means [95% interval] (``legx.pipeline.analysis.estimates``), the chance level of the localisation
-    metrics; only the metrics the output holds values of."""
+    """The per-method summary as a Markdown table (for a README): maps, then every metric the
+    output holds values of, in the catalogue's order (``legx.methods.metrics.catalogue``): key size
+    mean [95% interval] / median per background, every other metric's mean [95% interval]
+    (``legx.pipeline.analysis.estimates``), and the chance level of the localisation metrics."""
     from legx.pipeline.analysis.estimates import variant_estimates
 
     connection = connect(output_uri, storage or StorageOptions())
     columns = saliency_columns(connection)
     several_runs = connection.execute("select count(distinct run_id) from saliency").fetchall()[0][0] > 1
     variants = method_variants(connection, several_runs)
-    wanted = [f"key_size_{name}" for name in BACKGROUNDS] + ["deletion_auc", "insertion_auc"]
-    wanted += ["road_morf", "road_lerf", "road_combined", "pointing_game", "mask_energy", "gini"]
-    metrics = [name for name in wanted if name in columns and connection.execute(
+    metrics = [name for name in metric_names() if name in columns and connection.execute(
         f"select count(*) from saliency where {finite_sql(name)}").fetchall()[0][0]]
     localised = region_metrics(metrics)
     summary = variant_summary(connection, variants, metrics)
