@@ -174,7 +174,9 @@ def test_report_with_comparison_and_cli(output, tmp_path, capsys):
     assert lines[0].startswith("| method | maps | key size mean (mean [95%] / median)")
     key_size_mean = mean_estimate(0.01 * np.arange(N_IMAGES))  # metric 0 of image i: 0.01 i
     assert lines[2].startswith(f"| leg | 5 | {key_size_mean.text()} / 0.020 | ")
-    assert lines[0].endswith("| pointing_game ↑ (mean [95%]) | mask_energy ↑ (mean [95%]) | gini ↑ (mean [95%])"
+    # the metrics in the catalogue's order, the chance level last
+    assert lines[0].endswith("| gini ↑ (mean [95%]) | pointing_game ↑ (mean [95%]) | mask_energy ↑ (mean [95%])"
+                             " | road_morf ↓ (mean [95%]) | road_lerf ↑ (mean [95%]) | road_combined ↑ (mean [95%])"
                              " | chance (localisation) |")
     assert lines[2].endswith(f"| {CHANCE:.3f} |")
     tables = _tables(path)
