@@ -4,6 +4,6 @@
 without torch, for the schema, config validation and the report; ``compute`` scores a batch of
 maps (``compute_metrics``) with ``key_size``, ``deletion_insertion``, ``road`` (its options in the
 torch-free ``road_options``), ``sensitivity`` and ``localisation``, all ranking pixels through
-``pixel_ranking``; ``intervals`` holds the 95%
-intervals (Wilson, bootstrap) that every aggregate carries.
+``pixel_ranking``; ``intervals`` holds the 95% intervals (Wilson, bootstrap) that every
+aggregate carries.
 """
