@@ -1,12 +1,14 @@
 """The installed distribution: one top-level package, ``legx``, that works away from the repository.
 
-The wheel is built from this checkout (setuptools, no network) and installed into a scratch folder;
-a fresh interpreter started outside the repository imports it from there, so nothing can be found
-through the source tree by accident.
+The wheel is built from a clean copy of this checkout (setuptools, no network; a build folder
+left in the checkout could carry modules that no longer exist into the wheel) and installed into
+a scratch folder; a fresh interpreter started outside the repository imports it from there, so
+nothing can be found through the source tree by accident.
 """
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -20,8 +22,12 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    source = out / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", ".ci-venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
+        "legx-output", "legx-demo-data", "site"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(out), str(ROOT)], check=True, cwd=out)
+                    "-w", str(out), str(source)], check=True, cwd=out)
     (built,) = out.glob("legx-*.whl")
     return built
 

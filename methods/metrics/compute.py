@@ -1,9 +1,11 @@
 """Faithfulness and localisation metrics of saliency maps (pure: tensors in, arrays out).
 
-``compute_metrics`` computes any subset of ``METRIC_NAMES`` (``legx.methods.metrics.catalogue``) in one
-call, sharing each pixel ranking between the metrics that use it. The perturbation metrics
-have one module each, with their definitions: key size (``legx.methods.metrics.key_size``), deletion and
-insertion (``legx.methods.metrics.deletion_insertion``) and the sensitivity curves of the report
+``compute_metrics`` computes any subset of the metrics the catalogue declares
+(``legx.methods.metrics.catalogue.METRICS``) in one call: it scores each declared ``family`` of the
+requested metrics once, so the metrics of a family share their pixel ranking or curves. The
+perturbation metrics have one module each, with their definitions: key size
+(``legx.methods.metrics.key_size``), deletion and insertion (``legx.methods.metrics.deletion_insertion``),
+ROAD (``legx.methods.metrics.road``) and the sensitivity curves of the report
 (``legx.methods.metrics.sensitivity``); the ranking, the backgrounds and the batched forwards they share
 are in ``legx.methods.metrics.pixel_ranking``.
 
@@ -19,7 +21,9 @@ inside the region), defined in ``legx.methods.metrics.localisation``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,12 +35,14 @@ from legx.methods.metrics.deletion_insertion import (
 )
 from legx.methods.metrics.key_size import KEY_SIZE_GRID, key_size, key_size_ranked
 from legx.methods.metrics.localisation import ground_truth, region_scores
-from legx.methods.metrics.catalogue import BACKGROUNDS, METRIC_NAMES
+from legx.methods.metrics.catalogue import BACKGROUNDS, METRICS_BY_NAME, metric_names
 from legx.methods.metrics.pixel_ranking import RankedPixels, prepare, target_tensor
+from legx.methods.metrics.road import road_curves_prepared, road_scores
+from legx.methods.metrics.road_options import ROAD_NOISE, ROAD_STEPS, ROAD_TOLERANCE, check_road_options
 from legx.methods.metrics.sensitivity import SENSITIVITY_ALPHAS, sensitivity_curve
 
 __all__ = [
-    "BACKGROUNDS", "INSERTION_BASELINES", "KEY_SIZE_GRID", "METRIC_NAMES", "SENSITIVITY_ALPHAS",
+    "BACKGROUNDS", "INSERTION_BASELINES", "KEY_SIZE_GRID", "SENSITIVITY_ALPHAS",
     "compute_metrics", "deletion_insertion_auc", "gini", "key_size", "sensitivity_curve",
 ]
 
@@ -57,12 +63,84 @@ def gini(maps: np.ndarray) -> np.ndarray:
     return index
 
 
+@dataclass
+class _Inputs:
+    """What every family of metrics scores from: the call's data on the model's device and its
+    options (``compute_metrics``' keyword arguments)."""
+
+    model: torch.nn.Module
+    images: torch.Tensor
+    maps: np.ndarray
+    full_maps: torch.Tensor
+    finite: np.ndarray
+    targets: Sequence[int] | torch.Tensor
+    regions: np.ndarray | None
+    options: dict[str, Any]
+
+
+def _key_sizes(inputs: _Inputs, names: list[str]) -> dict[str, np.ndarray]:
+    options = inputs.options
+    backgrounds = [name for name in BACKGROUNDS if f"key_size_{name}" in names]
+    ranked = RankedPixels(inputs.images, inputs.full_maps, by_magnitude=True, seed=options["seed"])
+    sizes = key_size_ranked(inputs.model, ranked, backgrounds, options["batch_size"],
+                            options["key_size_coarse_steps"], exhaustive=False)
+    sizes[~inputs.finite] = np.nan
+    return {f"key_size_{name}": sizes[:, column] for column, name in enumerate(backgrounds)}
+
+
+def _deletion_insertion(inputs: _Inputs, names: list[str]) -> dict[str, np.ndarray]:
+    options = inputs.options
+    ranked = RankedPixels(inputs.images, inputs.full_maps, by_magnitude=False, seed=options["seed"])
+    deletion, insertion = deletion_insertion_ranked(
+        inputs.model, ranked, target_tensor(inputs.targets, inputs.images), options["auc_steps"],
+        options["insertion_baseline"], options["blur_sigma"], options["batch_size"], inputs.finite,
+    )
+    return {"deletion_auc": deletion, "insertion_auc": insertion}
+
+
+def _gini(inputs: _Inputs, names: list[str]) -> dict[str, np.ndarray]:
+    return {"gini": gini(inputs.maps)}
+
+
+def _localisation(inputs: _Inputs, names: list[str]) -> dict[str, np.ndarray]:
+    n_images = len(inputs.finite)
+    if inputs.regions is None:
+        return {"pointing_game": np.full(n_images, np.nan), "mask_energy": np.full(n_images, np.nan)}
+    pointing, energy = region_scores(inputs.full_maps.cpu().numpy(), inputs.regions,
+                                     inputs.options["pointing_tolerance"])
+    pointing[~inputs.finite] = np.nan
+    energy[~inputs.finite] = np.nan
+    return {"pointing_game": pointing, "mask_energy": energy}
+
+
+def _road(inputs: _Inputs, names: list[str]) -> dict[str, np.ndarray]:
+    options = inputs.options
+    fractions = check_road_options(options["road_fractions"], options["road_steps"],
+                                   options["road_noise"], options["road_tolerance"])
+    morf, lerf = road_curves_prepared(
+        inputs.model, inputs.images, inputs.full_maps, target_tensor(inputs.targets, inputs.images),
+        fractions, options["road_noise"], options["road_tolerance"], options["batch_size"],
+        options["seed"], inputs.finite,
+    )
+    return {**road_scores(morf, lerf, fractions), "road_morf_curve": morf, "road_lerf_curve": lerf}
+
+
+# How each family the catalogue declares is scored: {column name: values} for the requested names.
+_FAMILIES: dict[str, Callable[[_Inputs, list[str]], dict[str, np.ndarray]]] = {
+    "key_size": _key_sizes,
+    "deletion_insertion": _deletion_insertion,
+    "gini": _gini,
+    "localisation": _localisation,
+    "road": _road,
+}
+
+
 def compute_metrics(
     model: torch.nn.Module,
     images: torch.Tensor,
     maps: np.ndarray,
     targets: Sequence[int] | torch.Tensor,
-    names: Sequence[str] = METRIC_NAMES,
+    names: Sequence[str] = metric_names(),
     masks: np.ndarray | None = None,
     boxes: np.ndarray | None = None,
     batch_size: int = 256,
@@ -73,54 +151,51 @@ def compute_metrics(
     blur_sigma: float = 5.0,
     key_size_coarse_steps: int = 16,
     pointing_tolerance: float = 0.0,
+    road_fractions: Sequence[float] | None = None,
+    road_steps: int = ROAD_STEPS,
+    road_noise: float = ROAD_NOISE,
+    road_tolerance: float = ROAD_TOLERANCE,
 ) -> dict[str, np.ndarray]:
-    """The metrics ``names`` (a subset of ``METRIC_NAMES``) of maps (N, h, w) of images
-    (N, 3, H, W) in [0, 1]; ``targets`` (N,) are the explained classes (deletion/insertion;
-    key size counts a change of the clean top-1 class).
+    """The metrics ``names`` (declared in ``legx.methods.metrics.catalogue``) of maps (N, h, w)
+    of images (N, 3, H, W) in [0, 1]; ``targets`` (N,) are the explained classes
+    (deletion/insertion and ROAD; key size counts a change of the clean top-1 class).
 
     ``masks`` (N, H, W) bool or ``boxes`` (N, 4) (x_min, y_min, x_max, y_max inclusive, in
     image pixels) give the ground truth of pointing game and mask energy; without them, or for
     an image with an empty mask or a NaN box, those are NaN. ``pointing_tolerance``: pixels at
     224 px within which a peak near the region still hits (``legx.methods.metrics.localisation``; 0: off).
-    Returns {name: float64 (N,)} with NaN where a metric does not apply (also every metric of a
-    map with non-finite values). Forwards: about 22 per image and key-size background,
-    2 (auc_steps + 1) for deletion and insertion.
+    ROAD (``legx.methods.metrics.road``): ``road_fractions`` (each in (0, 1), increasing) or, when
+    None, ``road_steps`` evenly spaced fractions (9: the paper's 0.1..0.9); ``road_noise`` the
+    imputation noise's standard deviation on the [0, 1] pixel scale; ``road_tolerance`` the
+    imputation's relative residual.
+
+    Returns {column: float64 values} for every output column of the requested metrics, in their
+    order (``Metric.columns``): (N,) for a score, (N, F) for a stored curve; NaN where a metric
+    does not apply (also every metric of a map with non-finite values). Forwards: about 22 per
+    image and key-size background, 2 (auc_steps + 1) for deletion and insertion, 2 F for ROAD.
     """
-    unknown = [name for name in names if name not in METRIC_NAMES]
+    unknown = [name for name in names if name not in METRICS_BY_NAME]
     if unknown:
-        raise ValueError(f"unknown metrics {unknown}; known: {', '.join(METRIC_NAMES)}")
+        raise ValueError(f"unknown metrics {unknown}; known: {', '.join(metric_names())}")
+    records = [METRICS_BY_NAME[name] for name in names]
+    options = dict(
+        batch_size=batch_size, seed=seed, auc_steps=auc_steps, insertion_baseline=insertion_baseline,
+        blur_sigma=blur_sigma, key_size_coarse_steps=key_size_coarse_steps,
+        pointing_tolerance=pointing_tolerance, road_fractions=road_fractions, road_steps=road_steps,
+        road_noise=road_noise, road_tolerance=road_tolerance,
+    )
+    if any(record.family == "road" for record in records):
+        check_road_options(road_fractions, road_steps, road_noise, road_tolerance)
     images_on_device, full_maps, finite = prepare(model, images, maps)
     n_images, _, height, width = images_on_device.shape
-    regions = ground_truth(masks, boxes, n_images, height, width)
+    inputs = _Inputs(model, images_on_device, maps, full_maps, finite, targets,
+                     ground_truth(masks, boxes, n_images, height, width), options)
     results: dict[str, np.ndarray] = {}
-
-    backgrounds = [name for name in BACKGROUNDS if f"key_size_{name}" in names]
-    if backgrounds:
-        ranked = RankedPixels(images_on_device, full_maps, by_magnitude=True, seed=seed)
-        sizes = key_size_ranked(
-            model, ranked, backgrounds, batch_size, key_size_coarse_steps, exhaustive=False
-        )
-        sizes[~finite] = np.nan
-        for column, name in enumerate(backgrounds):
-            results[f"key_size_{name}"] = sizes[:, column]
-
-    if "deletion_auc" in names or "insertion_auc" in names:
-        ranked = RankedPixels(images_on_device, full_maps, by_magnitude=False, seed=seed)
-        results["deletion_auc"], results["insertion_auc"] = deletion_insertion_ranked(
-            model, ranked, target_tensor(targets, images_on_device), auc_steps,
-            insertion_baseline, blur_sigma, batch_size, finite,
-        )
-
-    if "gini" in names:
-        results["gini"] = gini(maps)
-
-    if "pointing_game" in names or "mask_energy" in names:
-        if regions is None:
-            pointing, energy = np.full(n_images, np.nan), np.full(n_images, np.nan)
-        else:
-            pointing, energy = region_scores(full_maps.cpu().numpy(), regions, pointing_tolerance)
-            pointing[~finite] = np.nan
-            energy[~finite] = np.nan
-        results["pointing_game"], results["mask_energy"] = pointing, energy
-
-    return {name: np.asarray(results[name], dtype=np.float64) for name in names}
+    for family in dict.fromkeys(record.family for record in records):
+        wanted = [record.name for record in records if record.family == family]
+        results.update(_FAMILIES[family](inputs, wanted))
+    return {
+        column.name: np.asarray(results[column.name], dtype=np.float64)
+        for record in records
+        for column in record.columns
+    }

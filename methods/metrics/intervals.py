@@ -29,11 +29,10 @@ from statistics import NormalDist
 
 import numpy as np
 
+from legx.methods.metrics.catalogue import METRICS_BY_NAME
+
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 4000
-
-# Metric columns scored per image in [0, 1] as a hit: their mean is a rate (Wilson).
-RATE_METRICS = frozenset({"pointing_game"})
 
 
 def _z(confidence: float) -> float:
@@ -132,7 +131,8 @@ def mean_estimate(
 
 
 def metric_estimate(name: str, values: np.ndarray, chance: float = math.nan, seed: int = 0) -> Estimate:
-    """The estimate a metric column's mean gets: Wilson for ``RATE_METRICS``, else bootstrap."""
-    if name in RATE_METRICS:
+    """The estimate a metric column's mean gets: Wilson for a metric the catalogue declares a
+    rate (per-image hits in [0, 1]), else bootstrap."""
+    if name in METRICS_BY_NAME and METRICS_BY_NAME[name].rate:
         return rate_estimate(values, chance)
     return mean_estimate(values, chance, seed=seed)

@@ -4,7 +4,8 @@ For scheduled audits (a new model version against the last one, a rerun against 
 maps are matched by (image_id, method, lam) among the 'ok' rows of both outputs (the newest row
 of a key when an output holds several runs). Per matched pair: the Spearman rank correlation of
 the two maps (B upsampled to A's grid when the grids differ), whether the explained class
-changed, and every metric both outputs hold, with its shift B - A. Per method: the number of
+changed, and every metric both outputs hold, with its shift B - A (and, for ROAD, both sides'
+stored curves). Per method: the number of
 pairs, mean and median correlation, how many targets changed and the mean shift of each metric,
 each mean with its 95% interval over the matched images (``legx.pipeline.analysis.estimates``: Wilson for the
 rate of changed targets and the pointing game, a seeded bootstrap otherwise), and each metric's
@@ -28,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from legx.methods.resize import upsample_maps
-from legx.methods.metrics.catalogue import METRIC_NAMES
+from legx.methods.metrics.catalogue import METRICS_BY_NAME, metric_names
 from legx.methods.metrics.intervals import mean_estimate, rate_estimate
 from legx.pipeline.analysis.estimates import column_estimate
 from legx.pipeline.analysis.query import connect
@@ -110,8 +111,10 @@ def compare_runs(
     storage = storage or StorageOptions()
     side_a, side_b = connect(output_a, storage), connect(output_b, storage)
     shared_columns = _columns(side_a) & _columns(side_b)
-    metrics = [name for name in METRIC_NAMES if name in shared_columns]
-    carried = metrics + ([REGION_SHARE] if REGION_SHARE in shared_columns else [])
+    metrics = [name for name in metric_names() if name in shared_columns]
+    curves = [curve for name in metrics for curve in METRICS_BY_NAME[name].curve_columns
+              if curve in shared_columns]
+    carried = metrics + curves + ([REGION_SHARE] if REGION_SHARE in shared_columns else [])
     method_rows = side_a.execute("select distinct method from saliency where status = 'ok'").fetchall()
     method_rows += side_b.execute("select distinct method from saliency where status = 'ok'").fetchall()
     methods = sorted({row[0] for row in method_rows})
@@ -159,6 +162,9 @@ def compare_runs(
             columns[f"{metric}_a"] = pa.array(before, pa.float64(), from_pandas=True)
             columns[f"{metric}_b"] = pa.array(after, pa.float64(), from_pandas=True)
             columns[f"{metric}_shift"] = pa.array(after - before, pa.float64(), from_pandas=True)
+        for curve in curves:
+            for side in ("a", "b"):
+                columns[f"{curve}_{side}"] = matched[f"{curve}_{side}"].cast(pa.list_(pa.float32()))
         if REGION_SHARE in carried:
             for side in ("a", "b"):
                 shares = matched[f"{REGION_SHARE}_{side}"].to_numpy(zero_copy_only=False)
@@ -167,7 +173,7 @@ def compare_runs(
         pair_tables.append(pa.table(columns))
 
     pairs = (pa.concat_tables(pair_tables) if pair_tables
-             else _empty_pairs(metrics, REGION_SHARE in carried))
+             else _empty_pairs(metrics, curves, REGION_SHARE in carried))
     summary = {
         "output_a": output_a,
         "output_b": output_b,
@@ -183,10 +189,11 @@ def compare_runs(
     return summary
 
 
-def _empty_pairs(metrics: list[str], with_shares: bool) -> pa.Table:
+def _empty_pairs(metrics: list[str], curves: list[str], with_shares: bool) -> pa.Table:
     fields = [("image_id", pa.string()), ("method", pa.string()), ("lam", pa.float64()),
               ("spearman", pa.float64()), ("target_a", pa.int64()), ("target_b", pa.int64())]
     fields += [(f"{m}_{suffix}", pa.float64()) for m in metrics for suffix in ("a", "b", "shift")]
+    fields += [(f"{curve}_{side}", pa.list_(pa.float32())) for curve in curves for side in ("a", "b")]
     if with_shares:
         fields += [(f"{REGION_SHARE}_{side}", pa.float64()) for side in ("a", "b")]
     return pa.schema(fields).empty_table()

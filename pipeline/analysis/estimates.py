@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from legx.methods.metrics.intervals import Estimate, metric_estimate
-from legx.methods.metrics.catalogue import LOCALISATION_METRICS
+from legx.methods.metrics.catalogue import METRICS_BY_NAME
 from legx.pipeline.engine.schema import REGION_SHARE
 
 
@@ -29,7 +29,7 @@ def column_estimate(name: str, values: np.ndarray, shares: np.ndarray | None, se
     region share of the scored rows as the chance level of a localisation metric."""
     values = np.asarray(values, dtype=np.float64)
     chance = math.nan
-    if name in LOCALISATION_METRICS and shares is not None:
+    if name in METRICS_BY_NAME and METRICS_BY_NAME[name].needs_region and shares is not None:
         chance = finite_mean(np.asarray(shares, dtype=np.float64)[np.isfinite(values)])
     return metric_estimate(name, values, chance, seed=seed)
 

@@ -2,9 +2,10 @@
 
 Sections: the runs; the model's top-1 accuracy against the labels per run (with a warning when
 it is not above chance); a per-method summary (the LEG paper's key-size table, mean / median per
-background, then deletion, insertion, Gini, pointing game, mask energy); metric distributions;
-a per-class audit (which classes the maps explain by their context rather than the object:
-``report_classes``); a gallery of image / map overlays per method (best, worst and a random
+background, then deletion, insertion, Gini, pointing game, mask energy, ROAD); metric
+distributions; a per-class audit (which classes the maps explain by their context rather than
+the object: ``report_classes``); the ROAD curves (mean per method with 95% intervals, when the
+output stores them); a gallery of image / map overlays per method (best, worst and a random
 image by one metric);
 the sanity-check curves (when OUTPUT/sanity/ holds rows); the sensitivity curves of the LEG
 paper (only with a model: log-odds of the explained class relative to the clean image as the
@@ -22,7 +23,7 @@ without the output or a network.
 
 from __future__ import annotations
 
-from legx.methods.metrics.catalogue import BACKGROUNDS, HIGHER_IS_BETTER, METRIC_NAMES
+from legx.methods.metrics.catalogue import higher_is_better, metric_names, region_metrics
 from legx.pipeline.analysis.query import connect
 from legx.pipeline.analysis.report_data import (
     Report,
@@ -35,6 +36,7 @@ from legx.pipeline.analysis.report_data import (
 from legx.pipeline.analysis.report_figures import (
     distribution_section,
     gallery_section,
+    road_section,
     sanity_section,
     sensitivity_section,
 )
@@ -75,7 +77,7 @@ def write_report(
     report = Report(path=out_path)
     connection = connect(output_uri, storage)
     columns = saliency_columns(connection)
-    metrics = [name for name in METRIC_NAMES if name in columns]
+    metrics = [name for name in metric_names() if name in columns]
     report.rows, report.ok, report.errors = connection.execute(
         "select count(*), count(*) filter (where status = 'ok'),"
         " count(*) filter (where status = 'error') from saliency"
@@ -101,6 +103,7 @@ def write_report(
         per_class_section(connection, variants, columns, explained_top1(connection, output_uri, storage)),
         trust_section(connection, variants, columns, table),
         distribution_section(connection, variants, report.metrics, report),
+        road_section(connection, variants, columns, sources, report),
         gallery_section(connection, variants, report.metrics, sources, seed, report),
         sanity_section(connection, output_uri, storage, report),
         sensitivity_section(connection, variants, model, sources, sensitivity_images, seed, report),
@@ -131,29 +134,26 @@ def explained_top1(connection, output_uri: str, storage: StorageOptions) -> set[
 
 
 def summary_markdown(output_uri: str, storage: StorageOptions | None = None) -> str:
-    """The per-method summary as a Markdown table (for a README): maps, key size mean [95%
-    interval] / median per background, deletion and insertion AUC, pointing game, mask energy
-    and Gini means [95% interval] (``legx.pipeline.analysis.estimates``), the chance level of the localisation
-    metrics; only the metrics the output holds values of."""
-    from legx.methods.metrics.catalogue import LOCALISATION_METRICS
+    """The per-method summary as a Markdown table (for a README): maps, then every metric the
+    output holds values of, in the catalogue's order (``legx.methods.metrics.catalogue``): key size
+    mean [95% interval] / median per background, every other metric's mean [95% interval]
+    (``legx.pipeline.analysis.estimates``), and the chance level of the localisation metrics."""
     from legx.pipeline.analysis.estimates import variant_estimates
 
     connection = connect(output_uri, storage or StorageOptions())
     columns = saliency_columns(connection)
     several_runs = connection.execute("select count(distinct run_id) from saliency").fetchall()[0][0] > 1
     variants = method_variants(connection, several_runs)
-    wanted = [f"key_size_{name}" for name in BACKGROUNDS] + ["deletion_auc", "insertion_auc"]
-    wanted += ["pointing_game", "mask_energy", "gini"]
-    metrics = [name for name in wanted if name in columns and connection.execute(
+    metrics = [name for name in metric_names() if name in columns and connection.execute(
         f"select count(*) from saliency where {finite_sql(name)}").fetchall()[0][0]]
-    localised = [name for name in metrics if name in LOCALISATION_METRICS]
+    localised = region_metrics(metrics)
     summary = variant_summary(connection, variants, metrics)
     header = ["method", "maps"]
     for name in metrics:
         if name.startswith("key_size_"):
             header.append(f"key size {name.removeprefix('key_size_')} (mean [95%] / median)")
         else:
-            header.append(f"{name} {'↑' if HIGHER_IS_BETTER[name] else '↓'} (mean [95%])")
+            header.append(f"{name} {'↑' if higher_is_better(name) else '↓'} (mean [95%])")
     header += ["chance (localisation)"] if localised else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for variant, (label, entry) in zip(variants, summary.items()):

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from legx.methods.metrics.catalogue import HIGHER_IS_BETTER
+from legx.methods.metrics.catalogue import higher_is_better
 from legx.pipeline.engine.manifest import read_manifest
 from legx.pipeline.engine.storage import StorageOptions
 
@@ -123,8 +123,8 @@ def gallery_rows(connection, variant: Variant, metric: str | None, seed: int) ->
     base = f"select {ROW_COLUMNS}{_metric_list(metric)} from saliency where {condition} and status = 'ok'"
     picks: list[tuple[str, dict]] = []
     if metric is not None:
-        best_first = "desc" if HIGHER_IS_BETTER[metric] else "asc"
-        worst_first = "asc" if HIGHER_IS_BETTER[metric] else "desc"
+        best_first = "desc" if higher_is_better(metric) else "asc"
+        worst_first = "asc" if higher_is_better(metric) else "desc"
         for caption, direction in (("best", best_first), ("worst", worst_first)):
             rows = row_dicts(
                 connection.execute(

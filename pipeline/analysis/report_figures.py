@@ -1,4 +1,6 @@
-"""The report's figure sections: metric distributions (box plots per method), the gallery of
+"""The report's figure sections: metric distributions (box plots per method), the ROAD curves
+(mean probability of the explained class per method against the removed fraction, MoRF and
+LeRF, with 95% bootstrap intervals over images, from the stored curve columns), the gallery of
 image / map overlays per method (best, worst and a random image by the first of
 ``GALLERY_METRICS`` the output holds), the sanity-check curves (mean Spearman per method as layers
 are randomised, when OUTPUT/sanity/ holds rows) and the sensitivity curves of the LEG paper (only
@@ -11,7 +13,9 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from legx.methods.resize import upsample_maps
-from legx.methods.metrics.catalogue import BACKGROUNDS
+from legx.methods.metrics.catalogue import BACKGROUNDS, METRICS_BY_NAME
+from legx.methods.metrics.intervals import mean_estimate
+from legx.methods.metrics.road_options import ROAD_STEPS, road_fractions
 from legx.pipeline.analysis.report_data import (
     ROW_COLUMNS,
     Report,
@@ -54,6 +58,85 @@ def distribution_section(connection, variants: list[Variant], metrics: list[str]
     figure.tight_layout()
     report.images += 1
     return "<h2>Metric distributions</h2>" + figure_html(figure, "metric distributions")
+
+
+ROAD_CURVES = (("road_morf", "MoRF: most relevant removed first (lower is better)"),
+               ("road_lerf", "LeRF: least relevant removed first (higher is better)"))
+
+
+def _run_road_fractions(config: dict) -> np.ndarray | None:
+    """The fractions a run's ROAD curves were measured at (its config's metric options, else the
+    defaults); None where the stored options are not valid fractions."""
+    options = config.get("metric_options") or {}
+    try:
+        return road_fractions(options.get("road_fractions"), options.get("road_steps", ROAD_STEPS))
+    except (ValueError, TypeError):
+        return None
+
+
+def road_section(connection, variants: list[Variant], columns: list[str], sources: SourceImages,
+                 report: Report) -> str:
+    """Mean ROAD curves per method with 95% bootstrap intervals at each fraction (empty when the
+    output stores no curve)."""
+    curve_columns = [(METRICS_BY_NAME[name].curve_columns[0], title) for name, title in ROAD_CURVES
+                     if METRICS_BY_NAME[name].curve_columns[0] in columns]
+    if not curve_columns:
+        return ""
+    # {column: {label: (fractions, curves)}}; rows of one variant measured at other fractions
+    # than its first row's are counted and left out.
+    drawn: dict[str, dict[str, tuple[np.ndarray, list]]] = {column: {} for column, _ in curve_columns}
+    skipped = 0
+    for variant in variants:
+        condition, values = variant.where()
+        for column, _ in curve_columns:
+            rows = connection.execute(
+                f"select run_id, {column} from saliency where {condition} and status = 'ok'"
+                f" and {column} is not null order by image_id", values,
+            ).fetchall()
+            for run_id, curve in rows:
+                fractions = _run_road_fractions(sources.config(run_id))
+                if fractions is None or len(fractions) != len(curve):
+                    skipped += 1
+                    continue
+                entry = drawn[column].setdefault(variant.label, (fractions, []))
+                if len(entry[0]) != len(fractions) or not np.allclose(entry[0], fractions):
+                    skipped += 1
+                    continue
+                entry[1].append(curve)
+    if not any(drawn.values()):
+        return ""
+    figure = new_figure(11, 3.8)
+    table_rows = []
+    for position, (column, title) in enumerate(curve_columns, start=1):
+        axes = figure.add_subplot(1, len(curve_columns), position)
+        for label, (fractions, curves) in drawn[column].items():
+            points = np.asarray(curves, dtype=np.float64)
+            estimates = [mean_estimate(points[:, k]) for k in range(points.shape[1])]
+            means = [estimate.mean for estimate in estimates]
+            line, = axes.plot(fractions, means, marker="o", markersize=3, label=f"{label} (n={len(points)})")
+            axes.fill_between(fractions, [e.low for e in estimates], [e.high for e in estimates],
+                              color=line.get_color(), alpha=0.2)
+            table_rows += [[column, label, f"{fraction:g}", estimate.text(), estimate.n]
+                           for fraction, estimate in zip(fractions, estimates)]
+        axes.set_title(title, fontsize=9)
+        axes.set_xlabel("fraction of pixels removed (noisy linear imputation)", fontsize=8)
+        axes.set_ylabel("probability of the explained class", fontsize=8)
+        axes.set_ylim(-0.02, 1.02)
+        axes.tick_params(labelsize=7)
+        axes.legend(fontsize=7)
+    figure.tight_layout()
+    report.images += 1
+    note = (f'<p class="note">{skipped} curve(s) measured at other fractions than their method\'s'
+            " first are not drawn.</p>") if skipped else ""
+    return (
+        "<h2>ROAD curves</h2><p>Mean probability of the explained class per method as a fraction"
+        " of the pixels, in the order of the map, is removed and filled by noisy linear imputation"
+        " (Rong et al. 2022); shaded: 95% bootstrap interval of the mean over images. The scores"
+        " road_morf, road_lerf and road_combined are in the tables above.</p>"
+        + note + figure_html(figure, "ROAD curves")
+        + table(["curve", "method", "fraction removed", "mean probability [95%]", "images"], table_rows,
+                "road-curves")
+    )
 
 
 def gallery_section(connection, variants: list[Variant], metrics: list[str], sources: SourceImages,

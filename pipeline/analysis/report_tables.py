@@ -6,7 +6,7 @@ error rows."""
 
 from __future__ import annotations
 
-from legx.methods.metrics.catalogue import BACKGROUNDS, HIGHER_IS_BETTER
+from legx.methods.metrics.catalogue import BACKGROUNDS, higher_is_better, region_metrics
 from legx.pipeline.analysis.report_data import Report, Variant
 from legx.pipeline.analysis.report_html import escape, number, table
 from legx.pipeline.engine.manifest import read_manifest
@@ -80,7 +80,7 @@ def summary_section(summary: dict[str, dict], metrics: list[str]) -> str:
     if others:
         header = ["method", "maps"]
         for metric in others:
-            arrow = "↑" if HIGHER_IS_BETTER[metric] else "↓"
+            arrow = "↑" if higher_is_better(metric) else "↓"
             header += [f"{metric} {arrow} mean", "median"]
         rows = [
             [label, entry["ok"]]
@@ -102,13 +102,12 @@ def summary_section(summary: dict[str, dict], metrics: list[str]) -> str:
 def estimates_section(connection, variants: list[Variant], metrics: list[str], columns: list[str]) -> str:
     """Every per-method mean with its 95% interval over images, and the chance level beside the
     localisation metrics (``legx.pipeline.analysis.estimates``)."""
-    from legx.methods.metrics.catalogue import LOCALISATION_METRICS
     from legx.pipeline.analysis.estimates import variant_estimates
 
     if not metrics:
         return ""
-    localised = [m for m in metrics if m in LOCALISATION_METRICS]
-    header = ["method"] + [f"{m} {'↑' if HIGHER_IS_BETTER[m] else '↓'}" for m in metrics]
+    localised = region_metrics(metrics)
+    header = ["method"] + [f"{m} {'↑' if higher_is_better(m) else '↓'}" for m in metrics]
     header += ["chance (localisation)"] if localised else []
     rows = []
     for variant in variants:

@@ -12,7 +12,8 @@ import math
 from typing import Any
 
 from legx import methods
-from legx.methods.metrics.catalogue import METRIC_NAMES, METRIC_OPTIONS
+from legx.methods.metrics.catalogue import METRIC_OPTIONS, METRICS_BY_NAME, metric_names
+from legx.methods.metrics.road_options import ROAD_NOISE, ROAD_STEPS, ROAD_TOLERANCE, check_road_options
 
 
 def method_problems(selected: list[str], params: dict[str, dict[str, Any]]) -> list[str]:
@@ -60,11 +61,11 @@ def _check_lambdas(name: str, method_params: dict[str, Any]) -> list[str]:
 
 
 def metric_problems(names: list[str], options: dict[str, Any]) -> list[str]:
-    """Unknown metric names and unknown ``metric_options`` keys."""
+    """Unknown metric names, unknown ``metric_options`` keys and bad ROAD option values."""
     problems = [
-        f"metrics: unknown metric {name!r}; available: {', '.join(METRIC_NAMES)}"
+        f"metrics: unknown metric {name!r}; available: {', '.join(metric_names())}"
         for name in names
-        if name not in METRIC_NAMES
+        if name not in METRICS_BY_NAME
     ]
     if not isinstance(options, dict):
         return problems + [f"metric_options: expected a mapping, got {options!r}"]
@@ -73,4 +74,10 @@ def metric_problems(names: list[str], options: dict[str, Any]) -> list[str]:
         for key in options
         if key not in METRIC_OPTIONS
     ]
+    if any(key.startswith("road_") for key in options):
+        try:
+            check_road_options(options.get("road_fractions"), options.get("road_steps", ROAD_STEPS),
+                               options.get("road_noise", ROAD_NOISE), options.get("road_tolerance", ROAD_TOLERANCE))
+        except (ValueError, TypeError) as error:
+            problems.append(f"metric_options: {error}")
     return problems

@@ -27,11 +27,13 @@ BOX_TYPE = pa.struct([
 BOXES_TYPE = pa.list_(BOX_TYPE)
 
 
-def metric_names() -> list[str]:
-    """The metric columns of the table: every metric ``legx.methods.metrics.compute`` defines."""
-    from legx.methods.metrics.catalogue import METRIC_NAMES
+def metric_fields() -> list[pa.Field]:
+    """The metric columns of the table: every column the catalogue's metrics declare
+    (``legx.methods.metrics.catalogue.Metric.columns``), typed as declared."""
+    from legx.methods.metrics.catalogue import CURVE_TYPE, SCALAR_TYPE, metric_columns
 
-    return list(METRIC_NAMES)
+    arrow_types = {SCALAR_TYPE: pa.float64(), CURVE_TYPE: pa.list_(pa.float32())}
+    return [pa.field(column.name, arrow_types[column.arrow_type]) for column in metric_columns()]
 
 
 def output_schema() -> pa.Schema:
@@ -66,7 +68,7 @@ def output_schema() -> pa.Schema:
         # null). Null where the image has no box annotation; older outputs lack the column.
         ("boxes", BOXES_TYPE),
     ]
-    fields += [(name, pa.float64()) for name in metric_names()]
+    fields += metric_fields()
     fields += [(REGION_SHARE, pa.float64())]
     fields += [
         ("status", pa.string()),

@@ -6,18 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from legx.methods.metrics.catalogue import LOCALISATION_METRICS
+from legx.methods.metrics import catalogue
 from legx.pipeline.engine.explain import images_tensor
 from legx.pipeline.engine.finish import finite_or_none
 from legx.pipeline.engine.plan import Plan, load_job_model
-from legx.pipeline.engine.schema import REGION_SHARE, STAGE_SCHEMA
+from legx.pipeline.engine.schema import REGION_SHARE, STAGE_SCHEMA, metric_fields
 
 
 def needs_model(metrics: tuple[str, ...]) -> bool:
     """Whether any of ``metrics`` runs model forwards (then they need the metrics actor pool)."""
-    from legx.methods.metrics.catalogue import MODEL_FREE_METRICS
-
-    return not set(metrics) <= MODEL_FREE_METRICS
+    return catalogue.needs_model(metrics)
 
 
 class MetricsActor:
@@ -48,8 +46,9 @@ def score_batch(batch: pa.Table, plan: Plan, model) -> pa.Table:
     from legx.methods.metrics.compute import compute_metrics
 
     records = batch.to_pylist()
-    scores = {name: [None] * len(records) for name in plan.metrics}
-    localised = bool(LOCALISATION_METRICS & set(plan.metrics))
+    columns = [column for name in plan.metrics for column in catalogue.metric(name).columns]
+    scores = {column.name: [None] * len(records) for column in columns}
+    localised = bool(catalogue.region_metrics(plan.metrics))
     shares: list[float | None] = [None] * len(records)
     groups: dict[tuple[int, int], list[int]] = {}
     for position, record in enumerate(records):
@@ -76,13 +75,22 @@ def score_batch(batch: pa.Table, plan: Plan, model) -> pa.Table:
             continue
         for name, column in values.items():
             for position, value in zip(positions, column):
-                scores[name][position] = None if not np.isfinite(value) else float(value)
+                scores[name][position] = stored_value(value)
     table = pa.Table.from_pylist(records, schema=STAGE_SCHEMA)
-    for name in plan.metrics:
-        table = table.append_column(name, pa.array(scores[name], pa.float64()))
+    for field in metric_fields():
+        if field.name in scores:
+            table = table.append_column(field, pa.array(scores[field.name], field.type))
     if localised:
         table = table.append_column(REGION_SHARE, pa.array(shares, pa.float64()))
     return table
+
+
+def stored_value(value: np.ndarray | float) -> float | list[float] | None:
+    """A metric's value as its column stores it: a score (None where not finite), or a curve
+    (None where any point is not finite: a curve of a map that was not scored)."""
+    if np.ndim(value) == 0:
+        return float(value) if np.isfinite(value) else None
+    return [float(point) for point in value] if np.isfinite(value).all() else None
 
 
 def ground_truth_region(record: dict, size: int) -> np.ndarray:

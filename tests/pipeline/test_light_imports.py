@@ -43,10 +43,10 @@ print(json.dumps({"status": status, "loaded": [name for name in %r if name in sy
 CONFIG_PROBE = """
 import json, sys
 from legx import methods
-from legx.methods.metrics.catalogue import METRIC_NAMES
+from legx.methods.metrics.catalogue import metric_names
 from legx.pipeline.engine.config import load_config
 config = load_config(None, ["input=images", "methods=[" + ",".join(methods.available()) + "]",
-                            "metrics=[" + ",".join(METRIC_NAMES) + "]", "metric_options={auc_steps: 20}",
+                            "metrics=[" + ",".join(metric_names()) + "]", "metric_options={auc_steps: 20}",
                             "precision=bf16", "leg.n_samples=auto", "leg-tv.lambdas=[0.1, 0.3]"])
 assert config.methods == methods.available(), config.methods
 print(json.dumps({"status": 0, "loaded": [name for name in %r if name in sys.modules]}))

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from legx.methods.metrics.catalogue import METRIC_NAMES
+from legx.methods.metrics.catalogue import metric_names
 from legx.pipeline.engine.schema import REGION_SHARE, output_schema
 
 VARIANTS = (("leg", None), ("leg-tv", 0.1))
@@ -77,8 +77,14 @@ def write_output(
                 "elapsed_s": 0.1,
                 "created_at": created,
             }
-            for k, name in enumerate(METRIC_NAMES):
+            for k, name in enumerate(metric_names()):
                 row[name] = min(0.1 * k + 0.01 * index + metric_offset, 1.0)
+            # ROAD at the default nine fractions: the MoRF curve falls, the LeRF curve is flat.
+            row["road_morf"] = 0.2 + 0.01 * index + metric_offset
+            row["road_lerf"] = 0.7 + 0.01 * index + metric_offset
+            row["road_combined"] = (row["road_lerf"] - row["road_morf"]) / 2
+            row["road_morf_curve"] = [0.9 - 0.1 * step - 0.01 * index + metric_offset for step in range(9)]
+            row["road_lerf_curve"] = [0.9 - 0.01 * index + metric_offset] * 9
             row[REGION_SHARE] = CHANCE
             rows.append(row)
         for image_id in error_images:
@@ -90,7 +96,7 @@ def write_output(
                     "saliency": None, "status": "error",
                     "error": "DecodeError: not a recognised image format (12 bytes)",
                     "elapsed_s": 0.0, "created_at": created,
-                    **{name: None for name in METRIC_NAMES},
+                    **{name: None for name in metric_names()},
                 }
             )
     folder = os.path.join(output, "saliency", f"run_id={run_id}")

@@ -58,6 +58,10 @@ def test_compare_finds_the_changed_explanations(outputs, tmp_path):
     pointing_a = leg["metric_a"]["pointing_game"]  # metric 9 of image i: 0.9 + 0.01 i
     assert pointing_a["mean"] == pytest.approx(0.92) and pointing_a["chance"] == CHANCE
     assert [pointing_a["low"], pointing_a["high"]] == pytest.approx(list(wilson_interval(4.6, 5)))
+    # ROAD's scores are carried: MoRF and LeRF moved by 0.05, their combination not
+    assert leg["metric_shift"]["road_morf"] == pytest.approx(0.05)
+    assert leg["metric_shift"]["road_combined"] == pytest.approx(0.0)
+    assert leg["metric_a"]["road_lerf"]["mean"] == pytest.approx(0.72)
     legtv = summary["methods"]["leg-tv lam=0.1"]
     assert legtv["spearman_mean"] > 0.8  # same maps on a finer grid: ranks nearly kept
     moved = summary["moved_most"]
@@ -85,6 +89,11 @@ def test_compare_writes_parquet_and_json(outputs, tmp_path):
     assert rows[("img0.png", "leg")][0] == pytest.approx(1.0)
     assert rows[("img2.png", "leg")][2:] == (2, 1)
     assert rows[("img4.png", "leg-tv")][1] == pytest.approx(0.05)
+    # each matched map's ROAD curves travel with it, as stored on each side
+    curve_a, curve_b = pairs.filter("image_id = 'img1.png' and method = 'leg'").project(
+        "road_morf_curve_a, road_morf_curve_b").fetchall()[0]
+    assert curve_a == pytest.approx([0.89 - 0.1 * step for step in range(9)])
+    assert curve_b == pytest.approx([0.94 - 0.1 * step for step in range(9)])
 
 
 def test_identical_outputs_have_no_movement(outputs, tmp_path):

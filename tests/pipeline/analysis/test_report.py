@@ -118,8 +118,8 @@ def test_report_content(output, tmp_path):
     report = write_report(output, path, model=_tiny_model(), sensitivity_images=2)
     assert (report.rows, report.ok, report.errors) == (12, 10, 2)
     assert report.variants == ["leg", "leg-tv lam=0.1"]
-    # distributions, 2 galleries, sanity, sensitivity
-    assert report.images == 5
+    # distributions, ROAD curves, 2 galleries, sanity, sensitivity
+    assert report.images == 6
     tables = _tables(path)
     key_size = {row[0]: row for row in tables["key-size"][1:]}
     # key_size_mean of image i is 0.01 i: mean = median = 0.02 over 5 images
@@ -134,6 +134,12 @@ def test_report_content(output, tmp_path):
     assert intervals["leg"]["chance (localisation)"] == f"{CHANCE:.3f}"
     assert intervals["leg"]["key_size_mean ↓"] == f"{mean_estimate(0.01 * np.arange(5)).text()} (n=5)"
     assert [row[:2] for row in tables["sanity"][1:4]] == [["leg", "1"], ["leg", "2"], ["leg", "3"]]
+    # ROAD curves: at the default fractions 0.1..0.9, the MoRF curve of image i is 0.9 - 0.1 step
+    # - 0.01 i, so its mean at 0.5 (step 4) is 0.48 over the 5 images.
+    road = {(row[0], row[1], row[2]): row for row in tables["road-curves"][1:]}
+    morf_half = mean_estimate(0.5 - 0.01 * np.arange(N_IMAGES))
+    assert road[("road_morf_curve", "leg", "0.5")][3:] == [morf_half.text(), "5"]
+    assert {key[2] for key in road} == {f"{k / 10:g}" for k in range(1, 10)}
     with open(path, encoding="utf-8") as handle:
         text = handle.read()
     # Self-contained: every image inline, nothing fetched from elsewhere.
@@ -168,7 +174,9 @@ def test_report_with_comparison_and_cli(output, tmp_path, capsys):
     assert lines[0].startswith("| method | maps | key size mean (mean [95%] / median)")
     key_size_mean = mean_estimate(0.01 * np.arange(N_IMAGES))  # metric 0 of image i: 0.01 i
     assert lines[2].startswith(f"| leg | 5 | {key_size_mean.text()} / 0.020 | ")
-    assert lines[0].endswith("| pointing_game ↑ (mean [95%]) | mask_energy ↑ (mean [95%]) | gini ↑ (mean [95%])"
+    # the metrics in the catalogue's order, the chance level last
+    assert lines[0].endswith("| gini ↑ (mean [95%]) | pointing_game ↑ (mean [95%]) | mask_energy ↑ (mean [95%])"
+                             " | road_morf ↓ (mean [95%]) | road_lerf ↑ (mean [95%]) | road_combined ↑ (mean [95%])"
                              " | chance (localisation) |")
     assert lines[2].endswith(f"| {CHANCE:.3f} |")
     tables = _tables(path)
@@ -224,10 +232,10 @@ def test_report_renders_in_chromium(output, tmp_path):
     match = re.search(r'<pre id="legx-check">(.*?)</pre>', result.stdout, re.S)
     assert match, f"no check output; stderr: {result.stderr[-2000:]}"
     check = json.loads(match.group(1).replace("&quot;", '"'))
-    assert check["images"] == 5
+    assert check["images"] == 6
     assert check["decoded"] == check["images"]
     rows = dict(check["tables"])
-    for table in ("runs", "key-size", "metrics", "sanity", "errors"):
+    for table in ("runs", "key-size", "metrics", "road-curves", "sanity", "errors"):
         assert rows[table] > 0, (table, rows)
 
 

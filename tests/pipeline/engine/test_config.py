@@ -83,6 +83,12 @@ def test_unknown_metric():
     assert "unknown metric 'nope'" in _problems(["input=./x", "metrics=[nope]"])
 
 
+def test_bad_road_fractions_are_listed_with_the_other_problems():
+    problems = _problems(["input=./x", "metrics=[road_morf, nope]", "metric_options={road_fractions: [0.5, 1.0]}"])
+    assert "unknown metric 'nope'" in problems
+    assert "road_fractions must lie strictly inside (0, 1)" in problems
+
+
 def test_forward_options_are_checked_and_reach_the_plan():
     from legx.pipeline.engine.run import make_plan
 

@@ -129,3 +129,28 @@ def test_adaptive_budgets_reach_the_rows():
         assert row["n_forwards"] in (96, 144, 192) and row["capped"] is (row["n_forwards"] == 192)
     forwards = [row["_forwards"] for row in rows if row["_forwards"] is not None]
     assert forwards == [row["n_forwards"] for row in rows if row["method"] == "leg"]
+
+
+def test_road_scores_and_curves_reach_the_parquet_rows(tmp_path):
+    import duckdb
+
+    from legx.pipeline.engine.score import MetricsActor
+
+    plan = Plan(model="demo", specs=(method_spec("leg", {"grid_size": 4, "n_samples": 8}),), image_size=SIZE,
+                resize="crop", target="top1", use_gpu=False, actor_cpus=1,
+                metrics=("road_morf", "road_lerf", "road_combined", "gini"),
+                metric_options={"road_steps": 3, "road_noise": 0.0})
+    scored = MetricsActor(plan)(finish_batch(ExplainActor(plan)(_decoded(2))))
+    ParquetWriter(str(tmp_path / "out"), StorageOptions(), "r1", "demo", anchor=("leg", None)).write(scored)
+    rows = duckdb.sql(
+        f"select image_id, status, road_morf, road_lerf, road_combined, road_morf_curve, road_lerf_curve"
+        f" from read_parquet('{tmp_path / 'out'}/saliency/**/*.parquet') order by image_id"
+    ).fetchall()
+    assert [row[:2] for row in rows] == [("0.png", "ok"), ("1.png", "ok"), ("broken.png", "error")]
+    for _, _, morf, lerf, combined, morf_curve, lerf_curve in rows[:2]:
+        assert len(morf_curve) == len(lerf_curve) == 3
+        assert all(0 <= p <= 1 for p in morf_curve + lerf_curve)
+        # the stored score is the curve's mean height over the fractions 0.25, 0.5, 0.75
+        assert abs(morf - (morf_curve[0] / 4 + morf_curve[1] / 2 + morf_curve[2] / 4)) < 1e-6
+        assert abs(combined - (lerf - morf) / 2) < 1e-12
+    assert rows[2][2:] == (None,) * 5
