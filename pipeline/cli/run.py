@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
               f"{reading['chance']:.2f} = 1/{reading['classes']})")
     print(f"  run totals: {summary.total_images} images, {summary.total_rows} rows "
           f"({summary.total_ok} ok, {summary.total_errors} errors)")
-    print(f"  results:  {join(config.output, SALIENCY_DIR, f'run_id={config.run_id}')}")
+    print(f"  results:  {join(config.output, SALIENCY_DIR, config.run_id)}")
     print(f"  manifest: {join(config.output, RUNS_DIR, config.run_id + '.json')}")
     print(f"  try:      legx query {config.output} \"select method, lam, status, count(*) from saliency "
           f"group by all order by all\"")

@@ -1,6 +1,12 @@
 """The job's output: Parquet files of the ``saliency`` table (schema: ``legx.pipeline.engine.schema``).
 
-    OUTPUT/saliency/run_id=RUN_ID/part-<hash>.parquet
+    OUTPUT/saliency/RUN_ID/part-<hash>.parquet
+
+The run's folder is a plain name, not a hive ``run_id=RUN_ID`` folder: every file carries its
+``run_id`` column, and a hive folder would give readers a second, differently typed ``run_id``
+(pandas and pyarrow's default discovery refuse to merge the two). Outputs written by earlier
+versions keep their ``run_id=RUN_ID`` folders: ``run_directory`` finds them, so a rerun of such a
+run resumes in place, and ``legx query`` reads both layouts (it takes run_id from the files).
 
 ``ParquetWriter.write`` drops the rows whose key (image_id, method, lam) the run already holds
 and writes the rest in files of at most ``rows_per_file`` rows, each named by a hash of its
@@ -35,9 +41,18 @@ from legx.pipeline.engine.storage import StorageOptions, exists, resolve, write_
 SALIENCY_DIR = "saliency"
 
 
+# The hive-style run folder of outputs written before the run folder became a plain name.
+LEGACY_RUN_FOLDER = "run_id={run_id}"
+
+
 def run_directory(output: str, storage: StorageOptions, run_id: str) -> tuple[pafs.FileSystem, str]:
+    """The filesystem and folder of the run's Parquet files: OUTPUT/saliency/RUN_ID, or the
+    legacy OUTPUT/saliency/run_id=RUN_ID where a run was written that way."""
     filesystem, root = resolve(output, storage)
-    return filesystem, posixpath.join(root, SALIENCY_DIR, f"run_id={run_id}")
+    legacy = posixpath.join(root, SALIENCY_DIR, LEGACY_RUN_FOLDER.format(run_id=run_id))
+    if exists(filesystem, legacy):
+        return filesystem, legacy
+    return filesystem, posixpath.join(root, SALIENCY_DIR, run_id)
 
 
 def table_keys(table: pa.Table) -> list[str]:
