@@ -160,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"  this invocation: {summary.images} images, {summary.rows} rows "
           f"({summary.ok} ok, {summary.errors} errors)"
           + (f", {summary.skipped_rows} rows already written" if summary.skipped_rows else ""))
+    if summary.resources:
+        print(f"  resources:  {summary.resources}")
     print(f"  throughput: {summary.images_per_s:.2f} images/s, {summary.forwards_per_s:,.0f} forwards/s")
     if summary.model_window_s:
         print(f"  model:      first call {summary.startup_s:.1f} s after the start; actors busy "

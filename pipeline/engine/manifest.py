@@ -57,6 +57,8 @@ class JobSummary:
     # What the user must see: the input size differs from the model's, the model reads the
     # labels no better than chance.
     warnings: list[str] = field(default_factory=list)
+    # The model actors' resources, as chosen or configured (``ActorResources.describe``).
+    resources: str = ""
 
     @classmethod
     def of(cls, config: JobConfig, counts: WriteCounts, run_rows: pa.Table, wall_s: float,

@@ -25,6 +25,7 @@ from legx.pipeline.engine.explain import ExplainActor
 from legx.pipeline.engine.finish import finish_batch
 from legx.pipeline.engine.manifest import JobSummary, alive_node_ids, record_attempt, recovery, top1_warning
 from legx.pipeline.engine.plan import Plan, load_job_model, make_plan
+from legx.pipeline.engine.resources import ActorResources, ResourceError, actor_resources
 from legx.pipeline.engine.schema import row_key
 from legx.pipeline.engine.score import MetricsActor, needs_model, score_model_free_batch
 from legx.pipeline.engine.sink import ParquetWriter, WriteCounts, read_run, written_keys
@@ -64,18 +65,17 @@ def _use_gpu(config: JobConfig) -> bool:
     return ray.cluster_resources().get("GPU", 0) >= 1
 
 
-def _check_resources(config: JobConfig, use_gpu: bool) -> None:
-    """Actors hold their CPUs for the whole job; leave at least one for the task stages."""
+def _actor_resources(config: JobConfig, use_gpu: bool) -> ActorResources:
+    """The actor pools' CPUs for this cluster (``legx.pipeline.engine.resources``); a setting
+    the cluster cannot run is a ConfigError."""
     import ray
 
-    pools = 2 if needs_model(tuple(config.metrics)) else 1
-    cpus = ray.cluster_resources().get("CPU", 0)
-    needed = pools * config.actors * config.actor_cpus + 1
-    if not use_gpu and cpus and needed > cpus:
-        raise RuntimeError(
-            f"{pools} actor pool(s) of {config.actors} actor(s) x {config.actor_cpus} CPU leave no CPU"
-            f" for decoding and solving on this cluster ({cpus:g} CPUs); lower actors or actor_cpus"
-        )
+    node_cpus = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")), default=0)
+    try:
+        return actor_resources(2 if needs_model(tuple(config.metrics)) else 1, config.actors,
+                               config.actor_cpus, ray.cluster_resources().get("CPU", 0), node_cpus, use_gpu)
+    except ResourceError as error:
+        raise ConfigError([str(error)]) from error
 
 
 def check_shared_output(config: JobConfig, nodes: int) -> None:
@@ -100,8 +100,9 @@ def run_job(config: JobConfig) -> JobSummary:
     # not depend on whether this process had to start a local Ray first.
     started_at, started, started_epoch = datetime.now(timezone.utc), time.perf_counter(), time.time()
     use_gpu = _use_gpu(config)
-    _check_resources(config, use_gpu)
-    plan = make_plan(config, use_gpu)
+    resources = _actor_resources(config, use_gpu)
+    logger.info("resources: %s", resources.describe())
+    plan = make_plan(config, use_gpu, resources.actor_cpus)
     model_id, declared_size = _inspect_model(plan, config)
     warnings = []
     if declared_size and declared_size != config.image_size:
@@ -129,6 +130,7 @@ def run_job(config: JobConfig) -> JobSummary:
 
     run_rows = read_run(config.output, config.storage, config.run_id, ["image_id", "status"])
     summary = JobSummary.of(config, counts, run_rows, wall, started_epoch, warnings)
+    summary.resources = resources.describe()
     warning = top1_warning(summary.top1, config.image_size, declared_size)
     if warning:
         summary.warnings.append(warning)
@@ -140,6 +142,7 @@ def run_job(config: JobConfig) -> JobSummary:
         "source_format": source_format,
         "device": "cuda" if use_gpu else "cpu",
         "resumed_rows": len(existing),
+        "actor_resources": resources.as_dict(),
         "recovery": recovery(nodes_at_start),
     }
     record_attempt(config, summary, attempt, model_id=model_id, model_input_size=declared_size,
@@ -207,7 +210,7 @@ def _on_model_actors(dataset, actor_class: type, job: _Job):
         batch_size=config.batch_size,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=config.actors),
-        num_cpus=config.actor_cpus,
+        num_cpus=job.plan.actor_cpus,
         num_gpus=job.gpus,
         runtime_env={"env_vars": ALLOCATOR_ENV},
     )
