@@ -111,7 +111,7 @@ def run_job(config: JobConfig) -> JobSummary:
         logger.warning(warnings[-1])
 
     dataset, source_format = read_source(config)
-    annotations = read_annotations(config, source_format)
+    annotations = _annotations(config, source_format)
     repeated = repeated_ids(config, source_format)
     if repeated:
         logger.info("%d later occurrences of repeated image ids become 'duplicate id' error rows",
@@ -148,6 +148,19 @@ def run_job(config: JobConfig) -> JobSummary:
     record_attempt(config, summary, attempt, model_id=model_id, model_input_size=declared_size,
                    methods=[{"name": s.name, "params": s.params} for s in plan.specs])
     return summary
+
+
+def _annotations(config: JobConfig, source_format: str):
+    """The annotations table (``read_annotations``); a file that legx cannot read is a config
+    error with the reason, in one line, before any work."""
+    import pyarrow as pa
+
+    try:
+        return read_annotations(config, source_format)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as error:
+        where = config.annotations or f"{config.input} ({source_format} annotations)"
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError([f"annotations: cannot read {where!r}: {reason}"]) from error
 
 
 def _inspect_model(plan: Plan, config: JobConfig) -> tuple[str, int | None]:
