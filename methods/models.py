@@ -200,7 +200,7 @@ def load_model(spec: str, device: str | None = None, storage_options: dict | Non
         raise ValueError("model spec must be a non-empty string, e.g. 'demo' or 'torchvision:resnet50'")
     spec = spec.strip()
     if spec == "demo":
-        data = resources.files("methods").joinpath("assets/demo_cnn.pt").read_bytes()
+        data = resources.files("legx.methods").joinpath("assets/demo_cnn.pt").read_bytes()
         model, class_names = _from_checkpoint(_load_weights(data, "demo"), "demo")
         model_id = f"demo@{_short_hash(data)}"
     elif spec.startswith(TORCHVISION_PREFIX):

@@ -208,10 +208,15 @@ def build_config(data: dict[str, Any]) -> JobConfig:
             problems.append(problem)
         else:
             setattr(config, key, _coerce(key, value))
+    max_attempts = storage.get("max_attempts", StorageOptions.max_attempts)
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+        problems.append(f"storage.max_attempts: expected an integer >= 1, got {max_attempts!r}")
+        max_attempts = StorageOptions.max_attempts
     config.storage = StorageOptions(
         endpoint_url=_optional_str(storage.get("endpoint_url")),
         region=_optional_str(storage.get("region")),
         anonymous=bool(storage.get("anonymous", False)),
+        max_attempts=max_attempts,
     )
     config.params = params
     if config.image_size is None:

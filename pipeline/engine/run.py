@@ -23,14 +23,21 @@ from legx.pipeline.engine.config import ConfigError, JobConfig
 from legx.pipeline.engine.decode import decode_batch
 from legx.pipeline.engine.explain import ExplainActor
 from legx.pipeline.engine.finish import finish_batch
-from legx.pipeline.engine.manifest import JobSummary, alive_node_ids, record_attempt, recovery, top1_warning
+from legx.pipeline.engine.manifest import (
+    JobSummary, alive_node_ids, record_attempt, record_failure, recovery, top1_warning,
+)
 from legx.pipeline.engine.plan import Plan, load_job_model, make_plan
 from legx.pipeline.engine.resources import ActorResources, ResourceError, actor_resources
 from legx.pipeline.engine.schema import row_key
 from legx.pipeline.engine.score import MetricsActor, needs_model, score_model_free_batch
-from legx.pipeline.engine.sink import ParquetWriter, WriteCounts, read_run, written_keys
-from legx.pipeline.engine.sources import read_annotations, read_source, repeated_ids
+from legx.pipeline.engine.sink import (
+    SALIENCY_DIR, ParquetWriter, WriteCounts, read_run, run_directory, supersede, written_keys,
+)
+from legx.pipeline.engine.sources import SourceError, read_annotations, read_source, repeated_ids
 from legx.pipeline.engine.storage import scheme_of
+from legx.pipeline.engine.storage_retry import (
+    RetryCounter, StorageError, describe, retried, retry_io_errors_in_ray_data, storage_failure,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -92,13 +99,39 @@ def check_shared_output(config: JobConfig, nodes: int) -> None:
 
 
 def run_job(config: JobConfig) -> JobSummary:
-    """Run the job of ``config`` to completion (resuming its run id) and return the summary."""
+    """Run the job of ``config`` to completion (resuming its run id) and return the summary.
+
+    A storage fault that outlives its retries (``legx.pipeline.engine.storage_retry``) ends the
+    job with ``StorageError`` (one line: operation, object, cause), recorded in the run's
+    manifest as this attempt's ``failure``."""
     ensure_ray()
+    retry_io_errors_in_ray_data()
     nodes_at_start = alive_node_ids()
     check_shared_output(config, len(nodes_at_start))
     # The clock starts once Ray is up: on a cluster it already is, and the job's rate should
     # not depend on whether this process had to start a local Ray first.
-    started_at, started, started_epoch = datetime.now(timezone.utc), time.perf_counter(), time.time()
+    started_at = datetime.now(timezone.utc)
+    try:
+        return _attempt(config, nodes_at_start, started_at)
+    except (ConfigError, SourceError):
+        raise
+    except Exception as error:
+        failure = storage_failure(error)
+        if failure is None:
+            raise
+        attempt = {"started_at_utc": started_at.strftime("%Y-%m-%d %H:%M:%S"),
+                   "failed_at_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")}
+        try:
+            record_failure(config, attempt, failure.as_dict())
+        except Exception as manifest_error:  # noqa: BLE001 - the job's own failure is the one to report
+            logger.warning("the run manifest could not record this failure: %s", describe(manifest_error))
+        raise failure from None
+
+
+def _attempt(config: JobConfig, nodes_at_start: set[str], started_at: datetime) -> JobSummary:
+    started, started_epoch = time.perf_counter(), time.time()
+    driver_retries = RetryCounter.retries
+    attempts = config.storage.max_attempts
     use_gpu = _use_gpu(config)
     resources = _actor_resources(config, use_gpu)
     logger.info("resources: %s", resources.describe())
@@ -110,9 +143,11 @@ def run_job(config: JobConfig) -> JobSummary:
                         f" job resizes its inputs to image_size {config.image_size}")
         logger.warning(warnings[-1])
 
-    dataset, source_format = read_source(config)
-    annotations = _annotations(config, source_format)
-    repeated = repeated_ids(config, source_format)
+    dataset, source_format = retried("list", config.input, lambda: read_source(config), attempts)
+    annotations = retried("read the annotations of", config.annotations or config.input,
+                          lambda: _annotations(config, source_format), attempts)
+    repeated = retried("read the image ids of", config.input,
+                       lambda: repeated_ids(config, source_format), attempts)
     if repeated:
         logger.info("%d later occurrences of repeated image ids become 'duplicate id' error rows",
                     sum(map(len, repeated.values())))
@@ -125,12 +160,20 @@ def run_job(config: JobConfig) -> JobSummary:
     dataset = _explain(dataset, job)
     dataset = _finish(dataset, job)
     dataset = _score(dataset, job)
-    counts = _write(dataset, job, existing)
+    counts = _write(dataset, job, existing, attempt=started_at.strftime("%Y%m%dT%H%M%S.%fZ"))
+    if counts.failure:
+        failure = counts.failure
+        raise StorageError(failure["operation"], failure["object"], failure["cause"], failure["attempts"],
+                           failure["seconds"])
+    superseded = supersede(config.output, config.storage, config.run_id)
+    if superseded:
+        logger.info("%d retryable error rows superseded by this attempt's rows", superseded)
     wall = time.perf_counter() - started
 
     run_rows = read_run(config.output, config.storage, config.run_id, ["image_id", "status"])
     summary = JobSummary.of(config, counts, run_rows, wall, started_epoch, warnings)
     summary.resources = resources.describe()
+    summary.superseded_rows = superseded
     warning = top1_warning(summary.top1, config.image_size, declared_size)
     if warning:
         summary.warnings.append(warning)
@@ -145,6 +188,7 @@ def run_job(config: JobConfig) -> JobSummary:
         "actor_resources": resources.as_dict(),
         "recovery": recovery(nodes_at_start),
     }
+    summary.storage_retries = counts.storage_retries + RetryCounter.retries - driver_retries
     record_attempt(config, summary, attempt, model_id=model_id, model_input_size=declared_size,
                    methods=[{"name": s.name, "params": s.params} for s in plan.specs])
     return summary
@@ -254,17 +298,22 @@ def _score(dataset, job: _Job):
     )
 
 
-def _write(dataset, job: _Job, existing: set[str]) -> WriteCounts:
-    """Write through the Datasink (this streams the whole graph); this invocation's counts."""
+def _write(dataset, job: _Job, existing: set[str], attempt: str) -> WriteCounts:
+    """Write through the Datasink (this streams the whole graph); this invocation's counts.
+    ``attempt`` names this attempt's files apart from an earlier attempt's."""
     import ray
 
     from legx.pipeline.engine.write import SaliencySink
 
     config, first = job.config, job.plan.specs[0]
+    directory = retried("look up", f"{config.output}/{SALIENCY_DIR}/{config.run_id}",
+                        lambda: run_directory(config.output, config.storage, config.run_id)[1],
+                        config.storage.max_attempts)
     writer = ParquetWriter(
         config.output, config.storage, config.run_id, config.model,
         anchor=(first.name, first.outputs[0]), rows_per_file=config.rows_per_file,
         written_ref=ray.put(frozenset(existing)) if existing else None,
+        attempt=attempt, directory=directory,
     )
     sink = SaliencySink(writer)
     dataset.write_datasink(sink, ray_remote_args={"num_cpus": 0.5})

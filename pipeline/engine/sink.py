@@ -9,14 +9,21 @@ versions keep their ``run_id=RUN_ID`` folders: ``run_directory`` finds them, so 
 run resumes in place, and ``legx query`` reads both layouts (it takes run_id from the files).
 
 ``ParquetWriter.write`` drops the rows whose key (image_id, method, lam) the run already holds
-and writes the rest in files of at most ``rows_per_file`` rows, each named by a hash of its
-rows' keys, so a retried write of the same rows rewrites the same files. Files appear atomically
-(object-store uploads complete or do not exist; local files are renamed into place). A rerun of
-a run id reads the keys already written (``written_keys``), skips the images that are complete
-and drops any row whose key exists, so a resumed run ends with exactly one row per key. Each
-write returns its ``WriteCounts``. The job's write stage runs it in Ray Data's write tasks
-(``legx.pipeline.engine.write``); this module imports no Ray, so that the analysis commands can read
-the output's layout from it.
+and writes the rest in files of at most ``rows_per_file`` rows, each named by a hash of the
+attempt's token and its rows' keys, so a retried write of the same rows in the same attempt
+rewrites the same files. Files appear atomically (object-store uploads complete or do not exist;
+local files are renamed into place). Each write returns its ``WriteCounts``. The job's write
+stage runs it in Ray Data's write tasks (``legx.pipeline.engine.write``); this module imports no
+Ray, so that the analysis commands can read the output's layout from it.
+
+A rerun of a run id reads the keys already written (``written_keys``): those of its final rows,
+'ok' rows and permanent errors (``legx.pipeline.engine.error_classes``). It skips the images
+whose keys are all final, drops any row whose key is final, and so redoes the keys whose rows
+are all retryable errors. After its writes, ``supersede`` rewrites each file that holds a
+retryable error row whose key now has another row (in place, atomically; a file left empty is
+deleted), so that every reader sees exactly one row per key, the newest result, without a
+filter of its own. Every storage operation here is retried on transient faults
+(``legx.pipeline.engine.storage_retry``).
 """
 
 from __future__ import annotations
@@ -35,8 +42,10 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from legx.pipeline.engine.broadcast import shared
+from legx.pipeline.engine.error_classes import PERMANENT, error_class
 from legx.pipeline.engine.schema import output_schema, row_key
 from legx.pipeline.engine.storage import StorageOptions, exists, resolve, write_bytes_atomic
+from legx.pipeline.engine.storage_retry import RetryCounter, retried
 
 SALIENCY_DIR = "saliency"
 
@@ -61,21 +70,102 @@ def table_keys(table: pa.Table) -> list[str]:
     return [row_key(image_id, method, lam) for image_id, method, lam in zip(*columns)]
 
 
+# The columns that decide which rows of a key stand (``supersede``).
+_STATE_COLUMNS = ["image_id", "method", "lam", "status", "error", "error_class", "created_at"]
+
+
+def _run_dataset(filesystem: pafs.FileSystem, directory: str) -> pads.Dataset:
+    """The run's files as one dataset of the output schema: files written before a column
+    existed read it as nulls."""
+    return pads.dataset(directory, filesystem=filesystem, format="parquet", schema=output_schema(),
+                        exclude_invalid_files=False)
+
+
+def _final(status: str | None, error: str | None, stored_class: str | None) -> bool:
+    """Whether a row stands for good: 'ok', or an error that is a fact about the input."""
+    return status == "ok" or (stored_class or error_class(error)) == PERMANENT
+
+
 def written_keys(output: str, storage: StorageOptions, run_id: str) -> set[str]:
-    """Keys (image_id, method, lam) already written for ``run_id``."""
-    filesystem, directory = run_directory(output, storage, run_id)
-    if not exists(filesystem, directory):
-        return set()
-    dataset = pads.dataset(directory, filesystem=filesystem, format="parquet", exclude_invalid_files=False)
-    return set(table_keys(dataset.to_table(columns=["image_id", "method", "lam"])))
+    """Keys (image_id, method, lam) of ``run_id`` whose row is final (``_final``): what a rerun
+    keeps; a key whose rows are all retryable errors is left out, so a rerun redoes it."""
+
+    def read() -> set[str]:
+        filesystem, directory = run_directory(output, storage, run_id)
+        if not exists(filesystem, directory):
+            return set()
+        table = _run_dataset(filesystem, directory).to_table(columns=_STATE_COLUMNS)
+        keys = table_keys(table)
+        states = zip(*(table.column(name).to_pylist() for name in ("status", "error", "error_class")))
+        return {key for key, state in zip(keys, states) if _final(*state)}
+
+    return retried("read the keys of", _where(output, run_id), read, storage.max_attempts)
 
 
 def read_run(output: str, storage: StorageOptions, run_id: str, columns: list[str]) -> pa.Table:
+    def read() -> pa.Table:
+        filesystem, directory = run_directory(output, storage, run_id)
+        if not exists(filesystem, directory):
+            return output_schema().empty_table().select(columns)
+        return _run_dataset(filesystem, directory).to_table(columns=columns)
+
+    return retried("read", _where(output, run_id), read, storage.max_attempts)
+
+
+def supersede(output: str, storage: StorageOptions, run_id: str) -> int:
+    """Remove the rows that a later row of the same key supersedes: a retryable error row goes
+    when its key has a final row, or a newer retryable error row. Final rows are never removed.
+    Each file holding such rows is rewritten without them (deleted when none is left). Returns
+    the number of rows removed."""
     filesystem, directory = run_directory(output, storage, run_id)
-    if not exists(filesystem, directory):
-        return output_schema().empty_table().select(columns)
-    dataset = pads.dataset(directory, filesystem=filesystem, format="parquet")
-    return dataset.to_table(columns=columns)
+    where = _where(output, run_id)
+
+    def superseded() -> dict[str, set[int]]:
+        if not exists(filesystem, directory):
+            return {}
+        rows: dict[str, list[tuple[bool, Any, str, int]]] = {}
+        dataset = _run_dataset(filesystem, directory)
+        for fragment in dataset.get_fragments():
+            table = fragment.to_table(schema=dataset.schema, columns=_STATE_COLUMNS)
+            states = zip(*(table.column(name).to_pylist() for name in ("status", "error", "error_class", "created_at")))
+            for position, (key, (status, error, stored_class, created)) in enumerate(zip(table_keys(table), states)):
+                rows.setdefault(key, []).append((_final(status, error, stored_class), created, fragment.path, position))
+        removed: dict[str, set[int]] = {}
+        for versions in rows.values():
+            if len(versions) < 2:
+                continue
+            # The row that stands: a final one, else the newest; every retryable row but it goes.
+            standing = max(versions, key=lambda version: (version[0], version[1] is not None, version[1]))
+            for final, _, path, position in versions:
+                if not final and (path, position) != standing[2:]:
+                    removed.setdefault(path, set()).add(position)
+        return removed
+
+    removed = retried("read the rows of", where, superseded, storage.max_attempts)
+    for path, positions in removed.items():
+        def rewrite(path=path, positions=positions) -> None:
+            table = pq.read_table(path, filesystem=filesystem)
+            keep = pa.array([position not in positions for position in range(table.num_rows)], pa.bool_())
+            table = table.filter(keep)
+            if table.num_rows:
+                buffer = io.BytesIO()
+                pq.write_table(table, buffer, compression="zstd")
+                write_bytes_atomic(output, storage, path, buffer.getvalue())
+            elif exists(filesystem, path):
+                filesystem.delete_file(path)
+
+        retried("rewrite", _object_uri(output, path), rewrite, storage.max_attempts)
+    return sum(map(len, removed.values()))
+
+
+def _where(output: str, run_id: str) -> str:
+    return f"{output.rstrip('/')}/{SALIENCY_DIR}/{run_id}"
+
+
+def _object_uri(output: str, path: str) -> str:
+    """``path`` (as ``resolve`` returns it) as a URI of ``output``'s storage, for messages."""
+    scheme = output.split("://", 1)[0] if "://" in output else None
+    return f"{scheme}://{path}" if scheme and scheme != "file" else path
 
 
 @dataclass
@@ -83,7 +173,8 @@ class WriteCounts:
     """What writes did: rows written (ok / error), images (rows of the first method's first
     output), forwards, rows skipped as already written; and over the model calls whose rows
     they saw, written or not: busy seconds, the first call's start and the last one's end
-    (epoch seconds), images with a label, those read correctly, the model's classes."""
+    (epoch seconds), images with a label, those read correctly, the model's classes; the
+    storage operations retried, and the storage fault that ended a write, if one did."""
 
     rows: int = 0
     ok: int = 0
@@ -97,6 +188,10 @@ class WriteCounts:
     labelled: int = 0
     correct: int = 0
     classes: int | None = None
+    storage_retries: int = 0
+    # A write that a storage fault ended after its retries (``StorageError.as_dict``); the job
+    # raises it once the other writes are done.
+    failure: dict | None = None
 
     def __add__(self, other: WriteCounts) -> WriteCounts:
         def pick(choose, a, b):
@@ -105,10 +200,11 @@ class WriteCounts:
         return WriteCounts(
             **{name: getattr(self, name) + getattr(other, name)
                for name in ("rows", "ok", "errors", "images", "forwards", "skipped", "model_s",
-                            "labelled", "correct")},
+                            "labelled", "correct", "storage_retries")},
             model_start=pick(min, self.model_start, other.model_start),
             model_end=pick(max, self.model_end, other.model_end),
             classes=pick(max, self.classes, other.classes),
+            failure=self.failure or other.failure,
         )
 
 
@@ -131,7 +227,9 @@ class ParquetWriter:
     """Stage rows (``STAGE_SCHEMA``) -> Parquet files of the ``saliency`` table of ``run_id``,
     ``rows_per_file`` rows to a file (None: one file per write). ``model_id`` fills rows whose
     actor set none; ``anchor`` (method, lam) is the output whose rows count the images;
-    ``written_ref`` holds the keys already written (a Ray object ref; None: none)."""
+    ``written_ref`` holds the keys already written (a Ray object ref; None: none); ``attempt``
+    tells this attempt's files from an earlier attempt's; ``directory``: the run's folder
+    (``run_directory``; None: looked up at each write)."""
 
     output: str
     storage: StorageOptions
@@ -140,6 +238,8 @@ class ParquetWriter:
     anchor: tuple[str, float | None]
     rows_per_file: int | None = None
     written_ref: Any = None
+    attempt: str = ""
+    directory: str | None = None
 
     def write(self, table: pa.Table) -> WriteCounts:
         """Write the rows of ``table`` not yet written; what was written and seen."""
@@ -171,7 +271,7 @@ class ParquetWriter:
             1 for method, lam in zip(table.column("method").to_pylist(), table.column("lam").to_pylist())
             if method == anchor_method and lam == anchor_lam
         )
-        self._write(table, [key for key, keep in zip(keys, fresh) if keep])
+        counts.storage_retries = self._write(table, [key for key, keep in zip(keys, fresh) if keep])
         return counts
 
     def _to_output(self, batch: pa.Table) -> pa.Table:
@@ -188,16 +288,26 @@ class ParquetWriter:
                 columns[name] = pc.fill_null(given.cast(pa.string()), self.model_id)
             elif name == "created_at":
                 columns[name] = pa.array([now] * count, schema.field(name).type)
+            elif name == "error_class":
+                statuses = batch.column("status").to_pylist()
+                errors = batch.column("error").to_pylist()
+                columns[name] = pa.array([error_class(error) if status == "error" else None
+                                          for status, error in zip(statuses, errors)], pa.string())
             elif name in batch.column_names:
                 columns[name] = batch.column(name).cast(schema.field(name).type)
             else:
                 columns[name] = pa.nulls(count, schema.field(name).type)
         return pa.table(columns, schema=schema)
 
-    def _write(self, table: pa.Table, keys: list[str]) -> None:
-        _, directory = run_directory(self.output, self.storage, self.run_id)
-        digest = hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:24]
+    def _write(self, table: pa.Table, keys: list[str]) -> int:
+        """Write the file of ``table``; returns the retries its storage faults cost."""
+        directory = self.directory or run_directory(self.output, self.storage, self.run_id)[1]
+        digest = hashlib.sha256("\n".join([self.attempt, *sorted(keys)]).encode()).hexdigest()[:24]
         buffer = io.BytesIO()
         pq.write_table(table, buffer, compression="zstd")
         path = posixpath.join(directory, f"part-{digest}.parquet")
-        write_bytes_atomic(self.output, self.storage, path, buffer.getvalue())
+        before = RetryCounter.retries
+        retried("write", _object_uri(self.output, path),
+                lambda: write_bytes_atomic(self.output, self.storage, path, buffer.getvalue()),
+                self.storage.max_attempts)
+        return RetryCounter.retries - before
