@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     from legx.pipeline.engine.sources import SourceError
     from legx.pipeline.engine.storage_retry import StorageError
     from legx.pipeline.engine.manifest import RUNS_DIR
-    from legx.pipeline.engine.sink import SALIENCY_DIR
+    from legx.pipeline.engine.sink import FILE_INFIX, SALIENCY_DIR
     from legx.pipeline.engine.storage import join
 
     if getattr(args, "verbosity", 0) < 0:
@@ -183,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
               f"{reading['chance']:.2f} = 1/{reading['classes']})")
     print(f"  run totals: {summary.total_images} images, {summary.total_rows} rows "
           f"({summary.total_ok} ok, {summary.total_errors} errors)")
-    print(f"  results:  {join(config.output, SALIENCY_DIR, config.run_id)}")
+    print(f"  results:  {join(config.output, SALIENCY_DIR, config.run_id + FILE_INFIX + '*.parquet')}")
     print(f"  manifest: {join(config.output, RUNS_DIR, config.run_id + '.json')}")
     print(f"  try:      legx query {config.output} \"select method, lam, status, count(*) from saliency "
           f"group by all order by all\"")

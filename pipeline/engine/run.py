@@ -31,7 +31,7 @@ from legx.pipeline.engine.resources import ActorResources, ResourceError, actor_
 from legx.pipeline.engine.schema import row_key
 from legx.pipeline.engine.score import MetricsActor, needs_model, score_model_free_batch
 from legx.pipeline.engine.sink import (
-    SALIENCY_DIR, ParquetWriter, WriteCounts, read_run, run_directory, supersede, written_keys,
+    SALIENCY_DIR, ParquetWriter, WriteCounts, read_run, run_location, supersede, written_keys,
 )
 from legx.pipeline.engine.sources import SourceError, read_annotations, read_source, repeated_ids
 from legx.pipeline.engine.storage import scheme_of
@@ -134,7 +134,7 @@ def _attempt(config: JobConfig, nodes_at_start: set[str], started_at: datetime) 
     attempts = config.storage.max_attempts
     use_gpu = _use_gpu(config)
     resources = _actor_resources(config, use_gpu)
-    logger.info("resources: %s", resources.describe())
+    logger.debug("resources: %s", resources.describe())
     plan = make_plan(config, use_gpu, resources.actor_cpus)
     model_id, declared_size = _inspect_model(plan, config)
     warnings = []
@@ -306,14 +306,14 @@ def _write(dataset, job: _Job, existing: set[str], attempt: str) -> WriteCounts:
     from legx.pipeline.engine.write import SaliencySink
 
     config, first = job.config, job.plan.specs[0]
-    directory = retried("look up", f"{config.output}/{SALIENCY_DIR}/{config.run_id}",
-                        lambda: run_directory(config.output, config.storage, config.run_id)[1],
-                        config.storage.max_attempts)
+    location = retried("look up the run's files in", f"{config.output}/{SALIENCY_DIR}",
+                       lambda: run_location(config.output, config.storage, config.run_id)[1:],
+                       config.storage.max_attempts)
     writer = ParquetWriter(
         config.output, config.storage, config.run_id, config.model,
         anchor=(first.name, first.outputs[0]), rows_per_file=config.rows_per_file,
         written_ref=ray.put(frozenset(existing)) if existing else None,
-        attempt=attempt, directory=directory,
+        attempt=attempt, location=location,
     )
     sink = SaliencySink(writer)
     dataset.write_datasink(sink, ray_remote_args={"num_cpus": 0.5})

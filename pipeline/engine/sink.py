@@ -1,12 +1,15 @@
 """The job's output: Parquet files of the ``saliency`` table (schema: ``legx.pipeline.engine.schema``).
 
-    OUTPUT/saliency/RUN_ID/part-<hash>.parquet
+    OUTPUT/saliency/RUN_ID-part-<hash>.parquet
 
-The run's folder is a plain name, not a hive ``run_id=RUN_ID`` folder: every file carries its
-``run_id`` column, and a hive folder would give readers a second, differently typed ``run_id``
-(pandas and pyarrow's default discovery refuse to merge the two). Outputs written by earlier
-versions keep their ``run_id=RUN_ID`` folders: ``run_directory`` finds them, so a rerun of such a
-run resumes in place, and ``legx query`` reads both layouts (it takes run_id from the files).
+One flat folder for every run: every file carries its ``run_id`` column, and its name starts
+with it. Readers take run_id from the files with their plain idiom: a hive ``run_id=RUN_ID``
+folder would hand them a second, differently typed ``run_id`` (pandas and pyarrow's default
+discovery refuse to merge the two), and plain subfolders are not read by Spark's
+``read.parquet`` of the folder. Outputs written by earlier versions keep their
+``saliency/run_id=RUN_ID/part-<hash>.parquet`` files: ``run_location`` finds them, so a rerun
+of such a run resumes in place, and ``legx query`` reads both layouts (it takes run_id from the
+files).
 
 ``ParquetWriter.write`` drops the rows whose key (image_id, method, lam) the run already holds
 and writes the rest in files of at most ``rows_per_file`` rows, each named by a hash of the
@@ -31,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import io
 import posixpath
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -50,18 +54,33 @@ from legx.pipeline.engine.storage_retry import RetryCounter, retried
 SALIENCY_DIR = "saliency"
 
 
-# The hive-style run folder of outputs written before the run folder became a plain name.
+# The hive-style run folder of outputs written by earlier versions, and its files' names.
 LEGACY_RUN_FOLDER = "run_id={run_id}"
+LEGACY_FILE_PREFIX = "part-"
+# A file's name: the run id, then this, then the hash of its rows (24 hex digits).
+FILE_INFIX = "-part-"
+_DIGEST = re.compile(r"[0-9a-f]{24}\.parquet")
 
 
-def run_directory(output: str, storage: StorageOptions, run_id: str) -> tuple[pafs.FileSystem, str]:
-    """The filesystem and folder of the run's Parquet files: OUTPUT/saliency/RUN_ID, or the
-    legacy OUTPUT/saliency/run_id=RUN_ID where a run was written that way."""
+def run_location(output: str, storage: StorageOptions, run_id: str) -> tuple[pafs.FileSystem, str, str]:
+    """The filesystem, folder and file-name prefix of the run's Parquet files: OUTPUT/saliency
+    and RUN_ID-part-, or the legacy folder OUTPUT/saliency/run_id=RUN_ID and part- where a run
+    was written that way."""
     filesystem, root = resolve(output, storage)
     legacy = posixpath.join(root, SALIENCY_DIR, LEGACY_RUN_FOLDER.format(run_id=run_id))
     if exists(filesystem, legacy):
-        return filesystem, legacy
-    return filesystem, posixpath.join(root, SALIENCY_DIR, run_id)
+        return filesystem, legacy, LEGACY_FILE_PREFIX
+    return filesystem, posixpath.join(root, SALIENCY_DIR), run_id + FILE_INFIX
+
+
+def run_files(output: str, storage: StorageOptions, run_id: str) -> tuple[pafs.FileSystem, list[str]]:
+    """The filesystem and the paths of the run's Parquet files (none yet: an empty list)."""
+    filesystem, folder, prefix = run_location(output, storage, run_id)
+    selector = pafs.FileSelector(folder, allow_not_found=True)
+    paths = [info.path for info in filesystem.get_file_info(selector)
+             if info.type == pafs.FileType.File and info.base_name.startswith(prefix)
+             and _DIGEST.fullmatch(info.base_name[len(prefix):])]
+    return filesystem, sorted(paths)
 
 
 def table_keys(table: pa.Table) -> list[str]:
@@ -74,10 +93,10 @@ def table_keys(table: pa.Table) -> list[str]:
 _STATE_COLUMNS = ["image_id", "method", "lam", "status", "error", "error_class", "created_at"]
 
 
-def _run_dataset(filesystem: pafs.FileSystem, directory: str) -> pads.Dataset:
+def _run_dataset(filesystem: pafs.FileSystem, paths: list[str]) -> pads.Dataset:
     """The run's files as one dataset of the output schema: files written before a column
     existed read it as nulls."""
-    return pads.dataset(directory, filesystem=filesystem, format="parquet", schema=output_schema(),
+    return pads.dataset(paths, filesystem=filesystem, format="parquet", schema=output_schema(),
                         exclude_invalid_files=False)
 
 
@@ -91,10 +110,10 @@ def written_keys(output: str, storage: StorageOptions, run_id: str) -> set[str]:
     keeps; a key whose rows are all retryable errors is left out, so a rerun redoes it."""
 
     def read() -> set[str]:
-        filesystem, directory = run_directory(output, storage, run_id)
-        if not exists(filesystem, directory):
+        filesystem, paths = run_files(output, storage, run_id)
+        if not paths:
             return set()
-        table = _run_dataset(filesystem, directory).to_table(columns=_STATE_COLUMNS)
+        table = _run_dataset(filesystem, paths).to_table(columns=_STATE_COLUMNS)
         keys = table_keys(table)
         states = zip(*(table.column(name).to_pylist() for name in ("status", "error", "error_class")))
         return {key for key, state in zip(keys, states) if _final(*state)}
@@ -104,10 +123,10 @@ def written_keys(output: str, storage: StorageOptions, run_id: str) -> set[str]:
 
 def read_run(output: str, storage: StorageOptions, run_id: str, columns: list[str]) -> pa.Table:
     def read() -> pa.Table:
-        filesystem, directory = run_directory(output, storage, run_id)
-        if not exists(filesystem, directory):
+        filesystem, paths = run_files(output, storage, run_id)
+        if not paths:
             return output_schema().empty_table().select(columns)
-        return _run_dataset(filesystem, directory).to_table(columns=columns)
+        return _run_dataset(filesystem, paths).to_table(columns=columns)
 
     return retried("read", _where(output, run_id), read, storage.max_attempts)
 
@@ -117,14 +136,15 @@ def supersede(output: str, storage: StorageOptions, run_id: str) -> int:
     when its key has a final row, or a newer retryable error row. Final rows are never removed.
     Each file holding such rows is rewritten without them (deleted when none is left). Returns
     the number of rows removed."""
-    filesystem, directory = run_directory(output, storage, run_id)
     where = _where(output, run_id)
+    filesystem = resolve(output, storage)[0]
 
     def superseded() -> dict[str, set[int]]:
-        if not exists(filesystem, directory):
+        _, paths = run_files(output, storage, run_id)
+        if not paths:
             return {}
         rows: dict[str, list[tuple[bool, Any, str, int]]] = {}
-        dataset = _run_dataset(filesystem, directory)
+        dataset = _run_dataset(filesystem, paths)
         for fragment in dataset.get_fragments():
             table = fragment.to_table(schema=dataset.schema, columns=_STATE_COLUMNS)
             states = zip(*(table.column(name).to_pylist() for name in ("status", "error", "error_class", "created_at")))
@@ -159,7 +179,7 @@ def supersede(output: str, storage: StorageOptions, run_id: str) -> int:
 
 
 def _where(output: str, run_id: str) -> str:
-    return f"{output.rstrip('/')}/{SALIENCY_DIR}/{run_id}"
+    return f"{output.rstrip('/')}/{SALIENCY_DIR}/{run_id}{FILE_INFIX}*.parquet"
 
 
 def _object_uri(output: str, path: str) -> str:
@@ -228,8 +248,8 @@ class ParquetWriter:
     ``rows_per_file`` rows to a file (None: one file per write). ``model_id`` fills rows whose
     actor set none; ``anchor`` (method, lam) is the output whose rows count the images;
     ``written_ref`` holds the keys already written (a Ray object ref; None: none); ``attempt``
-    tells this attempt's files from an earlier attempt's; ``directory``: the run's folder
-    (``run_directory``; None: looked up at each write)."""
+    tells this attempt's files from an earlier attempt's; ``location``: the folder and file-name
+    prefix of the run's files (``run_location``; None: looked up at each write)."""
 
     output: str
     storage: StorageOptions
@@ -239,7 +259,7 @@ class ParquetWriter:
     rows_per_file: int | None = None
     written_ref: Any = None
     attempt: str = ""
-    directory: str | None = None
+    location: tuple[str, str] | None = None
 
     def write(self, table: pa.Table) -> WriteCounts:
         """Write the rows of ``table`` not yet written; what was written and seen."""
@@ -301,11 +321,11 @@ class ParquetWriter:
 
     def _write(self, table: pa.Table, keys: list[str]) -> int:
         """Write the file of ``table``; returns the retries its storage faults cost."""
-        directory = self.directory or run_directory(self.output, self.storage, self.run_id)[1]
+        folder, prefix = self.location or run_location(self.output, self.storage, self.run_id)[1:]
         digest = hashlib.sha256("\n".join([self.attempt, *sorted(keys)]).encode()).hexdigest()[:24]
         buffer = io.BytesIO()
         pq.write_table(table, buffer, compression="zstd")
-        path = posixpath.join(directory, f"part-{digest}.parquet")
+        path = posixpath.join(folder, f"{prefix}{digest}.parquet")
         before = RetryCounter.retries
         retried("write", _object_uri(self.output, path),
                 lambda: write_bytes_atomic(self.output, self.storage, path, buffer.getvalue()),

@@ -188,13 +188,9 @@ def _replace(cluster, node) -> None:
 
 
 def _files(output: str, run_id: str) -> int:
-    import pyarrow.fs as pafs
+    from legx.pipeline.engine.sink import run_files
 
-    from legx.pipeline.engine.sink import run_directory
-
-    filesystem, directory = run_directory(output, StorageOptions(), run_id)
-    selector = pafs.FileSelector(directory, allow_not_found=True)
-    return sum(1 for info in filesystem.get_file_info(selector) if info.path.endswith(".parquet"))
+    return len(run_files(output, StorageOptions(), run_id)[1])
 
 
 def assert_exactly_once(output: str, run_id: str, images: int) -> None:

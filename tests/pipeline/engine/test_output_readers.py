@@ -89,3 +89,21 @@ def test_legx_query_reads_an_output_that_also_holds_a_legacy_run(output, tmp_pat
     assert (Path(output) / "saliency" / "run_id=old-run").is_dir()
     _, rows = run_query(output, "select run_id, image_id from saliency")
     assert sorted(rows) == sorted(EXPECTED + [("old-run", "x.png"), ("old-run", "y.png")])
+
+
+def test_spark_reads_the_output_folder(output):
+    """Runs where pyspark and a JVM are installed (neither is a legx dependency)."""
+    pytest.importorskip("pyspark")
+    import shutil
+
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        pytest.skip("Spark needs a JVM")
+    from pyspark.sql import SparkSession
+
+    spark = (SparkSession.builder.master("local[1]").appName("legx-readers")
+             .config("spark.ui.enabled", "false").getOrCreate())
+    try:
+        rows = spark.read.parquet(os.path.join(output, "saliency")).select("run_id", "image_id").collect()
+    finally:
+        spark.stop()
+    assert sorted((row.run_id, row.image_id) for row in rows) == EXPECTED

@@ -54,7 +54,7 @@ def test_model_metrics_run_with_defaults_on_two_cpus(ray_local, tmp_path):
     summary = run_job(config)
     assert (summary.images, summary.ok, summary.errors) == (3, 3, 0)
     assert "2 actor pool(s) of 1 actor(s) x 0.5 CPU (chosen for this cluster" in summary.resources
-    scored = duckdb.sql(f"select count(*) from read_parquet('{tmp_path / 'out'}/saliency/*/*.parquet') "
+    scored = duckdb.sql(f"select count(*) from read_parquet('{tmp_path / 'out'}/saliency/*.parquet') "
                         "where deletion_auc is not null and insertion_auc is not null").fetchall()
     assert scored == [(3,)]
 

@@ -85,7 +85,7 @@ def test_a_fault_that_outlives_the_budget_ends_the_job_in_one_line(s3_endpoint, 
     assert result.returncode == 1, (result.stdout + result.stderr)[-4000:]
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"legx: storage: write s3://{s3_bucket}/out/saliency/throttled/part-"), last
+    assert last.startswith(f"legx: storage: write s3://{s3_bucket}/out/saliency/throttled-part-"), last
     assert "failed after 2 attempts" in last and "Please reduce your request rate" in last, last
     [attempt] = _manifest(s3_bucket, "throttled")["attempts"]
     assert attempt["failure"]["object"].startswith(f"s3://{s3_bucket}/out/saliency/throttled")
