@@ -173,7 +173,7 @@ def storage_failure(error: BaseException) -> StorageError | None:
     for link in _chain(error):
         if isinstance(link, StorageError):
             return link
-    match = re.search(r"storage: (\S+) (\S+) failed( after (\d+) attempts in ([\d.]+) s)?: ([^\n]+)", str(error))
+    match = re.search(r"storage: (.+?) (\S+) failed( after (\d+) attempts in ([\d.]+) s)?: ([^\n]+)", str(error))
     if match:
         return StorageError(match.group(1), match.group(2), match.group(6), int(match.group(4) or 1),
                             float(match.group(5) or 0.0))

@@ -63,6 +63,9 @@ def test_a_fault_that_outlives_the_budget_is_one_line_naming_operation_object_an
     # A failure that reaches the driver as text inside another error is found again.
     wrapped = RuntimeError(f"task failed:\nTraceback ...\n{message}\n")
     assert str(storage_failure(wrapped)) == message
+    listing = StorageError("read the keys of", "s3://bucket/out/saliency/r-part-*.parquet", "OSError: reset", 8, 20.0)
+    found = storage_failure(RuntimeError(f"worker: {listing}"))
+    assert (found.operation, found.target, found.attempts) == ("read the keys of", listing.target, 8)
 
 
 def test_errors_that_are_not_storage_faults_propagate_at_once():
