@@ -35,6 +35,7 @@ import hashlib
 import io
 import posixpath
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -93,11 +94,32 @@ def table_keys(table: pa.Table) -> list[str]:
 _STATE_COLUMNS = ["image_id", "method", "lam", "status", "error", "error_class", "created_at"]
 
 
-def _run_dataset(filesystem: pafs.FileSystem, paths: list[str]) -> pads.Dataset:
-    """The run's files as one dataset of the output schema: files written before a column
-    existed read it as nulls."""
-    return pads.dataset(paths, filesystem=filesystem, format="parquet", schema=output_schema(),
-                        exclude_invalid_files=False)
+# Files of a run read at once: object stores serve parallel GETs.
+READ_THREADS = 16
+
+
+def _listed(output: str, storage: StorageOptions, run_id: str) -> tuple[pafs.FileSystem, list[str]]:
+    return retried("list", _where(output, run_id), lambda: run_files(output, storage, run_id),
+                   storage.max_attempts)
+
+
+def _read_files(output: str, storage: StorageOptions, filesystem: pafs.FileSystem, paths: list[str],
+                columns: list[str]) -> list[pa.Table]:
+    """``columns`` of each file, in the order of ``paths``, each file read (and retried on a
+    transient fault) on its own, so that one fault costs one file's read, not the run's. Files
+    written before a column existed read it as nulls."""
+    schema = output_schema()
+
+    def read(path: str) -> pa.Table:
+        return retried("read", _object_uri(output, path),
+                       lambda: pads.dataset(path, filesystem=filesystem, format="parquet",
+                                            schema=schema).to_table(columns=columns),
+                       storage.max_attempts)
+
+    if len(paths) < 2:
+        return [read(path) for path in paths]
+    with ThreadPoolExecutor(min(READ_THREADS, len(paths))) as pool:
+        return list(pool.map(read, paths))
 
 
 def _final(status: str | None, error: str | None, stored_class: str | None) -> bool:
@@ -108,27 +130,19 @@ def _final(status: str | None, error: str | None, stored_class: str | None) -> b
 def written_keys(output: str, storage: StorageOptions, run_id: str) -> set[str]:
     """Keys (image_id, method, lam) of ``run_id`` whose row is final (``_final``): what a rerun
     keeps; a key whose rows are all retryable errors is left out, so a rerun redoes it."""
-
-    def read() -> set[str]:
-        filesystem, paths = run_files(output, storage, run_id)
-        if not paths:
-            return set()
-        table = _run_dataset(filesystem, paths).to_table(columns=_STATE_COLUMNS)
-        keys = table_keys(table)
+    filesystem, paths = _listed(output, storage, run_id)
+    keys: set[str] = set()
+    for table in _read_files(output, storage, filesystem, paths, _STATE_COLUMNS):
         states = zip(*(table.column(name).to_pylist() for name in ("status", "error", "error_class")))
-        return {key for key, state in zip(keys, states) if _final(*state)}
-
-    return retried("read the keys of", _where(output, run_id), read, storage.max_attempts)
+        keys.update(key for key, state in zip(table_keys(table), states) if _final(*state))
+    return keys
 
 
 def read_run(output: str, storage: StorageOptions, run_id: str, columns: list[str]) -> pa.Table:
-    def read() -> pa.Table:
-        filesystem, paths = run_files(output, storage, run_id)
-        if not paths:
-            return output_schema().empty_table().select(columns)
-        return _run_dataset(filesystem, paths).to_table(columns=columns)
-
-    return retried("read", _where(output, run_id), read, storage.max_attempts)
+    """``columns`` of every row of the run."""
+    filesystem, paths = _listed(output, storage, run_id)
+    tables = _read_files(output, storage, filesystem, paths, columns)
+    return pa.concat_tables(tables) if tables else output_schema().empty_table().select(columns)
 
 
 def supersede(output: str, storage: StorageOptions, run_id: str) -> int:
@@ -136,32 +150,21 @@ def supersede(output: str, storage: StorageOptions, run_id: str) -> int:
     when its key has a final row, or a newer retryable error row. Final rows are never removed.
     Each file holding such rows is rewritten without them (deleted when none is left). Returns
     the number of rows removed."""
-    where = _where(output, run_id)
-    filesystem = resolve(output, storage)[0]
-
-    def superseded() -> dict[str, set[int]]:
-        _, paths = run_files(output, storage, run_id)
-        if not paths:
-            return {}
-        rows: dict[str, list[tuple[bool, Any, str, int]]] = {}
-        dataset = _run_dataset(filesystem, paths)
-        for fragment in dataset.get_fragments():
-            table = fragment.to_table(schema=dataset.schema, columns=_STATE_COLUMNS)
-            states = zip(*(table.column(name).to_pylist() for name in ("status", "error", "error_class", "created_at")))
-            for position, (key, (status, error, stored_class, created)) in enumerate(zip(table_keys(table), states)):
-                rows.setdefault(key, []).append((_final(status, error, stored_class), created, fragment.path, position))
-        removed: dict[str, set[int]] = {}
-        for versions in rows.values():
-            if len(versions) < 2:
-                continue
-            # The row that stands: a final one, else the newest; every retryable row but it goes.
-            standing = max(versions, key=lambda version: (version[0], version[1] is not None, version[1]))
-            for final, _, path, position in versions:
-                if not final and (path, position) != standing[2:]:
-                    removed.setdefault(path, set()).add(position)
-        return removed
-
-    removed = retried("read the rows of", where, superseded, storage.max_attempts)
+    filesystem, paths = _listed(output, storage, run_id)
+    rows: dict[str, list[tuple[bool, Any, str, int]]] = {}
+    for path, table in zip(paths, _read_files(output, storage, filesystem, paths, _STATE_COLUMNS)):
+        states = zip(*(table.column(name).to_pylist() for name in ("status", "error", "error_class", "created_at")))
+        for position, (key, (status, error, stored_class, created)) in enumerate(zip(table_keys(table), states)):
+            rows.setdefault(key, []).append((_final(status, error, stored_class), created, path, position))
+    removed: dict[str, set[int]] = {}
+    for versions in rows.values():
+        if len(versions) < 2:
+            continue
+        # The row that stands: a final one, else the newest; every retryable row but it goes.
+        standing = max(versions, key=lambda version: (version[0], version[1] is not None, version[1]))
+        for final, _, path, position in versions:
+            if not final and (path, position) != standing[2:]:
+                removed.setdefault(path, set()).add(position)
     for path, positions in removed.items():
         def rewrite(path=path, positions=positions) -> None:
             table = pq.read_table(path, filesystem=filesystem)
