@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_node_loss import _actor_node, _free_port, _tasks  # noqa: E402 - one definition
+from bench_node_loss import MODEL_CALL, _actor_node, _free_port, _tasks  # noqa: E402 - one definition
 from fault_proxy import FaultProxy  # noqa: E402
 
 ROWS_PER_IMAGE = 3  # leg + leg-tv at two lambdas
@@ -48,7 +48,8 @@ def main() -> None:
     parser.add_argument("--rows-per-file", type=int, default=300)
     parser.add_argument("--slowdown", type=float, default=0.25)
     parser.add_argument("--drop", type=float, default=0.08)
-    parser.add_argument("--losses", default="0.3,0.6", help="share of the files written before each node loss")
+    parser.add_argument("--losses", default="0.3,0.6",
+                        help="share of the model calls finished before each node loss")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
@@ -93,7 +94,7 @@ def main() -> None:
                "--set", "gpu=never", "--set", "image_size=32", "--set", f"batch_size={args.batch_size}",
                "--set", "leg.grid_size=4", "--set", "leg-tv.grid_size=4", "--set", "leg-tv.lambdas=[0.1, 0.3]",
                "--set", f"rows_per_file={args.rows_per_file}", "--set", f"storage.endpoint_url={proxy.url}"]
-    expected_files = args.images * ROWS_PER_IMAGE / args.rows_per_file
+    expected_calls = args.images / args.batch_size
     thresholds = [float(share) for share in args.losses.split(",") if share]
     log = work / "job.log"
     lost = []
@@ -107,17 +108,19 @@ def main() -> None:
             time.sleep(2)
             if not thresholds:
                 continue
-            written = _files(client, bucket, run_id)
-            if written >= thresholds[0] * expected_files:
-                calls = [t for t in _tasks(dashboard) if "ExplainActor" in t.name]
+            calls = [t for t in _tasks(dashboard) if MODEL_CALL in t.name]
+            finished = sum(1 for t in calls if t.state == "FINISHED")
+            if finished >= thresholds[0] * expected_calls:
                 job_id = job_id or next((t.job_id for t in calls), None)
                 node = _actor_node(cluster, dashboard, job_id)
                 if node is None:
                     continue
                 cluster.remove_node(node, allow_graceful=False)
                 cluster.add_node(num_cpus=1)
-                lost.append({"after_s": round(time.monotonic() - started, 1), "files_written": written})
-                print(f"lost the explain actor's node after {written} files", flush=True)
+                written = _files(client, bucket, run_id)
+                lost.append({"after_s": round(time.monotonic() - started, 1), "model_calls_finished": finished,
+                             "files_written": written})
+                print(f"lost the explain actor's node after {finished} model calls", flush=True)
                 thresholds.pop(0)
         wall = time.monotonic() - started
         tail = log.read_text().strip().splitlines()[-12:]
