@@ -70,3 +70,26 @@ def ray_local():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def fault_proxy(s3_endpoint):
+    """``fault_proxy(slowdown=..., drop=..., seed=..., only=...)`` starts a fault-injecting
+    reverse proxy in front of the moto server (``tests/fault_proxy.py``) and returns it (its
+    ``url`` is the endpoint to give the job); each is stopped at the end of the test."""
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from fault_proxy import FaultProxy
+
+    proxies = []
+
+    def start(**options):
+        proxy = FaultProxy(s3_endpoint, **options)
+        proxy.start()
+        proxies.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in proxies:
+        proxy.stop()

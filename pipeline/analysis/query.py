@@ -25,7 +25,9 @@ def _glob_target(output: str) -> str:
 
 
 def connect(output: str, storage: StorageOptions | None = None) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the view ``saliency`` (hive partitions as columns)."""
+    """A DuckDB connection with the view ``saliency``. Hive partitioning is off: every file
+    carries its ``run_id`` column, in the run folders of today (OUTPUT/saliency/RUN_ID) and in
+    the ``run_id=RUN_ID`` folders of outputs written by earlier versions alike."""
     storage = storage or StorageOptions()
     connection = duckdb.connect()
     if scheme_of(output) != "file":
@@ -39,7 +41,7 @@ def connect(output: str, storage: StorageOptions | None = None) -> duckdb.DuckDB
     pattern = _glob_target(output).replace("'", "''")
     connection.execute(
         "create view saliency as select * from read_parquet("
-        f"'{pattern}', hive_partitioning = true, union_by_name = true)"
+        f"'{pattern}', hive_partitioning = false, union_by_name = true)"
     )
     runs_root = f"{root}/{RUNS_DIR}"
     if filesystem.get_file_info(runs_root).type != pafs.FileType.NotFound:

@@ -122,7 +122,8 @@ def print_table(columns: list[str], rows: list[tuple], output_format: str = "tab
     if output_format == "csv":
         import csv
 
-        writer = csv.writer(file)
+        # Unix line ends: a shell's $(legx query ... | tail -1) must not carry a carriage return.
+        writer = csv.writer(file, lineterminator="\n")
         writer.writerow(columns)
         writer.writerows(rows)
         return

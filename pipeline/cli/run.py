@@ -141,8 +141,9 @@ def run(args: argparse.Namespace) -> int:
 
     from legx.pipeline.engine.run import run_job
     from legx.pipeline.engine.sources import SourceError
+    from legx.pipeline.engine.storage_retry import StorageError
     from legx.pipeline.engine.manifest import RUNS_DIR
-    from legx.pipeline.engine.sink import SALIENCY_DIR
+    from legx.pipeline.engine.sink import FILE_INFIX, SALIENCY_DIR
     from legx.pipeline.engine.storage import join
 
     if getattr(args, "verbosity", 0) < 0:
@@ -155,11 +156,20 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, SourceError) as error:
         print(f"legx: {error}", file=sys.stderr)
         return 2
+    except StorageError as error:
+        # One line: the operation, the object, the cause (the run manifest records it too).
+        print(f"legx: {error}", file=sys.stderr)
+        return 1
     print()
     print(f"legx: run {summary.run_id} finished in {summary.wall_s:.1f} s")
     print(f"  this invocation: {summary.images} images, {summary.rows} rows "
           f"({summary.ok} ok, {summary.errors} errors)"
           + (f", {summary.skipped_rows} rows already written" if summary.skipped_rows else ""))
+    if summary.resources:
+        print(f"  resources:  {summary.resources}")
+    if summary.storage_retries or summary.superseded_rows:
+        print(f"  healed:     {summary.storage_retries} storage operations retried after transient faults, "
+              f"{summary.superseded_rows} retryable error rows replaced by this invocation's rows")
     print(f"  throughput: {summary.images_per_s:.2f} images/s, {summary.forwards_per_s:,.0f} forwards/s")
     if summary.model_window_s:
         print(f"  model:      first call {summary.startup_s:.1f} s after the start; actors busy "
@@ -175,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  ground truth: {ground_truth_line(summary.ground_truth)}")
     print(f"  run totals: {summary.total_images} images, {summary.total_rows} rows "
           f"({summary.total_ok} ok, {summary.total_errors} errors)")
-    print(f"  results:  {join(config.output, SALIENCY_DIR, f'run_id={config.run_id}')}")
+    print(f"  results:  {join(config.output, SALIENCY_DIR, config.run_id + FILE_INFIX + '*.parquet')}")
     print(f"  manifest: {join(config.output, RUNS_DIR, config.run_id + '.json')}")
     print(f"  try:      legx query {config.output} \"select method, lam, status, count(*) from saliency "
           f"group by all order by all\"")

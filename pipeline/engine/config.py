@@ -90,7 +90,8 @@ class JobConfig:
     solve_batch_size: int = 2
     rows_per_file: int = 2000
     actors: int = 1
-    actor_cpus: float = 1.0
+    # None: chosen from the cluster's CPUs when the job starts (``legx.pipeline.engine.resources``).
+    actor_cpus: float | None = None
     actor_threads: int | None = None
     gpu: str = "auto"
     precision: str = "fp32"
@@ -216,10 +217,15 @@ def build_config(data: dict[str, Any]) -> JobConfig:
             problems.append(problem)
         else:
             setattr(config, key, _coerce(key, value))
+    max_attempts = storage.get("max_attempts", StorageOptions.max_attempts)
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+        problems.append(f"storage.max_attempts: expected an integer >= 1, got {max_attempts!r}")
+        max_attempts = StorageOptions.max_attempts
     config.storage = StorageOptions(
         endpoint_url=_optional_str(storage.get("endpoint_url")),
         region=_optional_str(storage.get("region")),
         anonymous=bool(storage.get("anonymous", False)),
+        max_attempts=max_attempts,
     )
     config.params = params
     if config.image_size is None:
@@ -262,7 +268,9 @@ def _check_field(key: str, value: Any) -> str | None:
         if not isinstance(value, bool):
             return f"{key}: expected true or false, got {value!r}"
         return None
-    if kind == "float":
+    if kind in ("float", "float | None"):
+        if value is None and "None" in kind:
+            return None
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             return f"{key}: expected a positive number, got {value!r}"
         return None
@@ -280,7 +288,7 @@ def _coerce(key: str, value: Any) -> Any:
         return [item.strip() for item in value.split(",") if item.strip()]
     if _FIELDS[key].type in ("str", "str | None") and value is not None:
         return str(value)
-    if _FIELDS[key].type == "float":
+    if _FIELDS[key].type in ("float", "float | None") and value is not None:
         return float(value)
     return value
 

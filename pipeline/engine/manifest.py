@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from legx.methods.metrics.intervals import wilson_interval
 from legx.pipeline.engine.storage import StorageOptions, exists, resolve, write_bytes_atomic
+from legx.pipeline.engine.storage_retry import retried
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -60,6 +61,12 @@ class JobSummary:
     # What the run's images got from the annotations, and what became of their boxes
     # (``legx.pipeline.engine.ground_truth.ground_truth_counts``); None without annotations.
     ground_truth: dict[str, Any] | None = None
+    # The model actors' resources, as chosen or configured (``ActorResources.describe``).
+    resources: str = ""
+    # Retries of storage operations that met a transient fault (legx's own, on the driver and
+    # in the write tasks), and the retryable error rows that this invocation's rows replaced.
+    storage_retries: int = 0
+    superseded_rows: int = 0
 
     @classmethod
     def of(cls, config: JobConfig, counts: WriteCounts, run_rows: pa.Table, wall_s: float,
@@ -148,17 +155,39 @@ def write_manifest(output: str, storage: StorageOptions, run_id: str, manifest: 
     """Write OUTPUT/runs/RUN_ID.json; returns its URI-relative path."""
     filesystem, root = resolve(output, storage)
     path = posixpath.join(root, RUNS_DIR, f"{run_id}.json")
-    write_bytes_atomic(output, storage, path, json.dumps(manifest, indent=2, default=str).encode())
+    data = json.dumps(manifest, indent=2, default=str).encode()
+    retried("write", _manifest_uri(output, run_id), lambda: write_bytes_atomic(output, storage, path, data),
+            storage.max_attempts)
     return path
 
 
 def read_manifest(output: str, storage: StorageOptions, run_id: str) -> dict[str, Any] | None:
     filesystem, root = resolve(output, storage)
     path = posixpath.join(root, RUNS_DIR, f"{run_id}.json")
-    if not exists(filesystem, path):
-        return None
-    with filesystem.open_input_stream(path) as stream:
-        return json.loads(stream.read())
+
+    def read() -> bytes | None:
+        if not exists(filesystem, path):
+            return None
+        with filesystem.open_input_stream(path) as stream:
+            return stream.read()
+
+    data = retried("read", _manifest_uri(output, run_id), read, storage.max_attempts)
+    return None if data is None else json.loads(data)
+
+
+def _manifest_uri(output: str, run_id: str) -> str:
+    return f"{output.rstrip('/')}/{RUNS_DIR}/{run_id}.json"
+
+
+def record_failure(config: JobConfig, attempt: dict[str, Any], failure: dict[str, Any]) -> str:
+    """Add a failed invocation to the run's manifest: what it knew (``attempt``) and why it
+    ended (``failure``: the storage operation, object and cause). The run's counts stay those
+    of the last attempt that finished."""
+    previous = read_manifest(config.output, config.storage, config.run_id) or {
+        "run_id": config.run_id, "config": config.public_dict(), "versions": versions(), "argv": sys.argv,
+    }
+    previous["attempts"] = previous.get("attempts", []) + [{**attempt, "failure": failure}]
+    return write_manifest(config.output, config.storage, config.run_id, previous)
 
 
 def top1_reading(labelled: int, correct: int, classes: int | None) -> dict[str, Any] | None:

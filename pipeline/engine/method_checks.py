@@ -3,17 +3,22 @@
 Each method's parameters are checked by building the method (its constructor is the
 validation), which loads no torch: the explainer modules import torch on first use. Metric
 names and options are checked against ``legx.methods.metrics.catalogue``, the torch-free catalogue.
-Every check returns the problems it found (the config lists them all at once).
+Every check returns the problems it found (the config lists them all at once). A value with
+one obvious meaning is not a problem: a sampling budget that is not a whole number of its units
+(rounds of an adaptive budget, antithetic pairs) is rounded down to whole units, with a note.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
 from legx import methods
 from legx.methods.metrics.catalogue import METRIC_OPTIONS, METRICS_BY_NAME, metric_names
 from legx.methods.metrics.road_options import ROAD_NOISE, ROAD_STEPS, ROAD_TOLERANCE, check_road_options
+
+logger = logging.getLogger(__name__)
 
 
 def method_problems(selected: list[str], params: dict[str, dict[str, Any]]) -> list[str]:
@@ -25,12 +30,49 @@ def method_problems(selected: list[str], params: dict[str, dict[str, Any]]) -> l
         problems.extend(_check_lambdas(name, method_params))
     known_methods = methods.available()
     for name in selected:
+        if name in known_methods:
+            for note in round_budgets(name, params.get(name, {})):
+                logger.warning("note: %s", note)
         if name in known_methods and not any(p.startswith(f"{name}.lambdas") for p in problems):
             try:
                 methods.get_explainer(name, **params.get(name, {}))
             except (ValueError, TypeError) as error:
                 problems.append(f"{name}: {error}")
     return problems
+
+
+def round_budgets(name: str, method_params: dict[str, Any]) -> list[str]:
+    """Round, in place, a sampling budget of ``name`` that is not a whole number of its units
+    down to whole units: an adaptive budget's ``max_samples`` to whole rounds of
+    ``round_samples``, a fixed ``n_samples`` with antithetic pairs to an even number. Returns a
+    note per value changed. Values too small for one unit are left to the method's own check."""
+    n_samples = method_params.get("n_samples")
+    if n_samples != "auto" and (isinstance(n_samples, bool) or not isinstance(n_samples, int)):
+        return []
+    try:
+        defaults = methods.get_explainer(name, n_samples="auto").params()
+    except (ValueError, TypeError):
+        return []  # no adaptive budget: not a sampler of whole rounds and pairs
+    settings = {**defaults, **method_params}
+    notes = []
+    if n_samples == "auto":
+        max_samples, unit = settings.get("max_samples"), settings.get("round_samples")
+        from legx.methods.leg.adaptive import MIN_ROUNDS
+
+        if _positive_int(max_samples) and _positive_int(unit) and max_samples % unit \
+                and max_samples >= MIN_ROUNDS * unit:
+            rounded = max_samples // unit * unit
+            method_params["max_samples"] = rounded
+            notes.append(f"{name}.max_samples {max_samples} rounded down to {rounded}, {rounded // unit}"
+                         f" whole rounds of round_samples {unit}")
+    elif settings.get("antithetic") is True and n_samples > 2 and n_samples % 2:
+        method_params["n_samples"] = n_samples - 1
+        notes.append(f"{name}.n_samples {n_samples} rounded down to {n_samples - 1}, whole antithetic pairs")
+    return notes
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _check_lambdas(name: str, method_params: dict[str, Any]) -> list[str]:

@@ -83,7 +83,14 @@ def method_spec(name: str, params: dict[str, Any]) -> MethodSpec:
     return MethodSpec(name, json.loads(json.dumps(explainer.params())), tuple(explainer.outputs()))
 
 
-def make_plan(config: JobConfig, use_gpu: bool, class_names: list[str] | None = None) -> Plan:
+def make_plan(config: JobConfig, use_gpu: bool, class_names: list[str] | None = None,
+              actor_cpus: float | None = None) -> Plan:
+    """The plan of ``config``; ``class_names``: the classes' names where known; ``actor_cpus``:
+    the CPUs each model actor holds, as chosen for the cluster when the config leaves them unset
+    (``legx.pipeline.engine.resources``)."""
+    actor_cpus = config.actor_cpus if actor_cpus is None else actor_cpus
+    if actor_cpus is None:
+        raise ValueError("actor_cpus: unset in the config and not chosen for the cluster")
     specs = tuple(method_spec(name, config.method_params(name)) for name in config.methods)
     return Plan(
         model=config.model,
@@ -92,8 +99,8 @@ def make_plan(config: JobConfig, use_gpu: bool, class_names: list[str] | None = 
         resize=config.resize,
         target=config.target,
         use_gpu=use_gpu,
-        actor_cpus=config.actor_cpus,
-        torch_threads=config.actor_threads or max(1, int(config.actor_cpus)),
+        actor_cpus=actor_cpus,
+        torch_threads=config.actor_threads or max(1, int(actor_cpus)),
         precision=config.precision,
         channels_last=config.channels_last,
         compile=config.compile,

@@ -24,13 +24,21 @@ from legx.pipeline.engine.decode import decode_batch
 from legx.pipeline.engine.explain import ExplainActor
 from legx.pipeline.engine.finish import finish_batch
 from legx.pipeline.engine.ground_truth import check_class_count, ground_truth_counts, job_classes, model_classes
-from legx.pipeline.engine.manifest import JobSummary, alive_node_ids, record_attempt, recovery, top1_warning
+from legx.pipeline.engine.manifest import (
+    JobSummary, alive_node_ids, record_attempt, record_failure, recovery, top1_warning,
+)
 from legx.pipeline.engine.plan import Plan, load_job_model, make_plan
+from legx.pipeline.engine.resources import ActorResources, ResourceError, actor_resources
 from legx.pipeline.engine.schema import row_key
 from legx.pipeline.engine.score import MetricsActor, needs_model, score_model_free_batch
-from legx.pipeline.engine.sink import ParquetWriter, WriteCounts, read_run, written_keys
-from legx.pipeline.engine.sources import read_annotations, read_source, repeated_ids
+from legx.pipeline.engine.sink import (
+    SALIENCY_DIR, ParquetWriter, WriteCounts, read_run, run_location, supersede, written_keys,
+)
+from legx.pipeline.engine.sources import SourceError, read_annotations, read_source, repeated_ids
 from legx.pipeline.engine.storage import scheme_of
+from legx.pipeline.engine.storage_retry import (
+    RetryCounter, StorageError, describe, retried, retry_io_errors_in_ray_data, storage_failure,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -65,18 +73,17 @@ def _use_gpu(config: JobConfig) -> bool:
     return ray.cluster_resources().get("GPU", 0) >= 1
 
 
-def _check_resources(config: JobConfig, use_gpu: bool) -> None:
-    """Actors hold their CPUs for the whole job; leave at least one for the task stages."""
+def _actor_resources(config: JobConfig, use_gpu: bool) -> ActorResources:
+    """The actor pools' CPUs for this cluster (``legx.pipeline.engine.resources``); a setting
+    the cluster cannot run is a ConfigError."""
     import ray
 
-    pools = 2 if needs_model(tuple(config.metrics)) else 1
-    cpus = ray.cluster_resources().get("CPU", 0)
-    needed = pools * config.actors * config.actor_cpus + 1
-    if not use_gpu and cpus and needed > cpus:
-        raise RuntimeError(
-            f"{pools} actor pool(s) of {config.actors} actor(s) x {config.actor_cpus} CPU leave no CPU"
-            f" for decoding and solving on this cluster ({cpus:g} CPUs); lower actors or actor_cpus"
-        )
+    node_cpus = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")), default=0)
+    try:
+        return actor_resources(2 if needs_model(tuple(config.metrics)) else 1, config.actors,
+                               config.actor_cpus, ray.cluster_resources().get("CPU", 0), node_cpus, use_gpu)
+    except ResourceError as error:
+        raise ConfigError([str(error)]) from error
 
 
 def check_shared_output(config: JobConfig, nodes: int) -> None:
@@ -93,17 +100,45 @@ def check_shared_output(config: JobConfig, nodes: int) -> None:
 
 
 def run_job(config: JobConfig) -> JobSummary:
-    """Run the job of ``config`` to completion (resuming its run id) and return the summary."""
+    """Run the job of ``config`` to completion (resuming its run id) and return the summary.
+
+    A storage fault that outlives its retries (``legx.pipeline.engine.storage_retry``) ends the
+    job with ``StorageError`` (one line: operation, object, cause), recorded in the run's
+    manifest as this attempt's ``failure``."""
     ensure_ray()
+    retry_io_errors_in_ray_data()
     nodes_at_start = alive_node_ids()
     check_shared_output(config, len(nodes_at_start))
     # The clock starts once Ray is up: on a cluster it already is, and the job's rate should
     # not depend on whether this process had to start a local Ray first.
-    started_at, started, started_epoch = datetime.now(timezone.utc), time.perf_counter(), time.time()
+    started_at = datetime.now(timezone.utc)
+    try:
+        return _attempt(config, nodes_at_start, started_at)
+    except (ConfigError, SourceError):
+        raise
+    except Exception as error:
+        failure = storage_failure(error)
+        if failure is None:
+            raise
+        attempt = {"started_at_utc": started_at.strftime("%Y-%m-%d %H:%M:%S"),
+                   "failed_at_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")}
+        try:
+            record_failure(config, attempt, failure.as_dict())
+        except Exception as manifest_error:  # noqa: BLE001 - the job's own failure is the one to report
+            logger.warning("the run manifest could not record this failure: %s", describe(manifest_error))
+        raise failure from None
+
+
+def _attempt(config: JobConfig, nodes_at_start: set[str], started_at: datetime) -> JobSummary:
+    started, started_epoch = time.perf_counter(), time.time()
+    driver_retries = RetryCounter.retries
+    attempts = config.storage.max_attempts
     use_gpu = _use_gpu(config)
-    _check_resources(config, use_gpu)
+    resources = _actor_resources(config, use_gpu)
+    logger.debug("resources: %s", resources.describe())
     classes = job_classes(config)
-    plan = make_plan(config, use_gpu, list(classes.names) if classes and classes.names else None)
+    plan = make_plan(config, use_gpu, list(classes.names) if classes and classes.names else None,
+                     actor_cpus=resources.actor_cpus)
     model_id, declared_size, outputs = _inspect_model(plan, config)
     check_class_count(classes, outputs, config)
     warnings = []
@@ -112,9 +147,11 @@ def run_job(config: JobConfig) -> JobSummary:
                         f" job resizes its inputs to image_size {config.image_size}")
         logger.warning(warnings[-1])
 
-    dataset, source_format = read_source(config)
-    annotations = read_annotations(config, source_format)
-    repeated = repeated_ids(config, source_format)
+    dataset, source_format = retried("list", config.input, lambda: read_source(config), attempts)
+    annotations = retried("read the annotations of", config.annotations or config.input,
+                          lambda: _annotations(config, source_format), attempts)
+    repeated = retried("read the image ids of", config.input,
+                       lambda: repeated_ids(config, source_format), attempts)
     if repeated:
         logger.info("%d later occurrences of repeated image ids become 'duplicate id' error rows",
                     sum(map(len, repeated.values())))
@@ -124,13 +161,22 @@ def run_job(config: JobConfig) -> JobSummary:
 
     job = _Job(config, plan, gpus=_actor_gpus(plan, use_gpu))
     dataset = _stages(dataset, job, annotations.table if annotations else None, repeated, existing)
-    counts = _write(dataset, job, existing)
+    counts = _write(dataset, job, existing, attempt=started_at.strftime("%Y%m%dT%H%M%S.%fZ"))
+    if counts.failure:
+        failure = counts.failure
+        raise StorageError(failure["operation"], failure["object"], failure["cause"], failure["attempts"],
+                           failure["seconds"])
+    superseded = supersede(config.output, config.storage, config.run_id)
+    if superseded:
+        logger.info("%d retryable error rows superseded by this attempt's rows", superseded)
     wall = time.perf_counter() - started
 
     run_rows = read_run(config.output, config.storage, config.run_id,
                         ["image_id", "status", "label", "target", "boxes"])
     summary = JobSummary.of(config, counts, run_rows, wall, started_epoch, warnings)
     summary.ground_truth = ground_truth_counts(annotations, run_rows)
+    summary.resources = resources.describe()
+    summary.superseded_rows = superseded
     warning = top1_warning(summary.top1, config.image_size, declared_size)
     if warning:
         summary.warnings.append(warning)
@@ -142,8 +188,10 @@ def run_job(config: JobConfig) -> JobSummary:
         "source_format": source_format,
         "device": "cuda" if use_gpu else "cpu",
         "resumed_rows": len(existing),
+        "actor_resources": resources.as_dict(),
         "recovery": recovery(nodes_at_start),
     }
+    summary.storage_retries = counts.storage_retries + RetryCounter.retries - driver_retries
     record_attempt(config, summary, attempt, model_id=model_id, model_input_size=declared_size,
                    methods=[{"name": s.name, "params": s.params} for s in plan.specs])
     return summary
@@ -157,13 +205,15 @@ def job_stages(dataset, config: JobConfig):
     from legx.pipeline.engine.sink import output_rows
 
     ensure_ray()
+    retry_io_errors_in_ray_data()
     use_gpu = _use_gpu(config)
-    _check_resources(config, use_gpu)
+    resources = _actor_resources(config, use_gpu)
     classes = job_classes(config)
-    plan = make_plan(config, use_gpu, list(classes.names) if classes and classes.names else None)
+    plan = make_plan(config, use_gpu, list(classes.names) if classes and classes.names else None,
+                     actor_cpus=resources.actor_cpus)
     model_id, _, outputs = _inspect_model(plan, config)
     check_class_count(classes, outputs, config)
-    annotations = read_annotations(config, "dataset") if config.annotations else None
+    annotations = _annotations(config, "dataset") if config.annotations else None
     job = _Job(config, plan, gpus=_actor_gpus(plan, use_gpu))
     dataset = _stages(dataset, job, annotations.table if annotations else None, {}, set())
     return dataset.map_batches(output_rows, fn_kwargs={"run_id": config.run_id, "model_id": model_id},
@@ -180,6 +230,19 @@ def _stages(dataset, job: _Job, annotations, repeated: dict, existing: set[str])
     dataset = _explain(dataset, job)
     dataset = _finish(dataset, job)
     return _score(dataset, job)
+
+
+def _annotations(config: JobConfig, source_format: str):
+    """The annotations (``read_annotations``); a file that legx cannot read is a config error
+    with the reason, in one line, before any work."""
+    import pyarrow as pa
+
+    try:
+        return read_annotations(config, source_format)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as error:
+        where = config.annotations or f"{config.input} ({source_format} annotations)"
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError([f"annotations: cannot read {where!r}: {reason}"]) from error
 
 
 def _inspect_model(plan: Plan, config: JobConfig) -> tuple[str, int | None, int]:
@@ -243,7 +306,7 @@ def _on_model_actors(dataset, actor_class: type, job: _Job):
         batch_size=config.batch_size,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=config.actors),
-        num_cpus=config.actor_cpus,
+        num_cpus=job.plan.actor_cpus,
         num_gpus=job.gpus,
         runtime_env={"env_vars": ALLOCATOR_ENV},
     )
@@ -274,17 +337,22 @@ def _score(dataset, job: _Job):
     )
 
 
-def _write(dataset, job: _Job, existing: set[str]) -> WriteCounts:
-    """Write through the Datasink (this streams the whole graph); this invocation's counts."""
+def _write(dataset, job: _Job, existing: set[str], attempt: str) -> WriteCounts:
+    """Write through the Datasink (this streams the whole graph); this invocation's counts.
+    ``attempt`` names this attempt's files apart from an earlier attempt's."""
     import ray
 
     from legx.pipeline.engine.write import SaliencySink
 
     config, first = job.config, job.plan.specs[0]
+    location = retried("look up the run's files in", f"{config.output}/{SALIENCY_DIR}",
+                       lambda: run_location(config.output, config.storage, config.run_id)[1:],
+                       config.storage.max_attempts)
     writer = ParquetWriter(
         config.output, config.storage, config.run_id, config.model,
         anchor=(first.name, first.outputs[0]), rows_per_file=config.rows_per_file,
         written_ref=ray.put(frozenset(existing)) if existing else None,
+        attempt=attempt, location=location,
     )
     sink = SaliencySink(writer)
     dataset.write_datasink(sink, ray_remote_args={"num_cpus": 0.5})

@@ -73,6 +73,10 @@ def output_schema() -> pa.Schema:
     fields += [
         ("status", pa.string()),
         ("error", pa.string()),
+        # 'permanent' (a fact about the input) or 'retryable' (an accident of the attempt, which
+        # a rerun of the run id retries) on error rows, null on the others; null too in files
+        # written before the column existed (``legx.pipeline.engine.error_classes``).
+        ("error_class", pa.string()),
         ("elapsed_s", pa.float64()),
         # UTC, stored without a zone: DuckDB returns zoned timestamps to Python only with pytz.
         ("created_at", pa.timestamp("us")),

@@ -3,7 +3,8 @@
 Ray Data readers and the Parquet sink take a ``pyarrow.fs`` filesystem plus a path without
 scheme; DuckDB takes an fsspec filesystem. Both are built here from the job's storage
 options. Credentials are never part of the options: pyarrow, s3fs and boto3 find them through
-the standard AWS chain (environment, ~/.aws files, instance metadata).
+the standard AWS chain (environment, ~/.aws files, instance metadata). Both S3 clients retry a
+request that meets a transient fault (``legx.pipeline.engine.storage_retry``).
 """
 
 from __future__ import annotations
@@ -15,17 +16,22 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow.fs as pafs
 
+from legx.pipeline.engine.storage_retry import CLIENT_ATTEMPTS, OPERATION_ATTEMPTS, S3FS_ATTEMPTS
+
 SCHEMES = ("file", "s3", "gs")
 
 
 @dataclass(frozen=True)
 class StorageOptions:
     """Object storage settings. ``endpoint_url`` falls back to AWS_ENDPOINT_URL_S3 and then
-    AWS_ENDPOINT_URL, as boto3 does; ``region`` to the bucket's own region."""
+    AWS_ENDPOINT_URL, as boto3 does; ``region`` to the bucket's own region. ``max_attempts``:
+    attempts of one of legx's storage operations before a transient fault ends the job
+    (``legx.pipeline.engine.storage_retry.retried``)."""
 
     endpoint_url: str | None = None
     region: str | None = None
     anonymous: bool = False
+    max_attempts: int = OPERATION_ATTEMPTS
 
     def resolved_endpoint(self) -> str | None:
         return (
@@ -86,7 +92,8 @@ def resolve(uri: str, storage: StorageOptions) -> tuple[pafs.FileSystem, str]:
 
 
 def _s3_filesystem(bucket: str, storage: StorageOptions) -> pafs.S3FileSystem:
-    options: dict = {"anonymous": storage.anonymous}
+    options: dict = {"anonymous": storage.anonymous,
+                     "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=CLIENT_ATTEMPTS)}
     endpoint = storage.resolved_endpoint()
     if endpoint:
         endpoint_parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
@@ -119,11 +126,17 @@ def fsspec_filesystem(uri: str, storage: StorageOptions):
     import s3fs
 
     client_kwargs = {"region_name": storage.region} if storage.region else {}
-    return s3fs.S3FileSystem(
+    filesystem = s3fs.S3FileSystem(
         anon=storage.anonymous,
         endpoint_url=storage.resolved_endpoint(),
         client_kwargs=client_kwargs,
+        # botocore backs off throttled requests (503 SlowDown) and retries dropped connections.
+        config_kwargs={"retries": {"max_attempts": CLIENT_ATTEMPTS, "mode": "standard"}},
     )
+    # s3fs's own loop around botocore (a class attribute, 5 by default): kept short, since
+    # legx's operations retry as a whole (storage_retry.retried).
+    filesystem.retries = S3FS_ATTEMPTS
+    return filesystem
 
 
 def read_bytes(uri: str, storage: StorageOptions) -> bytes:

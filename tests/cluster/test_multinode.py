@@ -28,7 +28,6 @@ import pytest
 from legx.pipeline.demo.data import write_demo_dataset
 from legx.pipeline.analysis.query import connect
 from legx.pipeline.engine.manifest import RUNS_DIR
-from legx.pipeline.engine.sink import SALIENCY_DIR
 from legx.pipeline.engine.storage import StorageOptions, read_bytes
 
 pytestmark = pytest.mark.multinode
@@ -189,13 +188,9 @@ def _replace(cluster, node) -> None:
 
 
 def _files(output: str, run_id: str) -> int:
-    import pyarrow.fs as pafs
+    from legx.pipeline.engine.sink import run_files
 
-    from legx.pipeline.engine.storage import resolve
-
-    filesystem, root = resolve(output, StorageOptions())
-    selector = pafs.FileSelector(f"{root}/{SALIENCY_DIR}/run_id={run_id}", allow_not_found=True)
-    return sum(1 for info in filesystem.get_file_info(selector) if info.path.endswith(".parquet"))
+    return len(run_files(output, StorageOptions(), run_id)[1])
 
 
 def assert_exactly_once(output: str, run_id: str, images: int) -> None:

@@ -68,3 +68,13 @@ def test_help_lists_every_installed_subcommand(capsys):
     text = capsys.readouterr().out
     for name in ("run", "query", "show", "demo-data"):
         assert name in text
+
+
+def test_csv_lines_end_with_a_line_feed_only():
+    import io
+
+    from legx.pipeline.cli.main import print_table
+
+    buffer = io.StringIO(newline="")
+    print_table(["image_id", "status"], [("a.png", "ok"), ("b, c.png", "error")], "csv", file=buffer)
+    assert buffer.getvalue() == 'image_id,status\na.png,ok\n"b, c.png",error\n'

@@ -97,7 +97,7 @@ def test_forward_options_are_checked_and_reach_the_plan():
                      "channels_last: expected true or false", "actor_threads: must be >= 1"):
         assert expected in text
     config = load_config(None, ["input=./images", "precision=bf16", "channels_last=true", "actor_threads=2"])
-    plan = make_plan(config, use_gpu=False)
+    plan = make_plan(config, use_gpu=False, actor_cpus=1.0)
     assert (plan.precision, plan.channels_last, plan.compile, plan.torch_threads) == ("bf16", True, False, 2)
     # Without actor_threads, torch gets the CPUs Ray reserves for the actor.
     assert make_plan(load_config(None, ["input=./images", "actor_cpus=3"]), use_gpu=False).torch_threads == 3

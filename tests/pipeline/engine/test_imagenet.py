@@ -265,7 +265,7 @@ def _rows(tmp_path, run_id: str) -> dict:
     import duckdb
 
     query = (f"select image_id, label, label_name, target, target_name, boxes, pointing_game, mask_energy,"
-             f" region_share from read_parquet('{tmp_path / 'out'}/saliency/run_id={run_id}/*.parquet')")
+             f" region_share from read_parquet('{tmp_path / 'out'}/saliency/*.parquet') where run_id = '{run_id}'")
     return {row[0]: row[1:] for row in duckdb.sql(query).fetchall()}
 
 
@@ -384,8 +384,8 @@ def test_imagenet_layout_of_the_demo_set_gives_the_numbers_of_its_parquet(ray_lo
     output = tmp_path / "out" / "saliency"
     pairs = duckdb.sql(f"""
         select l.image_id, l.pointing_game, p.pointing_game, l.mask_energy, p.mask_energy
-        from read_parquet('{output}/run_id=loc/*.parquet') l
-        join read_parquet('{output}/run_id=parquet/*.parquet') p using (image_id)
+        from (select * from read_parquet('{output}/*.parquet') where run_id = 'loc') l
+        join (select * from read_parquet('{output}/*.parquet') where run_id = 'parquet') p using (image_id)
     """).fetchall()
     assert len(pairs) == 6
     # A Grad-CAM map with no mass (all zero) scores NaN (null) in both.

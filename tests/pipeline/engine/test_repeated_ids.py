@@ -68,7 +68,7 @@ def _job(tmp_path, source, model: str, run_id: str):
 def _rows(tmp_path, run_id: str) -> dict[str, tuple]:
     rows = duckdb.sql(
         "select image_id, status, error, target, count(*) over (partition by image_id, method, lam) "
-        f"from read_parquet('{tmp_path / 'out'}/saliency/run_id={run_id}/*.parquet')"
+        f"from read_parquet('{tmp_path / 'out'}/saliency/{run_id}-part-*.parquet')"
     ).fetchall()
     assert all(row[4] == 1 for row in rows), "a key was written twice"
     return {image_id: (status, error, target) for image_id, status, error, target, _ in rows}

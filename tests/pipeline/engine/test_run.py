@@ -193,10 +193,12 @@ class _stdout:
 def _run_rows(output: Path, run_id: str):
     import pyarrow.dataset as pads
 
-    directory = output / "saliency" / f"run_id={run_id}"
-    if not directory.exists():
+    from legx.pipeline.engine.sink import run_files
+
+    _, paths = run_files(str(output), StorageOptions(), run_id)
+    if not paths:
         return []
-    table = pads.dataset(str(directory), format="parquet").to_table(columns=["image_id", "method", "lam"])
+    table = pads.dataset(paths, format="parquet").to_table(columns=["image_id", "method", "lam"])
     return list(zip(*table.to_pydict().values()))
 
 
