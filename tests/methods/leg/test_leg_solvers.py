@@ -209,24 +209,29 @@ def test_the_solvers_and_the_pipelines_task_stages_import_no_torch():
     """The solve, decode and write workers load these modules only; torch would cost each
     worker process seconds of CPU and ~0.4 GiB."""
     code = (
-        "import sys, methods.leg_solvers, pipeline.engine.decode, pipeline.engine.finish, pipeline.engine.sink\n"
+        "import sys, legx.methods.leg.solvers, legx.pipeline.engine.decode, legx.pipeline.engine.finish, "
+        "legx.pipeline.engine.sink\n"
         "print(sorted(name for name in ('torch', 'torchvision') if name in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
 
 
-def test_leg_needs_no_cvxpy_until_a_tv_program_is_built():
+def test_leg_needs_no_solver_library_until_a_tv_program_is_solved():
     """A model actor imports LEG (for its grid operators) but never solves an LP; cvxpy would
-    add about a second to its start-up. The first LEG-TV solve imports it."""
+    add about a second to its start-up. The first LEG-TV solve imports its solver (Clarabel,
+    the default, without cvxpy); a HiGHS solve goes through cvxpy."""
     code = (
-        "import sys, methods.leg, methods.legtv\n"
+        "import sys, legx.methods.leg.explainer, legx.methods.leg.tv\n"
         "from legx.methods.leg.solvers import grid_operators, solve_tv\n"
         "import numpy as np\n"
         "grid_operators(4)\n"
-        "before = 'cvxpy' in sys.modules\n"
+        "loaded = lambda: [name for name in ('clarabel', 'cvxpy') if name in sys.modules]\n"
+        "before = loaded()\n"
         "solve_tv(np.ones((1, 16)), 4, 0.1, [0.1])\n"
-        "print(before, 'cvxpy' in sys.modules)"
+        "after_clarabel = loaded()\n"
+        "solve_tv(np.ones((1, 16)), 4, 0.1, [0.1], solver='HIGHS')\n"
+        "print(before, after_clarabel, loaded())"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "False True"
+    assert result.stdout.strip().splitlines()[-1] == "[] ['clarabel'] ['clarabel', 'cvxpy']"
