@@ -252,6 +252,7 @@ class _TVProgram:
         self.weights = _pseudo_inverse_transpose(grid_size).sum(axis=1)
         self._cvxpy_problem = None
         self._conic_form = None
+        self._clarabel_solver = None
 
     def _cvxpy(self):
         """(problem, b Parameter, lam Parameter, h Variable) of the cvxpy formulation."""
@@ -309,16 +310,23 @@ class _TVProgram:
         return float(np.abs(fitted - rhs).max())
 
     def _solve_clarabel(self, rhs: np.ndarray, lam: float) -> np.ndarray:
+        """One Clarabel solver per program, whose bounds are updated between solves: the KKT
+        system's pattern, ordering and symbolic factorisation are the same for every b and lam."""
         import clarabel
 
-        quadratic, cost, matrix, cones = self._conic()
         n_rows, n_cells = self.difference.shape
         bounds = np.concatenate([[0.0], np.zeros(2 * n_rows), rhs + lam, lam - rhs])
-        settings = clarabel.DefaultSettings()
-        settings.verbose = False
         try:
-            result = clarabel.DefaultSolver(quadratic, cost, matrix, bounds, cones, settings).solve()
+            if self._clarabel_solver is None:
+                quadratic, cost, matrix, cones = self._conic()
+                settings = clarabel.DefaultSettings()
+                settings.verbose = False
+                self._clarabel_solver = clarabel.DefaultSolver(quadratic, cost, matrix, bounds, cones, settings)
+            else:
+                self._clarabel_solver.update(b=bounds)
+            result = self._clarabel_solver.solve()
         except Exception as error:  # noqa: BLE001 - the solver's own failure, reported as such
+            self._clarabel_solver = None
             raise TVSolveError(f"CLARABEL failed: {error}") from error
         if result.status != clarabel.SolverStatus.Solved:
             raise TVSolveError(f"CLARABEL ended with status {str(result.status)!r}")
