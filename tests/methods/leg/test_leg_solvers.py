@@ -15,6 +15,7 @@ from legx.methods.leg.solvers import (
     LegStatistics,
     TVSolveError,
     _program,
+    _TVProgram,
     covariance,
     difference_matrix,
     leg_maps,
@@ -235,3 +236,29 @@ def test_leg_needs_no_solver_library_until_a_tv_program_is_solved():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip().splitlines()[-1] == "[] ['clarabel'] ['clarabel', 'cvxpy']"
+
+
+def test_clarabel_solves_each_programs_own_bounds_on_its_reused_solver():
+    """One Clarabel solver per grid program takes each program's bounds: solving b1, b2, b1
+    gives b1's solution twice and b2's its own, each equal to a new program's."""
+    first, second = (_program(GRID, "sparse").rhs_of(statistic(seed)[0]) for seed in (5, 6))
+    first, second = first / np.abs(first).max(), second / np.abs(second).max()
+    reused = _program(GRID, "sparse")
+    solutions = [reused.solve(rhs, lam, "CLARABEL") for rhs, lam in ((first, 0.1), (second, 0.3), (first, 0.1))]
+    fresh = [_TVProgram(GRID, "sparse").solve(rhs, lam, "CLARABEL") for rhs, lam in ((first, 0.1), (second, 0.3))]
+    np.testing.assert_allclose(solutions[0], fresh[0], atol=1e-7)
+    np.testing.assert_allclose(solutions[1], fresh[1], atol=1e-7)
+    np.testing.assert_allclose(solutions[2], fresh[0], atol=1e-7)
+    assert np.abs(solutions[0] - solutions[1]).max() > 1e-2
+
+
+def test_an_infeasible_clarabel_program_is_an_error_and_the_next_one_is_solved():
+    program = _TVProgram(GRID, "sparse")
+    rhs = np.zeros(difference_matrix(GRID).shape[0])
+    rhs[0] = 1.0
+    with pytest.raises(TVSolveError, match="CLARABEL"):
+        program.solve(rhs, 0.01, "CLARABEL")
+    feasible = program.rhs_of(statistic(seed=7)[0])
+    feasible /= np.abs(feasible).max()
+    solution = program.solve(feasible, 0.2, "CLARABEL")
+    assert program.residual(solution, feasible) <= 0.2 + 1e-5
