@@ -301,7 +301,7 @@ class _TVProgram:
         return self._conic_form
 
     def rhs_of(self, g_hat: np.ndarray) -> np.ndarray:
-        """b = D+^T g_hat."""
+        """b = D+^T g_hat, for g_hat (p,) or (p, k)."""
         return _pseudo_inverse_transpose(self.grid_size) @ g_hat
 
     def residual(self, solution: np.ndarray, rhs: np.ndarray) -> float:
@@ -375,13 +375,16 @@ def snap_ties(solution: np.ndarray, tolerance: float = TIE_TOLERANCE) -> np.ndar
     """A unit-scaled ``solution`` with the values that the optimum shares made equal (module
     docstring, "Ties"): sorted values whose neighbours lie within ``tolerance`` form one run,
     which takes its median, or 0 where it holds a value within ``tolerance`` of 0. Moves no
-    value by more than its run's width."""
+    value by more than its run's width. Array operations on the sorted values: a run is a
+    contiguous slice there, so its median is its middle element (or the mean of its two)."""
     order = np.argsort(solution, kind="stable")
     values = solution[order]
+    starts = np.concatenate([[0], np.nonzero(np.diff(values) > tolerance)[0] + 1])
+    lengths = np.diff(np.concatenate([starts, [values.size]]))
+    medians = (values[starts + (lengths - 1) // 2] + values[starts + lengths // 2]) / 2
+    at_zero = np.minimum.reduceat(np.abs(values), starts) <= tolerance
     snapped = np.empty_like(solution)
-    for run in np.split(order, np.nonzero(np.diff(values) > tolerance)[0] + 1):
-        run_values = solution[run]
-        snapped[run] = 0.0 if np.abs(run_values).min() <= tolerance else np.median(run_values)
+    snapped[order] = np.repeat(np.where(at_zero, 0.0, medians), lengths)
     return snapped
 
 
@@ -424,7 +427,7 @@ def solve_tv(
     if not np.isfinite(g_hat).all():
         raise ValueError("g_hat contains NaN or infinite values")
     program = _program(grid_size, formulation)
-    rhs = [program.rhs_of(channel) for channel in g_hat]
+    rhs = program.rhs_of(g_hat.T).T  # every channel in one product: D+^T is read once
     scales = [float(np.abs(channel_rhs).max()) for channel_rhs in rhs]
     results = []
     for lam in lambdas:

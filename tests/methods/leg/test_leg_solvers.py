@@ -13,6 +13,7 @@ from scipy.optimize import linprog
 
 from legx.methods.leg.solvers import (
     LegStatistics,
+    TIE_TOLERANCE,
     TVSolveError,
     _program,
     _TVProgram,
@@ -262,3 +263,24 @@ def test_an_infeasible_clarabel_program_is_an_error_and_the_next_one_is_solved()
     feasible /= np.abs(feasible).max()
     solution = program.solve(feasible, 0.2, "CLARABEL")
     assert program.residual(solution, feasible) <= 0.2 + 1e-5
+
+
+def test_snap_ties_equals_a_run_by_run_reference_on_planted_runs():
+    """Against a plain loop over the sorted values: runs planted at random levels (one at 0),
+    each spread by less than the tolerance, among values far apart."""
+    rng = np.random.default_rng(8)
+    levels = np.concatenate([[0.0], rng.uniform(-1, 1, size=40)])
+    values = np.repeat(levels, rng.integers(1, 12, size=levels.size))
+    values = values + rng.uniform(-1, 1, size=values.size) * 2e-7
+    values = rng.permutation(np.concatenate([values, rng.uniform(-1, 1, size=30)]))
+    order = np.argsort(values, kind="stable")
+    expected = np.empty_like(values)
+    run = [order[0]]
+    for previous, current in zip(order[:-1], order[1:]):
+        if values[current] - values[previous] > TIE_TOLERANCE:
+            expected[run] = 0.0 if np.abs(values[run]).min() <= TIE_TOLERANCE else np.median(values[run])
+            run = []
+        run.append(current)
+    expected[run] = 0.0 if np.abs(values[run]).min() <= TIE_TOLERANCE else np.median(values[run])
+    np.testing.assert_array_equal(snap_ties(values), expected)
+    assert len(np.unique(snap_ties(values))) < len(np.unique(values))
