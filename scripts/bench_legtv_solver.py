@@ -3,6 +3,7 @@ side on the programs the finish step solves, on statistics sampled from the demo
 
     python scripts/bench_legtv_solver.py                       # grids 8, 16, 28; 4 images
     python scripts/bench_legtv_solver.py --grids 28 --iterations 100,300,1000,3000
+    python scripts/bench_legtv_solver.py --skip batched,optima   # Clarabel's two forms only
 
 Sections (each prints lines; the last line is one JSON object with every number):
   clarabel    CPU seconds per image of ``finish_legtv`` (lambdas 0.1 and 0.3), maps only and with
@@ -154,7 +155,7 @@ def admm(ops, b, r, checkpoints, relaxation=1.6, penalty=1.0):
     v = np.clip(ops.A(h, u) - b, -r[:, None], r[:, None])
     dual_u, dual_v = np.zeros_like(u), np.zeros_like(u)
     rho = np.full(n, penalty)
-    for iteration in range(1, max(checkpoints) + 1):
+    for iteration in range(1, max(checkpoints, default=0) + 1):
         target_u, target_v = u - dual_u, b + v - dual_v
         h = ops.solve(2.0, ops.beta, ops.DT(target_u + target_v) + ((target_v @ ops.w) / ops.p)[:, None, None])
         differences = ops.D(h)
@@ -306,7 +307,7 @@ def bench_grid(grid_size, args, lambdas, results):
                                         "spearman_min": round(float(agreement.min()), 4)}
 
     ops = GridOperators(grid_size)
-    checkpoints = sorted(int(value) for value in args.iterations.split(","))
+    checkpoints = [] if "batched" in args.skip else sorted(int(value) for value in args.iterations.split(","))
     for iterations, seconds, point, objective, bound, violation, u, v in admm(ops, rhs, lams, checkpoints):
         gap = (objective - bound) / np.maximum(bound, 1e-300)
         certified = (bound > 0) & (gap <= CERTIFIED_GAP)
@@ -339,6 +340,8 @@ def bench_grid(grid_size, args, lambdas, results):
               f"{len(maps)} maps' programs feasible and optimal")
         results[f"{key}_polish_{iterations}"] = f"{sum(optimal)}/{len(maps)}"
 
+    if "optima" in args.skip:
+        return
     maps = np.nonzero(own)[0]
     vertices, _ = reference_solutions(grid_size, rhs[maps], lams[maps], "HIGHS")
     vertex_objective = np.abs(vertices @ difference.T).sum(axis=1)
@@ -367,6 +370,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=342, help="samples per channel")
     parser.add_argument("--lambdas", default="0.1,0.3")
     parser.add_argument("--iterations", default="100,300,1000,3000", help="ADMM checkpoints")
+    parser.add_argument("--skip", default="", help="comma-separated sections to skip: batched, optima")
     args = parser.parse_args()
     torch.set_num_threads(1)
     lambdas = [float(value) for value in args.lambdas.split(",")]
