@@ -10,7 +10,7 @@ Sections (each prints lines; the last line is one JSON object with every number)
               the reliability (2 (draws + 1) more programs per channel and lambda), one core:
               Clarabel on its own conic form (the default) and, as the baseline, Clarabel through
               cvxpy's canonical form of the same program; per program, both, with the Spearman of
-              their snapped solutions
+              their snapped solutions; and LEG's finish step (map, standard errors, reliability)
   batched     the candidate, ADMM on every program of the finish step at once as array
               operations (below), at several iteration caps: CPU seconds per program, the share
               of programs certified within 1e-4 of the optimum (the rest would fall back to
@@ -57,7 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from legx import __version__  # noqa: E402
 from legx.methods.leg.explainer import LEG  # noqa: E402
-from legx.methods.leg.finish import finish_legtv  # noqa: E402
+from legx.methods.leg.finish import finish_leg, finish_legtv  # noqa: E402
 from legx.methods.leg.solvers import (  # noqa: E402
     TVSolveError,
     _program,
@@ -286,6 +286,12 @@ def bench_grid(grid_size, args, lambdas, results):
               f"reliability, {maps_only:7.3f} maps only ({len(stats)} images, lambdas {lambdas})")
         results[f"{key}_clarabel_{form}_cpu_s_per_image"] = round(with_reliability, 4)
         results[f"{key}_clarabel_{form}_maps_only_cpu_s_per_image"] = round(maps_only, 4)
+    started = time.process_time()
+    finish_leg(stats, {"absolute": True})
+    leg_seconds = (time.process_time() - started) / len(stats)
+    print(f"leg       {grid_size:2d}x{grid_size:<2d} {leg_seconds:7.3f} CPU-s per image, LEG's finish step "
+          f"(map, standard errors, reliability)")
+    results[f"{key}_leg_finish_cpu_s_per_image"] = round(leg_seconds, 4)
 
     rhs, lams, own = finish_programs(stats, lambdas)
     reference, clarabel_s = reference_solutions(grid_size, rhs, lams, "CLARABEL")
