@@ -16,8 +16,9 @@ Sections (each prints a line; the last line is one JSON object with every number
   pipeline   legx end to end (local Ray, LEG + LEG-TV, Parquet written): forwards/s, images/s,
              and the same from the first model call to the end of the last (the job's fixed
              start-up and drain left out: what a long job approaches); on a CPU-only machine also
-             the solves' CPU seconds per image and the efficiency bound they set, since there
-             the LP tasks and the forwards share the cores
+             the finish steps' CPU seconds per image (every program the job solves, the
+             reliability's included) and the efficiency bound they set, since there the finish
+             tasks and the forwards share the cores
 Bare and LEG timings alternate in several rounds and report medians, so that a load spike on a
 shared machine hits both alike. ``--arch`` uses random weights: throughput does not depend on
 them, and nothing is downloaded (the pipeline reads them from a temporary weights file).
@@ -217,20 +218,24 @@ def bench_peers(model, images, args) -> dict:
 
 
 def bench_lp_share(model, images, args) -> dict:
-    """LEG-TV and LEG solve seconds per image at the pipeline's settings (one core): the CPU
-    work that shares this machine's cores with the forwards when there is no accelerator."""
-    from legx.methods.leg.solvers import leg_maps, legtv_solutions
+    """CPU seconds per image of the job's finish steps at the pipeline's settings (one core):
+    LEG's closed form and LEG-TV's programs, each with its standard errors and reliability, so
+    every program the job solves (a LEG-TV map's own and its reliability's bootstrap) is counted.
+    This is the CPU work that shares this machine's cores with the forwards when there is no
+    accelerator."""
+    from legx.methods.leg.explainer import LEG
     from legx.methods.leg.tv import LEGTV
 
-    legtv = LEGTV(n_samples=args.samples, grid_size=args.grid_size, batch_size=args.batch_size)
+    sampling = dict(n_samples=args.samples, grid_size=args.grid_size, batch_size=args.batch_size)
+    leg, legtv = LEG(**sampling), LEGTV(**sampling)
     stats = legtv.sample(model, images[:2])
-    legtv_solutions(stats[0], legtv.lambdas)  # builds the cached program, as a worker's first solve
-    started = time.perf_counter()
-    legtv_solutions(stats, legtv.lambdas)
-    leg_maps(stats)
-    seconds = (time.perf_counter() - started) / len(stats)
-    print(f"solve     {seconds:10.3f} s per image (LEG + LEG-TV at lambdas {list(legtv.lambdas)}, "
-          f"{args.grid_size}x{args.grid_size}, one core)")
+    legtv.finish(stats[0])  # builds the cached program, as a worker's first solve
+    started = time.process_time()
+    legtv.finish(stats)
+    leg.finish(stats)
+    seconds = (time.process_time() - started) / len(stats)
+    print(f"solve     {seconds:10.3f} CPU-s per image (LEG + LEG-TV at lambdas {list(legtv.lambdas)}, "
+          f"with reliability, {args.grid_size}x{args.grid_size}, one core)")
     return {"solve_s_per_image": round(seconds, 4)}
 
 

@@ -19,13 +19,20 @@ identity
 
 (D+^T D^T D = D since D D+ is the projection onto range(D)), so A g = s^2 (D g + (t/p) w) with
 one extra scalar t = 1^T g. The problem is scaled to h = s^2 g / ||b||_inf so that the solver
-sees unit-size data whatever the noise level and score, and it is built once per grid size as a
-DPP-compliant cvxpy problem whose Parameters (b and lam) change between solves, so that many
-images and lambdas reuse one canonicalisation. Solvers are open source: Clarabel (interior
-point) by default, HiGHS as fallback; on LEG statistics of real models Clarabel solved the
-28 x 28 LP 3-10x faster than HiGHS's default simplex (scripts/bench.py). A solve that does not
-end optimal, or whose solution violates the constraint beyond tolerance, is reported as an
-error and never returned as a map.
+sees unit-size data whatever the noise level and score. Its matrices are built once per grid
+size and only b and lam change between solves: Clarabel's conic form directly (``_TVProgram``),
+and for HiGHS or the dense formulation a DPP-compliant cvxpy problem whose Parameters are b and
+lam, so that many images and lambdas reuse one canonicalisation. Solvers are open source:
+Clarabel (interior point) by default, HiGHS as fallback; on LEG statistics of real models
+Clarabel solved the 28 x 28 LP 3-10x faster than HiGHS's default simplex (scripts/bench.py).
+A solve that does not end optimal, or whose solution violates the constraint beyond tolerance,
+is reported as an error and never returned as a map.
+
+The optimum's value is unique, its point often is not: on the demo model's statistics at
+16 x 16 and 28 x 28 the optimal face has many points, and an interior-point solver ends at its
+centre where a simplex solver ends at a vertex (HiGHS's and Clarabel's snapped solutions, at
+the same objective to 1e-8, can rank the cells differently; docs/benchmarks/legtv-solver.md).
+Maps are therefore Clarabel's, and HiGHS is only the fallback.
 
 Ties. A TV-minimising solution is piecewise constant: at lambda 0.3 on the demo model most
 cells of a channel are exactly 0 at the optimum and the rest take a few region values. An
@@ -39,9 +46,9 @@ values within ``TIE_TOLERANCE`` of each other are one value, and 0 where one of 
 close to 0 (for lambda >= 1, the whole solution).
 
 A solved problem object is cached per process and is not thread-safe; the pipeline runs solves
-in separate worker processes. cvxpy is imported by the first LEG-TV program built, not with the
-module: a model actor needs LEG's grid operators but no LP, and importing cvxpy cost its start-up
-about a second here.
+in separate worker processes. The solver libraries (clarabel, cvxpy) are imported by the first
+LEG-TV solve that needs them, not with the module: a model actor needs LEG's grid operators but
+no LP, and importing cvxpy cost its start-up about a second here.
 """
 
 from __future__ import annotations
@@ -223,31 +230,78 @@ def _pseudo_inverse_transpose(grid_size: int) -> np.ndarray:
 
 
 class _TVProgram:
-    """The unit-scaled LEG-TV LP of one grid size, built once, solved for many (b, lam)."""
+    """The unit-scaled LEG-TV LP of one grid size, built once, solved for many (b, lam).
+
+    Clarabel on the sparse formulation gets the program directly in its conic form, with one
+    auxiliary variable per row of D (variables h, t = 1^T h, s >= |D h|):
+
+        minimise 1^T s   subject to   t - 1^T h = 0,   D h - s <= 0,   -D h - s <= 0,
+                                      D h + (t/p) w <= b + lam,   -D h - (t/p) w <= lam - b,
+
+    p + 1 + m variables and 4m + 1 rows; cvxpy's canonical form of the same program carries m
+    more variables and 2m more rows (one per |A h - b| entry), which cost Clarabel time for the
+    same optimum (docs/benchmarks/legtv-solver.md). HiGHS and the dense formulation go through
+    cvxpy, built on first use.
+    """
 
     def __init__(self, grid_size: int, formulation: str) -> None:
+        difference = grid_operators(grid_size).difference
+        self.grid_size = grid_size
+        self.formulation = formulation
+        self.difference = difference
+        self.weights = _pseudo_inverse_transpose(grid_size).sum(axis=1)
+        self._cvxpy_problem = None
+        self._conic_form = None
+        self._clarabel_solver = None
+
+    def _cvxpy(self):
+        """(problem, b Parameter, lam Parameter, h Variable) of the cvxpy formulation."""
         import cvxpy as cp
 
-        difference = grid_operators(grid_size).difference
-        n_rows, n_cells = difference.shape
-        weights = _pseudo_inverse_transpose(grid_size).sum(axis=1)
-        self.grid_size = grid_size
-        self.difference = difference
-        self.weights = weights
-        self.rhs = cp.Parameter(n_rows, name="b")
-        self.lam = cp.Parameter(nonneg=True, name="lam")
-        self.solution = cp.Variable(n_cells, name="h")
-        if formulation == "sparse":
-            total = cp.Variable(name="t")
-            fitted = difference @ self.solution + (weights / n_cells) * total
-            constraints = [cp.abs(fitted - self.rhs) <= self.lam, total == cp.sum(self.solution)]
-        else:
-            dense = difference.toarray() + np.outer(weights, np.ones(n_cells)) / n_cells
-            constraints = [cp.abs(dense @ self.solution - self.rhs) <= self.lam]
-        self.problem = cp.Problem(cp.Minimize(cp.norm1(difference @ self.solution)), constraints)
+        if self._cvxpy_problem is None:
+            difference, weights = self.difference, self.weights
+            n_rows, n_cells = difference.shape
+            rhs = cp.Parameter(n_rows, name="b")
+            lam = cp.Parameter(nonneg=True, name="lam")
+            solution = cp.Variable(n_cells, name="h")
+            if self.formulation == "sparse":
+                total = cp.Variable(name="t")
+                fitted = difference @ solution + (weights / n_cells) * total
+                constraints = [cp.abs(fitted - rhs) <= lam, total == cp.sum(solution)]
+            else:
+                dense = difference.toarray() + np.outer(weights, np.ones(n_cells)) / n_cells
+                constraints = [cp.abs(dense @ solution - rhs) <= lam]
+            problem = cp.Problem(cp.Minimize(cp.norm1(difference @ solution)), constraints)
+            self._cvxpy_problem = (problem, rhs, lam, solution)
+        return self._cvxpy_problem
+
+    def _conic(self):
+        """(P, c, A, cones) of the direct Clarabel form (class docstring); b varies per solve."""
+        import clarabel
+
+        if self._conic_form is None:
+            difference = self.difference.tocsc()
+            n_rows, n_cells = difference.shape
+            identity = sp.identity(n_rows, format="csc")
+            no_total = sp.csc_matrix((n_rows, 1))
+            weight = sp.csc_matrix(self.weights[:, None] / n_cells)
+            no_slack = sp.csc_matrix((n_rows, n_rows))
+            matrix = sp.vstack([
+                sp.hstack([sp.csc_matrix(-np.ones((1, n_cells))), sp.csc_matrix([[1.0]]),
+                           sp.csc_matrix((1, n_rows))]),
+                sp.hstack([difference, no_total, -identity]),
+                sp.hstack([-difference, no_total, -identity]),
+                sp.hstack([difference, weight, no_slack]),
+                sp.hstack([-difference, -weight, no_slack]),
+            ]).tocsc()
+            n_variables = n_cells + 1 + n_rows
+            cost = np.concatenate([np.zeros(n_cells + 1), np.ones(n_rows)])
+            cones = [clarabel.ZeroConeT(1), clarabel.NonnegativeConeT(4 * n_rows)]
+            self._conic_form = (sp.csc_matrix((n_variables, n_variables)), cost, matrix, cones)
+        return self._conic_form
 
     def rhs_of(self, g_hat: np.ndarray) -> np.ndarray:
-        """b = D+^T g_hat."""
+        """b = D+^T g_hat, for g_hat (p,) or (p, k)."""
         return _pseudo_inverse_transpose(self.grid_size) @ g_hat
 
     def residual(self, solution: np.ndarray, rhs: np.ndarray) -> float:
@@ -255,22 +309,54 @@ class _TVProgram:
         fitted = self.difference @ solution + self.weights * solution.sum() / n_cells
         return float(np.abs(fitted - rhs).max())
 
-    def solve(self, rhs: np.ndarray, lam: float, solver: str) -> np.ndarray:
-        """Unit-scaled solution h for ||rhs||_inf = 1; raises TVSolveError."""
+    def _solve_clarabel(self, rhs: np.ndarray, lam: float) -> np.ndarray:
+        """One Clarabel solver per program, whose bounds are updated between solves: the KKT
+        system's pattern, ordering and symbolic factorisation are the same for every b and lam."""
+        import clarabel
+
+        n_rows, n_cells = self.difference.shape
+        bounds = np.concatenate([[0.0], np.zeros(2 * n_rows), rhs + lam, lam - rhs])
+        try:
+            if self._clarabel_solver is None:
+                quadratic, cost, matrix, cones = self._conic()
+                settings = clarabel.DefaultSettings()
+                settings.verbose = False
+                self._clarabel_solver = clarabel.DefaultSolver(quadratic, cost, matrix, bounds, cones, settings)
+            else:
+                self._clarabel_solver.update(b=bounds)
+            result = self._clarabel_solver.solve()
+        except Exception as error:  # noqa: BLE001 - the solver's own failure, reported as such
+            self._clarabel_solver = None
+            raise TVSolveError(f"CLARABEL failed: {error}") from error
+        if result.status != clarabel.SolverStatus.Solved:
+            raise TVSolveError(f"CLARABEL ended with status {str(result.status)!r}")
+        return np.asarray(result.x[:n_cells], dtype=np.float64)
+
+    def _solve_cvxpy(self, rhs: np.ndarray, lam: float, solver: str) -> np.ndarray:
         import cvxpy as cp
 
-        self.rhs.value = rhs
-        self.lam.value = lam
+        problem, rhs_parameter, lam_parameter, solution = self._cvxpy()
+        rhs_parameter.value = rhs
+        lam_parameter.value = lam
         try:
             with warnings.catch_warnings():
                 # cvxpy's bound propagation warns on NaN bounds of Parameters; not our data.
                 warnings.filterwarnings("ignore", category=RuntimeWarning, module="cvxpy")
-                self.problem.solve(solver=solver)
+                problem.solve(solver=solver)
         except cp.error.SolverError as error:
             raise TVSolveError(f"{solver} failed: {error}") from error
-        if self.problem.status != cp.OPTIMAL or self.solution.value is None:
-            raise TVSolveError(f"{solver} ended with status {self.problem.status!r}")
-        solution = np.asarray(self.solution.value, dtype=np.float64)
+        if problem.status != cp.OPTIMAL or solution.value is None:
+            raise TVSolveError(f"{solver} ended with status {problem.status!r}")
+        return np.asarray(solution.value, dtype=np.float64)
+
+    def solve(self, rhs: np.ndarray, lam: float, solver: str) -> np.ndarray:
+        """Unit-scaled solution h for ||rhs||_inf = 1; raises TVSolveError."""
+        if solver == "CLARABEL" and self.formulation == "sparse":
+            solution = self._solve_clarabel(rhs, lam)
+        else:
+            solution = self._solve_cvxpy(rhs, lam, solver)
+        if not np.all(np.isfinite(solution)):
+            raise TVSolveError(f"{solver} returned a solution with NaN or infinite values")
         violation = self.residual(solution, rhs) - lam
         if violation > FEASIBILITY_TOLERANCE:
             raise TVSolveError(
@@ -289,13 +375,16 @@ def snap_ties(solution: np.ndarray, tolerance: float = TIE_TOLERANCE) -> np.ndar
     """A unit-scaled ``solution`` with the values that the optimum shares made equal (module
     docstring, "Ties"): sorted values whose neighbours lie within ``tolerance`` form one run,
     which takes its median, or 0 where it holds a value within ``tolerance`` of 0. Moves no
-    value by more than its run's width."""
+    value by more than its run's width. Array operations on the sorted values: a run is a
+    contiguous slice there, so its median is its middle element (or the mean of its two)."""
     order = np.argsort(solution, kind="stable")
     values = solution[order]
+    starts = np.concatenate([[0], np.nonzero(np.diff(values) > tolerance)[0] + 1])
+    lengths = np.diff(np.concatenate([starts, [values.size]]))
+    medians = (values[starts + (lengths - 1) // 2] + values[starts + lengths // 2]) / 2
+    at_zero = np.minimum.reduceat(np.abs(values), starts) <= tolerance
     snapped = np.empty_like(solution)
-    for run in np.split(order, np.nonzero(np.diff(values) > tolerance)[0] + 1):
-        run_values = solution[run]
-        snapped[run] = 0.0 if np.abs(run_values).min() <= tolerance else np.median(run_values)
+    snapped[order] = np.repeat(np.where(at_zero, 0.0, medians), lengths)
     return snapped
 
 
@@ -338,7 +427,7 @@ def solve_tv(
     if not np.isfinite(g_hat).all():
         raise ValueError("g_hat contains NaN or infinite values")
     program = _program(grid_size, formulation)
-    rhs = [program.rhs_of(channel) for channel in g_hat]
+    rhs = program.rhs_of(g_hat.T).T  # every channel in one product: D+^T is read once
     scales = [float(np.abs(channel_rhs).max()) for channel_rhs in rhs]
     results = []
     for lam in lambdas:

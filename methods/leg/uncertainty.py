@@ -268,8 +268,8 @@ def legtv_reliability(
 
     def maps(statistics: list[np.ndarray]) -> np.ndarray | None:
         """(len(statistics), L, p) LEG-TV maps of LEG statistics (C, p), None if any failed."""
-        solved = [solve_tv(leg @ sigma, stats.grid_size, stats.noise_level, lambdas, solver,
-                           formulation, absolute) for leg in statistics]
+        solved = [solve_tv(g_hat, stats.grid_size, stats.noise_level, lambdas, solver, formulation,
+                           absolute) for g_hat in np.stack(statistics) @ sigma]
         if any(solution.map is None for per_lambda in solved for solution in per_lambda):
             return None
         return np.array([[solution.map.ravel() for solution in per_lambda] for per_lambda in solved])

@@ -13,8 +13,10 @@ from scipy.optimize import linprog
 
 from legx.methods.leg.solvers import (
     LegStatistics,
+    TIE_TOLERANCE,
     TVSolveError,
     _program,
+    _TVProgram,
     covariance,
     difference_matrix,
     leg_maps,
@@ -209,24 +211,76 @@ def test_the_solvers_and_the_pipelines_task_stages_import_no_torch():
     """The solve, decode and write workers load these modules only; torch would cost each
     worker process seconds of CPU and ~0.4 GiB."""
     code = (
-        "import sys, legx.methods.leg.solvers, legx.pipeline.engine.decode, legx.pipeline.engine.finish, legx.pipeline.engine.sink\n"
+        "import sys, legx.methods.leg.solvers, legx.pipeline.engine.decode, legx.pipeline.engine.finish, "
+        "legx.pipeline.engine.sink\n"
         "print(sorted(name for name in ('torch', 'torchvision') if name in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
 
 
-def test_leg_needs_no_cvxpy_until_a_tv_program_is_built():
+def test_leg_needs_no_solver_library_until_a_tv_program_is_solved():
     """A model actor imports LEG (for its grid operators) but never solves an LP; cvxpy would
-    add about a second to its start-up. The first LEG-TV solve imports it."""
+    add about a second to its start-up. The first LEG-TV solve imports its solver (Clarabel,
+    the default, without cvxpy); a HiGHS solve goes through cvxpy."""
     code = (
         "import sys, legx.methods.leg.explainer, legx.methods.leg.tv\n"
         "from legx.methods.leg.solvers import grid_operators, solve_tv\n"
         "import numpy as np\n"
         "grid_operators(4)\n"
-        "before = 'cvxpy' in sys.modules\n"
+        "loaded = lambda: [name for name in ('clarabel', 'cvxpy') if name in sys.modules]\n"
+        "before = loaded()\n"
         "solve_tv(np.ones((1, 16)), 4, 0.1, [0.1])\n"
-        "print(before, 'cvxpy' in sys.modules)"
+        "after_clarabel = loaded()\n"
+        "solve_tv(np.ones((1, 16)), 4, 0.1, [0.1], solver='HIGHS')\n"
+        "print(before, after_clarabel, loaded())"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "False True"
+    assert result.stdout.strip().splitlines()[-1] == "[] ['clarabel'] ['clarabel', 'cvxpy']"
+
+
+def test_clarabel_solves_each_programs_own_bounds_on_its_reused_solver():
+    """One Clarabel solver per grid program takes each program's bounds: solving b1, b2, b1
+    gives b1's solution twice and b2's its own, each equal to a new program's."""
+    first, second = (_program(GRID, "sparse").rhs_of(statistic(seed)[0]) for seed in (5, 6))
+    first, second = first / np.abs(first).max(), second / np.abs(second).max()
+    reused = _program(GRID, "sparse")
+    solutions = [reused.solve(rhs, lam, "CLARABEL") for rhs, lam in ((first, 0.1), (second, 0.3), (first, 0.1))]
+    fresh = [_TVProgram(GRID, "sparse").solve(rhs, lam, "CLARABEL") for rhs, lam in ((first, 0.1), (second, 0.3))]
+    np.testing.assert_allclose(solutions[0], fresh[0], atol=1e-7)
+    np.testing.assert_allclose(solutions[1], fresh[1], atol=1e-7)
+    np.testing.assert_allclose(solutions[2], fresh[0], atol=1e-7)
+    assert np.abs(solutions[0] - solutions[1]).max() > 1e-2
+
+
+def test_an_infeasible_clarabel_program_is_an_error_and_the_next_one_is_solved():
+    program = _TVProgram(GRID, "sparse")
+    rhs = np.zeros(difference_matrix(GRID).shape[0])
+    rhs[0] = 1.0
+    with pytest.raises(TVSolveError, match="CLARABEL"):
+        program.solve(rhs, 0.01, "CLARABEL")
+    feasible = program.rhs_of(statistic(seed=7)[0])
+    feasible /= np.abs(feasible).max()
+    solution = program.solve(feasible, 0.2, "CLARABEL")
+    assert program.residual(solution, feasible) <= 0.2 + 1e-5
+
+
+def test_snap_ties_equals_a_run_by_run_reference_on_planted_runs():
+    """Against a plain loop over the sorted values: runs planted at random levels (one at 0),
+    each spread by less than the tolerance, among values far apart."""
+    rng = np.random.default_rng(8)
+    levels = np.concatenate([[0.0], rng.uniform(-1, 1, size=40)])
+    values = np.repeat(levels, rng.integers(1, 12, size=levels.size))
+    values = values + rng.uniform(-1, 1, size=values.size) * 2e-7
+    values = rng.permutation(np.concatenate([values, rng.uniform(-1, 1, size=30)]))
+    order = np.argsort(values, kind="stable")
+    expected = np.empty_like(values)
+    run = [order[0]]
+    for previous, current in zip(order[:-1], order[1:]):
+        if values[current] - values[previous] > TIE_TOLERANCE:
+            expected[run] = 0.0 if np.abs(values[run]).min() <= TIE_TOLERANCE else np.median(values[run])
+            run = []
+        run.append(current)
+    expected[run] = 0.0 if np.abs(values[run]).min() <= TIE_TOLERANCE else np.median(values[run])
+    np.testing.assert_array_equal(snap_ties(values), expected)
+    assert len(np.unique(snap_ties(values))) < len(np.unique(values))

@@ -1,0 +1,391 @@
+"""LEG-TV's programs: the exact solve (Clarabel) against a batched first-order candidate, side by
+side on the programs the finish step solves, on statistics sampled from the demo model.
+
+    python scripts/bench_legtv_solver.py                       # grids 8, 16, 28; 4 images
+    python scripts/bench_legtv_solver.py --grids 28 --iterations 100,300,1000,3000
+    python scripts/bench_legtv_solver.py --skip batched,optima   # Clarabel's two forms only
+
+Sections (each prints lines; the last line is one JSON object with every number):
+  clarabel    CPU seconds per image of ``finish_legtv`` (lambdas 0.1 and 0.3), maps only and with
+              the reliability (2 (draws + 1) more programs per channel and lambda), one core:
+              Clarabel on its own conic form (the default) and, as the baseline, Clarabel through
+              cvxpy's canonical form of the same program; per program, both, with the Spearman of
+              their snapped solutions; and LEG's finish step (map, standard errors, reliability)
+  batched     the candidate, ADMM on every program of the finish step at once as array
+              operations (below), at several iteration caps: CPU seconds per program, the share
+              of programs certified within 1e-4 of the optimum (the rest would fall back to
+              Clarabel), the objective error against Clarabel's, the constraint violation, and
+              the Spearman of each program's snapped solution with Clarabel's
+  polish      the candidate's identified active set (zero differences, bounds at +-lambda) solved
+              as an equality system: the share of the maps' programs whose polished point is
+              feasible and optimal (within 1e-6 of Clarabel's objective)
+  optima      HiGHS (simplex, a vertex) against Clarabel (interior point, the centre of the
+              optimal face) on the maps' programs: objective difference and snapped Spearman
+
+The candidate. Unit scale (||b||_inf = 1, r = lambda): minimise ||u||_1 subject to u = D h,
+v = A h - b, ||v||_inf <= r, with A = D + (1/p) w 1^T, w = D (D^T D)^{-1} 1, so D^T w = 1 and
+A^T A = D^T D + beta 1 1^T, beta = 2/p + ||w||^2 / p^2. ADMM's h-step solves
+(2 D^T D + beta 1 1^T) h = rhs for all programs at once: D^T D is the Dirichlet Laplacian of the
+g x g grid, diagonalised by the 2-D type-I DST, and the rank-one term is a Sherman-Morrison
+correction; D and D^T are shifts of a (programs, g, g) array. The u-step soft-thresholds, the
+v-step clips to the box; over-relaxation 1.6, penalty balanced per program from its residuals.
+Every candidate point is made exactly feasible by blending with plain LEG (A h_LEG = b): the
+residual scales by (1 - t), t in closed form. Certificate: from the scaled duals (z on u = D h,
+y = -dual of v = A h - b), z + D (D^T D)^{-1} (A^T y - D^T z) satisfies D^T z = A^T y exactly;
+scaled by 1 / max(1, ||z||_inf) the pair is dual feasible and b^T y - r ||y||_1 is a lower bound
+on the optimum (weak duality of min ||D h||_1 s.t. ||A h - b||_inf <= r).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.fft
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from legx import __version__  # noqa: E402
+from legx.methods.leg.explainer import LEG  # noqa: E402
+from legx.methods.leg.finish import finish_leg, finish_legtv  # noqa: E402
+from legx.methods.leg.solvers import (  # noqa: E402
+    TVSolveError,
+    _program,
+    _TVProgram,
+    _pseudo_inverse_transpose,
+    covariance,
+    difference_matrix,
+    snap_ties,
+)
+from legx.methods.leg.uncertainty import LEGTV_BOOTSTRAP_DRAWS, _matched_signal, spearman_rows  # noqa: E402
+from legx.methods.models.loading import load_model  # noqa: E402
+from legx.pipeline.demo.data import make_demo_arrays  # noqa: E402
+
+CERTIFIED_GAP = 1e-4  # the acceptance rule: objective within 1e-4 (relative) of the optimum
+
+
+class GridOperators:
+    """D, D^T, A, A^T as shifts of (programs, g, g) arrays and the DST solve of
+    (a D^T D + c 1 1^T) x = r, for one grid size (rows in ``difference_matrix``'s order)."""
+
+    def __init__(self, grid_size: int) -> None:
+        g = grid_size
+        self.g, self.p, self.n_pairs = g, g * g, g * (g - 1)
+        self.m = 2 * g * (g - 1) + 4 * g
+        one_dim = 4 * np.sin(np.pi * np.arange(1, g + 1) / (2 * (g + 1))) ** 2
+        self.eigenvalues = one_dim[:, None] + one_dim[None, :]
+        self.ones_solution = self.laplacian_solve(np.ones((1, g, g)))[0]  # (D^T D)^{-1} 1
+        self.w = self.D(self.ones_solution[None])[0]
+        self.beta = 2 / self.p + (self.w @ self.w) / self.p**2
+
+    def laplacian_solve(self, rhs: np.ndarray) -> np.ndarray:
+        spectrum = scipy.fft.dstn(rhs, type=1, axes=(-2, -1), norm="ortho") / self.eigenvalues
+        return scipy.fft.dstn(spectrum, type=1, axes=(-2, -1), norm="ortho")
+
+    def solve(self, a: float, c: float, rhs: np.ndarray) -> np.ndarray:
+        """(a D^T D + c 1 1^T) x = rhs: a Laplacian solve and a Sherman-Morrison correction."""
+        base = self.laplacian_solve(rhs) / a
+        ratio = c / a
+        weight = ratio * base.sum(axis=(-2, -1)) / (1 + ratio * self.ones_solution.sum())
+        return base - weight[:, None, None] * self.ones_solution
+
+    def D(self, h: np.ndarray) -> np.ndarray:
+        n, g, k = h.shape[0], self.g, self.n_pairs
+        out = np.empty((n, self.m))
+        out[:, :k] = (h[:, :, :-1] - h[:, :, 1:]).reshape(n, -1)
+        out[:, k:2 * k] = (h[:, :-1, :] - h[:, 1:, :]).reshape(n, -1)
+        start = 2 * k
+        for position, edge in enumerate((h[:, 0, :], h[:, -1, :], h[:, :, 0], h[:, :, -1])):
+            out[:, start + position * g:start + (position + 1) * g] = edge
+        return out
+
+    def DT(self, u: np.ndarray) -> np.ndarray:
+        n, g, k = u.shape[0], self.g, self.n_pairs
+        out = np.zeros((n, g, g))
+        horizontal = u[:, :k].reshape(n, g, g - 1)
+        out[:, :, :-1] += horizontal
+        out[:, :, 1:] -= horizontal
+        vertical = u[:, k:2 * k].reshape(n, g - 1, g)
+        out[:, :-1, :] += vertical
+        out[:, 1:, :] -= vertical
+        start = 2 * k
+        out[:, 0, :] += u[:, start:start + g]
+        out[:, -1, :] += u[:, start + g:start + 2 * g]
+        out[:, :, 0] += u[:, start + 2 * g:start + 3 * g]
+        out[:, :, -1] += u[:, start + 3 * g:]
+        return out
+
+    def A(self, h: np.ndarray, differences: np.ndarray) -> np.ndarray:
+        return differences + (h.sum(axis=(1, 2)) / self.p)[:, None] * self.w
+
+    def AT(self, v: np.ndarray) -> np.ndarray:
+        return self.DT(v) + ((v @ self.w) / self.p)[:, None, None]
+
+
+def certified_point(ops, b, r, h, h_leg, z, y):
+    """(feasible point, its objective, the certificate's lower bound) per program."""
+    excess = np.abs(ops.A(h, ops.D(h)) - b).max(axis=1)
+    t = np.clip(1 - r / np.maximum(excess, 1e-300), 0.0, 1.0)[:, None, None]
+    feasible = (1 - t) * h + t * h_leg
+    objective = np.abs(ops.D(feasible)).sum(axis=1)
+    z = z + ops.D(ops.laplacian_solve(ops.AT(y) - ops.DT(z)))
+    bound = ((b * y).sum(axis=1) - r * np.abs(y).sum(axis=1)) / np.maximum(1.0, np.abs(z).max(axis=1))
+    return feasible, objective, bound
+
+
+def admm(ops, b, r, checkpoints, relaxation=1.6, penalty=1.0):
+    """The candidate (module docstring) on programs b (n, m) with bounds r (n,); yields, at each
+    iteration count of ``checkpoints``: (iterations, CPU seconds so far, feasible point, its
+    objective, lower bound, the raw iterate's violation, u, v)."""
+    started, excluded = time.process_time(), 0.0
+    n = b.shape[0]
+    h_leg = ops.solve(1.0, ops.beta, ops.AT(b))
+    h = h_leg.copy()
+    u = ops.D(h)
+    v = np.clip(ops.A(h, u) - b, -r[:, None], r[:, None])
+    dual_u, dual_v = np.zeros_like(u), np.zeros_like(u)
+    rho = np.full(n, penalty)
+    for iteration in range(1, max(checkpoints, default=0) + 1):
+        target_u, target_v = u - dual_u, b + v - dual_v
+        h = ops.solve(2.0, ops.beta, ops.DT(target_u + target_v) + ((target_v @ ops.w) / ops.p)[:, None, None])
+        differences = ops.D(h)
+        residual = ops.A(h, differences) - b
+        relaxed_u = relaxation * differences + (1 - relaxation) * u
+        relaxed_v = relaxation * residual + (1 - relaxation) * v
+        previous_u, previous_v = u, v
+        shifted = relaxed_u + dual_u
+        u = np.sign(shifted) * np.maximum(np.abs(shifted) - 1 / rho[:, None], 0.0)
+        v = np.clip(relaxed_v + dual_v, -r[:, None], r[:, None])
+        dual_u += relaxed_u - u
+        dual_v += relaxed_v - v
+        if iteration % 25 == 0:
+            primal = np.sqrt(((differences - u) ** 2).sum(1) + ((residual - v) ** 2).sum(1))
+            dual = rho * np.sqrt(((ops.DT(u - previous_u) + ops.AT(v - previous_v)) ** 2).sum((1, 2)))
+            factor = np.where(primal > 10 * dual, 2.0, np.where(dual > 10 * primal, 0.5, 1.0))
+            rho *= factor
+            dual_u /= factor[:, None]
+            dual_v /= factor[:, None]
+        if iteration in checkpoints:
+            feasible, objective, bound = certified_point(
+                ops, b, r, h, h_leg, rho[:, None] * dual_u, -rho[:, None] * dual_v)
+            violation = np.abs(residual).max(axis=1) - r
+            seconds = time.process_time() - started - excluded
+            paused = time.process_time()
+            yield iteration, seconds, feasible, objective, bound, violation, u.copy(), v.copy()
+            excluded += time.process_time() - paused  # the caller's measurements are not the solver's
+
+
+def demo_statistics(grid_size: int, images: int, samples: int):
+    model = load_model("demo", device="cpu")
+    arrays, _, _ = make_demo_arrays(images, seed=0, image_size=64)
+    batch = torch.from_numpy(arrays).permute(0, 3, 1, 2).float() / 255
+    return LEG(n_samples=samples, grid_size=grid_size, batch_size=256).sample(model, batch)
+
+
+def finish_programs(stats, lambdas):
+    """Every program ``finish_legtv`` solves, unit-scaled: (b (n, m), lam (n,), is the map's own (n,))."""
+    _, alpha, estimate, noise = _matched_signal(stats.group_leg, True)
+    sigma = covariance(stats.grid_size, stats.noise_level)
+    simulated = range(1, 1 + LEGTV_BOOTSTRAP_DRAWS)
+    statistics, own = [], []
+    for image in range(len(stats)):
+        signal = alpha[image] * estimate[image]
+        statistics.append(stats.g_hat[image])
+        own.append(True)
+        for leg in ([estimate[image] + noise[image, 0], estimate[image] - noise[image, 0]]
+                    + [signal + noise[image, r] for r in simulated]
+                    + [signal + np.sqrt(2) * noise[image, r] for r in simulated]):
+            statistics.append(leg @ sigma)
+            own.append(False)
+    g_hat = np.stack(statistics)  # (S, C, p)
+    rhs = g_hat.reshape(-1, g_hat.shape[-1]) @ _pseudo_inverse_transpose(stats.grid_size).T
+    rhs /= np.abs(rhs).max(axis=1, keepdims=True)
+    own = np.repeat(own, g_hat.shape[1])
+    return (np.concatenate([rhs] * len(lambdas)), np.repeat(lambdas, len(rhs)),
+            np.concatenate([own] * len(lambdas)))
+
+
+@contextlib.contextmanager
+def clarabel_through_cvxpy():
+    """The baseline: Clarabel solves cvxpy's canonical form of the program (the same solver and
+    program, m more variables and 2m more rows, a fresh solver per solve)."""
+    conic = _TVProgram._solve_clarabel
+    _TVProgram._solve_clarabel = lambda self, rhs, lam: self._solve_cvxpy(rhs, lam, "CLARABEL")
+    try:
+        yield
+    finally:
+        _TVProgram._solve_clarabel = conic
+
+
+def bench_clarabel(stats, lambdas):
+    """CPU seconds per image of the finish step, (with reliability, maps only)."""
+    params = dict(lambdas=lambdas, solver="CLARABEL", formulation="sparse", absolute=True)
+    finish_legtv(stats[0], params)  # builds the cached program, as a worker's first solve
+    started = time.process_time()
+    finish_legtv(stats, params)
+    with_reliability = (time.process_time() - started) / len(stats)
+    maps_only = stats.concat([stats[i] for i in range(len(stats))])
+    maps_only.group_leg = None
+    started = time.process_time()
+    finish_legtv(maps_only, params)
+    return with_reliability, (time.process_time() - started) / len(stats)
+
+
+def reference_solutions(grid_size, rhs, lams, solver):
+    program = _program(grid_size, "sparse")
+    solutions, seconds = [], []
+    for b, lam in zip(rhs, lams):
+        started = time.process_time()
+        try:
+            solutions.append(program.solve(b, float(lam), solver))
+        except TVSolveError:
+            solutions.append(np.full(grid_size**2, np.nan))
+        seconds.append(time.process_time() - started)
+    return np.array(solutions), np.array(seconds)
+
+
+def polish(ops, grid_size, b, lam, u, v):
+    """The equality system of the identified active set, least squares through its normal
+    equations: D_Z h = 0 on the zero differences, (A h - b)_S = +-lambda on the bounds at the box."""
+    difference = difference_matrix(grid_size).tocsr()
+    full = sp.csr_matrix(difference.toarray() + np.outer(ops.w, np.ones(ops.p)) / ops.p)
+    zero, bound = u == 0, np.abs(np.abs(v) - lam) <= 1e-12
+    system = sp.vstack([difference[zero], full[bound]]).tocsc()
+    target = np.concatenate([np.zeros(zero.sum()), b[bound] + lam * np.sign(v[bound])])
+    try:
+        point = spla.spsolve((system.T @ system).tocsc(), system.T @ target)
+    except RuntimeError:
+        return None
+    if not np.all(np.isfinite(point)) or np.abs(full @ point - b).max() - lam > 1e-9:
+        return None
+    return point
+
+
+def summary(values: np.ndarray) -> str:
+    values = values[np.isfinite(values)]
+    return "median {:.1e} p90 {:.1e} max {:.1e}".format(*np.percentile(values, [50, 90, 100]))
+
+
+def bench_grid(grid_size, args, lambdas, results):
+    stats = demo_statistics(grid_size, args.images, args.samples)
+    key = f"g{grid_size}"
+    for form, context in (("cvxpy", clarabel_through_cvxpy), ("conic", contextlib.nullcontext)):
+        with context():
+            with_reliability, maps_only = bench_clarabel(stats, lambdas)
+        print(f"clarabel  {grid_size:2d}x{grid_size:<2d} {form:5s} {with_reliability:7.3f} CPU-s per image with "
+              f"reliability, {maps_only:7.3f} maps only ({len(stats)} images, lambdas {lambdas})")
+        results[f"{key}_clarabel_{form}_cpu_s_per_image"] = round(with_reliability, 4)
+        results[f"{key}_clarabel_{form}_maps_only_cpu_s_per_image"] = round(maps_only, 4)
+    started = time.process_time()
+    finish_leg(stats, {"absolute": True})
+    leg_seconds = (time.process_time() - started) / len(stats)
+    print(f"leg       {grid_size:2d}x{grid_size:<2d} {leg_seconds:7.3f} CPU-s per image, LEG's finish step "
+          f"(map, standard errors, reliability)")
+    results[f"{key}_leg_finish_cpu_s_per_image"] = round(leg_seconds, 4)
+
+    rhs, lams, own = finish_programs(stats, lambdas)
+    reference, clarabel_s = reference_solutions(grid_size, rhs, lams, "CLARABEL")
+    with clarabel_through_cvxpy():
+        through_cvxpy, cvxpy_s = reference_solutions(grid_size, rhs, lams, "CLARABEL")
+    difference = difference_matrix(grid_size)
+    optimum = np.abs(reference @ difference.T).sum(axis=1)
+    programs_per_image = len(rhs) / len(stats)
+    snapped_reference = np.array([snap_ties(x) for x in reference])
+    agreement = spearman_rows(snapped_reference, np.array([snap_ties(x) for x in through_cvxpy]))
+    objective_difference = np.abs(np.abs(through_cvxpy @ difference.T).sum(axis=1) - optimum) / optimum
+    print(f"clarabel  {grid_size:2d}x{grid_size:<2d} {np.median(clarabel_s) * 1e3:7.1f} ms per program conic, "
+          f"{np.median(cvxpy_s) * 1e3:7.1f} through cvxpy (median of {len(rhs)}; {programs_per_image:.0f} "
+          f"programs per image); objective difference max {objective_difference.max():.1e}, snapped "
+          f"Spearman min {agreement.min():.4f} median {np.median(agreement):.4f}")
+    results[f"{key}_clarabel_conic_ms_per_program"] = round(float(np.median(clarabel_s)) * 1e3, 2)
+    results[f"{key}_clarabel_cvxpy_ms_per_program"] = round(float(np.median(cvxpy_s)) * 1e3, 2)
+    results[f"{key}_conic_vs_cvxpy"] = {"objective_difference_max": float(objective_difference.max()),
+                                        "spearman_min": round(float(agreement.min()), 4)}
+
+    ops = GridOperators(grid_size)
+    checkpoints = [] if "batched" in args.skip else sorted(int(value) for value in args.iterations.split(","))
+    for iterations, seconds, point, objective, bound, violation, u, v in admm(ops, rhs, lams, checkpoints):
+        gap = (objective - bound) / np.maximum(bound, 1e-300)
+        certified = (bound > 0) & (gap <= CERTIFIED_GAP)
+        error = (objective - optimum) / optimum
+        excess = (bound - optimum) / optimum
+        snapped = np.array([snap_ties(x) for x in point.reshape(len(rhs), -1)])
+        agreement = spearman_rows(snapped, snapped_reference)
+        channels = stats.g_hat.shape[1]
+        map_agreement = spearman_rows(  # the stored maps: mean over channels of |snapped solution|
+            np.abs(snapped[own].reshape(-1, channels, ops.p)).mean(axis=1),
+            np.abs(snapped_reference[own].reshape(-1, channels, ops.p)).mean(axis=1))
+        per_program_ms = seconds / len(rhs) * 1e3
+        print(f"batched   {grid_size:2d}x{grid_size:<2d} {iterations:5d} iterations {per_program_ms:7.2f} ms per "
+              f"program; certified {certified.mean():.3f}; objective error {summary(error)}; "
+              f"raw violation {summary(np.maximum(violation, 0))}; Spearman per program min {agreement.min():.3f} "
+              f"median {np.median(agreement):.3f}, of the maps min {map_agreement.min():.3f}; "
+              f"bound - optimum max {excess.max():.1e}")
+        results[f"{key}_admm_{iterations}"] = {
+            "ms_per_program": round(per_program_ms, 3), "certified": round(float(certified.mean()), 4),
+            "objective_error_median": float(np.median(error)), "objective_error_max": float(error.max()),
+            "violation_median": float(np.median(np.maximum(violation, 0))),
+            "spearman_min": round(float(agreement.min()), 4), "spearman_median": round(float(np.median(agreement)), 4),
+            "map_spearman_min": round(float(map_agreement.min()), 4), "bound_excess_max": float(excess.max()),
+        }
+        maps = np.nonzero(own)[0]
+        polished = [polish(ops, grid_size, rhs[i], lams[i], u[i], v[i]) for i in maps]
+        optimal = [x is not None and np.abs(difference @ x).sum() <= optimum[i] * (1 + 1e-6)
+                   for x, i in zip(polished, maps)]
+        print(f"polish    {grid_size:2d}x{grid_size:<2d} {iterations:5d} iterations: {sum(optimal)} of "
+              f"{len(maps)} maps' programs feasible and optimal")
+        results[f"{key}_polish_{iterations}"] = f"{sum(optimal)}/{len(maps)}"
+
+    if "optima" in args.skip:
+        return
+    maps = np.nonzero(own)[0]
+    vertices, _ = reference_solutions(grid_size, rhs[maps], lams[maps], "HIGHS")
+    vertex_objective = np.abs(vertices @ difference.T).sum(axis=1)
+    channels = stats.g_hat.shape[1]
+    for lam in lambdas:
+        chosen = lams[maps] == lam
+        snapped_vertices = np.array([snap_ties(x) for x in vertices[chosen]])
+        agreement = spearman_rows(snapped_vertices, snapped_reference[maps][chosen])
+        combined = spearman_rows(  # the stored map: mean over channels of |snapped solution|
+            np.abs(snapped_vertices.reshape(-1, channels, ops.p)).mean(axis=1),
+            np.abs(snapped_reference[maps][chosen].reshape(-1, channels, ops.p)).mean(axis=1))
+        gap = np.abs(vertex_objective[chosen] - optimum[maps][chosen]) / optimum[maps][chosen]
+        print(f"optima    {grid_size:2d}x{grid_size:<2d} lambda {lam}: HiGHS vs Clarabel objective "
+              f"{summary(gap)}; snapped Spearman per channel min {agreement.min():.3f} median "
+              f"{np.median(agreement):.3f}, of the maps min {combined.min():.3f} median {np.median(combined):.3f}")
+        results[f"{key}_highs_vs_clarabel_lam{lam}"] = {
+            "objective_difference_max": float(gap.max()), "spearman_min": round(float(agreement.min()), 4),
+            "spearman_median": round(float(np.median(agreement)), 4),
+            "map_spearman_min": round(float(combined.min()), 4)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--grids", default="8,16,28")
+    parser.add_argument("--images", type=int, default=4)
+    parser.add_argument("--samples", type=int, default=342, help="samples per channel")
+    parser.add_argument("--lambdas", default="0.1,0.3")
+    parser.add_argument("--iterations", default="100,300,1000,3000", help="ADMM checkpoints")
+    parser.add_argument("--skip", default="", help="comma-separated sections to skip: batched, optima")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    lambdas = [float(value) for value in args.lambdas.split(",")]
+    results = {"machine": f"{platform.machine()} {os.cpu_count()} cores", "legx": __version__,
+               "images": args.images, "samples": args.samples, "lambdas": lambdas}
+    for grid_size in (int(value) for value in args.grids.split(",")):
+        bench_grid(grid_size, args, lambdas, results)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
