@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_node_loss import MODEL_CALL, _actor_node, _free_port, _tasks  # noqa: E402 - one definition
+from bench_node_loss import MODEL_CALL, _actor_node, _free_port, _tasks, start_cluster  # noqa: E402 - one definition
 from fault_proxy import FaultProxy  # noqa: E402
 
 ROWS_PER_IMAGE = 3  # leg + leg-tv at two lambdas
@@ -57,7 +57,6 @@ def main() -> None:
     import duckdb
     import s3fs
     from moto.server import ThreadedMotoServer
-    from ray.cluster_utils import Cluster
 
     from legx.pipeline.demo.data import write_demo_dataset
 
@@ -81,13 +80,7 @@ def main() -> None:
 
     proxy = FaultProxy(endpoint, slowdown=args.slowdown, drop=args.drop, seed=0)
     proxy.start()
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "include_dashboard": True, "dashboard_port": _free_port(),
-        "dashboard_agent_listen_port": _free_port()})
-    for _ in range(2):
-        cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    dashboard = f"http://{cluster.webui_url}"
+    cluster, dashboard = start_cluster()
     command = [shutil.which("legx") or sys.executable, *([] if shutil.which("legx") else ["-m", "legx.pipeline.cli"]),
                "run", "--input", f"s3://{bucket}/in", "--output", f"s3://{bucket}/out", "--model", "demo",
                "--methods", "leg,leg-tv", "--samples", str(args.samples), "--run-id", run_id,

@@ -59,6 +59,20 @@ def _actor_node(cluster, dashboard: str, job_id: str | None):
     return None
 
 
+def start_cluster(workers: int = 2):
+    """A head without CPUs (with the dashboard, for the state API) and ``workers`` one-CPU worker
+    nodes on this machine; returns the cluster and its dashboard's URL."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "include_dashboard": True, "dashboard_port": _free_port(),
+        "dashboard_agent_listen_port": _free_port()})
+    for _ in range(workers):
+        cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    return cluster, f"http://{cluster.webui_url}"
+
+
 def run_once(cluster, dashboard: str, job: list[str], output: Path, run_id: str, kill_after: int | None,
              seen_jobs: set[str]) -> dict:
     command = [shutil.which("legx") or sys.executable, *([] if shutil.which("legx") else ["-m", "legx.pipeline.cli"])]
@@ -117,19 +131,11 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-    from ray.cluster_utils import Cluster
-
     from legx.pipeline.demo.data import write_demo_dataset
 
     work = Path(tempfile.mkdtemp(prefix="legx-node-loss-"))
     write_demo_dataset(work / "images", args.images, seed=0, image_size=64)
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "include_dashboard": True, "dashboard_port": _free_port(),
-        "dashboard_agent_listen_port": _free_port()})
-    for _ in range(2):
-        cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    dashboard = f"http://{cluster.webui_url}"
+    cluster, dashboard = start_cluster()
     job = ["run", "--input", str(work / "images"), "--output", str(work / "out"), "--model", "demo",
            "--methods", "leg,leg-tv", "--samples", str(args.samples),
            "--set", "gpu=never", "--set", "image_size=64", "--set", "actors=1", "--set", "output_shared=true",
