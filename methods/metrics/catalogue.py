@@ -153,8 +153,3 @@ def needs_model(names) -> bool:
 def region_metrics(names) -> list[str]:
     """Those of ``names`` scored against a ground-truth region (their chance level is its share)."""
     return [name for name in names if metric(name).needs_region]
-
-
-def rate_metrics() -> frozenset[str]:
-    """The metrics whose mean is a rate (Wilson's interval)."""
-    return frozenset(record.name for record in METRICS if record.rate)

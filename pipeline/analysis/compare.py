@@ -87,16 +87,6 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _nan_mean(values: np.ndarray) -> float:
-    finite = values[np.isfinite(values)]
-    return float(finite.mean()) if finite.size else float("nan")
-
-
-def _nan_median(values: np.ndarray) -> float:
-    finite = values[np.isfinite(values)]
-    return float(np.median(finite)) if finite.size else float("nan")
-
-
 def compare_runs(
     output_a: str,
     output_b: str,

@@ -134,13 +134,7 @@ def _attempt(config: JobConfig, nodes_at_start: set[str], started_at: datetime) 
     driver_retries = RetryCounter.retries
     attempts = config.storage.max_attempts
     use_gpu = _use_gpu(config)
-    resources = _actor_resources(config, use_gpu)
-    logger.debug("resources: %s", resources.describe())
-    classes = job_classes(config)
-    plan = make_plan(config, use_gpu, list(classes.names) if classes and classes.names else None,
-                     actor_cpus=resources.actor_cpus)
-    model_id, declared_size, outputs = _inspect_model(plan, config)
-    check_class_count(classes, outputs, config)
+    resources, plan, model_id, declared_size = _prepare(config, use_gpu)
     warnings = []
     if declared_size and declared_size != config.image_size:
         warnings.append(f"WARNING: model {config.model} was trained on {declared_size} px images; this"
@@ -207,12 +201,7 @@ def job_stages(dataset, config: JobConfig):
     ensure_ray()
     retry_io_errors_in_ray_data()
     use_gpu = _use_gpu(config)
-    resources = _actor_resources(config, use_gpu)
-    classes = job_classes(config)
-    plan = make_plan(config, use_gpu, list(classes.names) if classes and classes.names else None,
-                     actor_cpus=resources.actor_cpus)
-    model_id, _, outputs = _inspect_model(plan, config)
-    check_class_count(classes, outputs, config)
+    _, plan, model_id, _ = _prepare(config, use_gpu)
     annotations = _annotations(config, "dataset") if config.annotations else None
     job = _Job(config, plan, gpus=_actor_gpus(plan, use_gpu))
     dataset = _stages(dataset, job, annotations.table if annotations else None, {}, set())
@@ -243,6 +232,20 @@ def _annotations(config: JobConfig, source_format: str):
         where = config.annotations or f"{config.input} ({source_format} annotations)"
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ConfigError([f"annotations: cannot read {where!r}: {reason}"]) from error
+
+
+def _prepare(config: JobConfig, use_gpu: bool) -> tuple[ActorResources, Plan, str, int | None]:
+    """What both entry points settle before any stage runs: the actors' resources, the class
+    list, the plan, and the model loaded once here (its id and declared input size), with the
+    class list checked against the model's outputs."""
+    resources = _actor_resources(config, use_gpu)
+    logger.debug("resources: %s", resources.describe())
+    classes = job_classes(config)
+    plan = make_plan(config, use_gpu, list(classes.names) if classes and classes.names else None,
+                     actor_cpus=resources.actor_cpus)
+    model_id, declared_size, outputs = _inspect_model(plan, config)
+    check_class_count(classes, outputs, config)
+    return resources, plan, model_id, declared_size
 
 
 def _inspect_model(plan: Plan, config: JobConfig) -> tuple[str, int | None, int]:

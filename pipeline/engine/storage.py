@@ -54,10 +54,6 @@ def scheme_of(uri: str) -> str:
     return scheme
 
 
-def is_remote(uri: str) -> bool:
-    return scheme_of(uri) != "file"
-
-
 def strip_userinfo(url: str) -> str:
     """The URL without any user:password@ part, for logs and manifests."""
     parts = urlsplit(url)
