@@ -276,8 +276,8 @@ def test_losing_the_model_actors_node(cluster, s3_bucket, s3_images, tmp_path):
 
 
 def test_losing_the_node_of_the_solves_and_writes(cluster, s3_bucket, s3_images, tmp_path):
-    # The state API reports running tasks a few seconds late, and the solves and writes of
-    # eight images can all be over by then (it named the node after the twelfth image, on a 2-core machine): four times as many keep the job under way.
+    # The state API reports running tasks seconds late, long enough for the solves and writes
+    # of eight images to end before the loss: four times as many keep the job under way.
     _lose_a_node_mid_job(cluster, s3_bucket, s3_images, tmp_path, "task-loss",
                          _solve_or_write_node, "a write finished and a solve's node known", images=32)
 
