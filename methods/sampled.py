@@ -47,7 +47,9 @@ class FinishedMap:
     or None where the step failed for this output, with ``error`` saying why; seconds: the time
     the step spent on this map; saliency_se: the standard error of each cell, (h, w), where the
     method estimates it; reliability: the map's predicted seed-to-seed Spearman, where the method
-    estimates it (NaN where it cannot for this image).
+    estimates it (NaN where it cannot for this image); fallbacks: the programs behind this map
+    (its own and its reliability's) that a fast solver handed to the exact one (LEG-TV's
+    BATCHED solver; 0 for a method without programs).
     """
 
     output: float | None
@@ -56,6 +58,7 @@ class FinishedMap:
     error: str | None = None
     saliency_se: np.ndarray | None = None
     reliability: float | None = None
+    fallbacks: int = 0
 
     def __post_init__(self) -> None:
         if (self.saliency is None) == (self.error is None):

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from legx.methods.leg.solvers import LegStatistics, leg_maps, legtv_solutions
-from legx.methods.leg.uncertainty import legtv_reliability, map_standard_errors, reliability
+from legx.methods.leg.uncertainty import legtv_reliability_with_fallbacks, map_standard_errors, reliability
 from legx.methods.sampled import FinishedMap
 
 
@@ -42,13 +44,16 @@ def finish_legtv(stats: LegStatistics, params: dict) -> list[list[FinishedMap]]:
     solutions = legtv_solutions(stats, lambdas, solver, formulation, absolute)
     if stats.group_leg is None:
         reliabilities = [[None] * len(lambdas) for _ in solutions]
+        reliability_fallbacks = np.zeros((len(solutions), len(lambdas)), dtype=np.int64)
     else:
-        reliabilities = legtv_reliability(stats, lambdas, solver, formulation, absolute).tolist()
+        predicted, reliability_fallbacks = legtv_reliability_with_fallbacks(
+            stats, lambdas, solver, formulation, absolute)
+        reliabilities = predicted.tolist()
     return [
         [
             FinishedMap(solution.lam, solution.map, solution.solve_s, error=solution.error,
-                        reliability=predicted)
-            for solution, predicted in zip(per_image, per_lambda)
+                        reliability=predicted, fallbacks=solution.fallbacks + int(extra))
+            for solution, predicted, extra in zip(per_image, per_lambda, per_lambda_fallbacks)
         ]
-        for per_image, per_lambda in zip(solutions, reliabilities)
+        for per_image, per_lambda, per_lambda_fallbacks in zip(solutions, reliabilities, reliability_fallbacks)
     ]

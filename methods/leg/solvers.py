@@ -22,17 +22,21 @@ one extra scalar t = 1^T g. The problem is scaled to h = s^2 g / ||b||_inf so th
 sees unit-size data whatever the noise level and score. Its matrices are built once per grid
 size and only b and lam change between solves: Clarabel's conic form directly (``_TVProgram``),
 and for HiGHS or the dense formulation a DPP-compliant cvxpy problem whose Parameters are b and
-lam, so that many images and lambdas reuse one canonicalisation. Solvers are open source:
-Clarabel (interior point) by default, HiGHS as fallback; on LEG statistics of real models
-Clarabel solved the 28 x 28 LP 3-10x faster than HiGHS's default simplex (scripts/bench.py).
-A solve that does not end optimal, or whose solution violates the constraint beyond tolerance,
-is reported as an error and never returned as a map.
+lam, so that many images and lambdas reuse one canonicalisation. By default (BATCHED) every
+program of a call is solved together by ``legx.methods.leg.interior_point``, an interior-point
+method on the program's banded normal equations; a program it does not finish to its tolerance
+goes to Clarabel (interior point), then HiGHS (simplex), one at a time, and is counted
+(``TVSolution.fallbacks``). CLARABEL and HIGHS choose the one-at-a-time path directly; on LEG
+statistics of real models Clarabel solved the 28 x 28 LP 3-10x faster than HiGHS's default
+simplex (scripts/bench.py). A solve that does not end optimal, or whose solution violates the
+constraint beyond tolerance, is reported as an error and never returned as a map.
 
 The optimum's value is unique, its point often is not: on the demo model's statistics at
 16 x 16 and 28 x 28 the optimal face has many points, and an interior-point solver ends at its
 centre where a simplex solver ends at a vertex (HiGHS's and Clarabel's snapped solutions, at
 the same objective to 1e-8, can rank the cells differently; docs/benchmarks/legtv-solver.md).
-Maps are therefore Clarabel's, and HiGHS is only the fallback.
+Maps are therefore an interior-point method's (the batched solver's, or Clarabel's, which agree
+after snapping), and HiGHS is only the last fallback.
 
 Ties. A TV-minimising solution is piecewise constant: at lambda 0.3 on the demo model most
 cells of a channel are exactly 0 at the optimum and the rest take a few region values. An
@@ -196,7 +200,11 @@ def leg_maps(stats: LegStatistics, absolute: bool = True) -> np.ndarray:
     return combined.reshape(len(stats), stats.grid_size, stats.grid_size).astype(np.float32)
 
 
-SOLVERS = ("CLARABEL", "HIGHS")
+# BATCHED: every program of a call at once (``legx.methods.leg.interior_point``), the exact
+# solvers as its fallback; CLARABEL and HIGHS: one program at a time, each the other's fallback.
+EXACT_SOLVERS = ("CLARABEL", "HIGHS")
+SOLVERS = ("BATCHED", *EXACT_SOLVERS)
+DEFAULT_SOLVER = "BATCHED"
 FORMULATIONS = ("sparse", "dense")
 # Constraint violation accepted on the unit-scaled problem (||b||_inf = 1): looser than the
 # solvers' own feasibility tolerances (1e-7 to 1e-8), tight enough to reject a wrong answer.
@@ -219,6 +227,8 @@ class TVSolution:
     status: str
     error: str | None
     solve_s: float
+    # Programs of this map (one per channel) that the BATCHED solver left to the exact one.
+    fallbacks: int = 0
 
 
 @lru_cache(maxsize=8)
@@ -391,7 +401,7 @@ def snap_ties(solution: np.ndarray, tolerance: float = TIE_TOLERANCE) -> np.ndar
 def _solve_with_fallback(
     program: _TVProgram, rhs: np.ndarray, lam: float, solver: str
 ) -> np.ndarray:
-    fallbacks = [solver] + [other for other in SOLVERS if other != solver]
+    fallbacks = [solver] + [other for other in EXACT_SOLVERS if other != solver]
     errors = []
     for name in fallbacks:
         try:
@@ -401,65 +411,142 @@ def _solve_with_fallback(
     raise TVSolveError("; ".join(errors))
 
 
+def check_solver_arguments(solver: str, formulation: str) -> None:
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    if formulation not in FORMULATIONS:
+        raise ValueError(f"formulation must be one of {FORMULATIONS}, got {formulation!r}")
+    if solver == "BATCHED" and formulation != "sparse":
+        raise ValueError("the BATCHED solver solves the sparse formulation; formulation 'dense' "
+                         "needs solver CLARABEL or HIGHS")
+
+
+def _solve_programs(program: _TVProgram, rhs: np.ndarray, lams: np.ndarray,
+                    solver: str) -> tuple[list[np.ndarray | TVSolveError], np.ndarray]:
+    """Unit-scale solutions of programs (rhs (n, m), lams (n,)), or the error of each that had
+    none, and whether the exact fallback solved it. BATCHED solves them all at once
+    (``legx.methods.leg.interior_point``) and hands a program that did not converge, or whose
+    solution violates the constraint, to Clarabel and then HiGHS; the exact solvers take the
+    programs one by one."""
+    fell_back = np.zeros(len(rhs), dtype=bool)
+    if solver != "BATCHED":
+        results = []
+        for row, lam in zip(rhs, lams):
+            try:
+                results.append(_solve_with_fallback(program, row, float(lam), solver))
+            except TVSolveError as error:
+                results.append(error)
+        return results, fell_back
+    from legx.methods.leg.interior_point import solve_programs
+
+    batch = solve_programs(program.grid_size, rhs, lams)
+    results = []
+    for index, (solution, row, lam) in enumerate(zip(batch.solutions, rhs, lams)):
+        accepted = (batch.converged[index] and np.all(np.isfinite(solution))
+                    and program.residual(solution, row) - lam <= FEASIBILITY_TOLERANCE)
+        if accepted:
+            results.append(solution)
+            continue
+        fell_back[index] = True
+        try:
+            results.append(_solve_with_fallback(program, row, float(lam), "CLARABEL"))
+        except TVSolveError as error:
+            results.append(error)
+    return results, fell_back
+
+
+def solve_tv_batch(
+    g_hats: np.ndarray,
+    grid_size: int,
+    noise_level: float,
+    lambdas: Sequence[float],
+    solver: str = DEFAULT_SOLVER,
+    formulation: str = "sparse",
+    absolute: bool = True,
+) -> list[list[TVSolution]]:
+    """LEG-TV maps of many statistics g_hat (S, C, p) at once, one per statistic and lambda.
+
+    Each channel is its own program and the channels are combined as for LEG (mean of absolute
+    values, or the signed mean). Every program of the call (S x C x lambdas) goes to the solver
+    together, so that BATCHED solves them as one batch. A lambda whose solve fails for any
+    channel, with every solver, yields a TVSolution with status 'error' and no map. The call's
+    solve time is shared equally by its solutions.
+    """
+    check_solver_arguments(solver, formulation)
+    g_hats = np.asarray(g_hats, dtype=np.float64)
+    n_cells = grid_size * grid_size
+    if g_hats.ndim != 3 or g_hats.shape[2] != n_cells:
+        raise ValueError(f"g_hat must have shape (statistics, channels, {n_cells}), got {g_hats.shape}")
+    if not np.isfinite(g_hats).all():
+        raise ValueError("g_hat contains NaN or infinite values")
+    started = time.perf_counter()
+    n_statistics, n_channels, _ = g_hats.shape
+    lambdas = [float(lam) for lam in lambdas]
+    program = _program(grid_size, formulation)
+    # Every statistic and channel in one product: D+^T is read once.
+    rhs = program.rhs_of(g_hats.reshape(-1, n_cells).T).T.reshape(n_statistics, n_channels, -1)
+    scales = np.abs(rhs).max(axis=2)
+    # b = 0 means a locally flat score: g = 0 is the only feasible point's optimum.
+    keys = [(statistic, channel, position)
+            for statistic in range(n_statistics) for channel in range(n_channels)
+            if scales[statistic, channel] > 0 for position in range(len(lambdas))]
+    statistic_of, channel_of, position_of = (np.array(part, dtype=np.int64).reshape(-1)
+                                             for part in zip(*keys)) if keys else (np.zeros(0, np.int64),) * 3
+    unit_rhs = rhs[statistic_of, channel_of] / scales[statistic_of, channel_of, None]
+    lams = np.asarray(lambdas, dtype=np.float64)[position_of]
+    results, fell_back = _solve_programs(program, unit_rhs, lams, solver) if keys else ([], [])
+    per_channel = np.zeros((n_statistics, len(lambdas), n_channels, n_cells))
+    errors: dict[tuple[int, int], str] = {}
+    fallbacks = np.zeros((n_statistics, len(lambdas)), dtype=np.int64)
+    for (statistic, channel, position), result, exact in zip(keys, results, fell_back):
+        fallbacks[statistic, position] += exact
+        if isinstance(result, TVSolveError):
+            errors.setdefault((statistic, position), str(result))
+            continue
+        scale = scales[statistic, channel] / noise_level**2
+        per_channel[statistic, position, channel] = snap_ties(result) * scale
+    seconds = (time.perf_counter() - started) / max(1, n_statistics * len(lambdas))
+    solutions = []
+    for statistic in range(n_statistics):
+        row = []
+        for position, lam in enumerate(lambdas):
+            error = errors.get((statistic, position))
+            fallback_count = int(fallbacks[statistic, position])
+            if error is not None:
+                row.append(TVSolution(lam, None, "error", error, seconds, fallback_count))
+                continue
+            combined = combine_channels(per_channel[statistic, position], absolute)
+            row.append(TVSolution(lam, combined.reshape(grid_size, grid_size).astype(np.float32),
+                                  "ok", None, seconds, fallback_count))
+        solutions.append(row)
+    return solutions
+
+
 def solve_tv(
     g_hat: np.ndarray,
     grid_size: int,
     noise_level: float,
     lambdas: Sequence[float],
-    solver: str = "CLARABEL",
+    solver: str = DEFAULT_SOLVER,
     formulation: str = "sparse",
     absolute: bool = True,
 ) -> list[TVSolution]:
-    """LEG-TV maps of one image from its LEG statistic g_hat (C, p), one per lambda.
-
-    Each channel is solved separately and the channels combined as for LEG (mean of absolute
-    values, or the signed mean). A lambda whose solve fails for any channel, with both
-    solvers, yields a TVSolution with status 'error' and no map.
-    """
-    if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-    if formulation not in FORMULATIONS:
-        raise ValueError(f"formulation must be one of {FORMULATIONS}, got {formulation!r}")
+    """LEG-TV maps of one image from its LEG statistic g_hat (C, p), one per lambda
+    (``solve_tv_batch`` of one statistic)."""
     g_hat = np.asarray(g_hat, dtype=np.float64)
     n_cells = grid_size * grid_size
     if g_hat.ndim != 2 or g_hat.shape[1] != n_cells:
         raise ValueError(f"g_hat must have shape (channels, {n_cells}), got {g_hat.shape}")
-    if not np.isfinite(g_hat).all():
-        raise ValueError("g_hat contains NaN or infinite values")
-    program = _program(grid_size, formulation)
-    rhs = program.rhs_of(g_hat.T).T  # every channel in one product: D+^T is read once
-    scales = [float(np.abs(channel_rhs).max()) for channel_rhs in rhs]
-    results = []
-    for lam in lambdas:
-        started = time.perf_counter()
-        try:
-            per_channel = np.zeros_like(g_hat)
-            for channel, (channel_rhs, scale) in enumerate(zip(rhs, scales)):
-                # b = 0 means a locally flat score: g = 0 is the only feasible point's optimum.
-                if scale > 0:
-                    unit = snap_ties(_solve_with_fallback(program, channel_rhs / scale, float(lam), solver))
-                    per_channel[channel] = unit * scale / noise_level**2
-            combined = combine_channels(per_channel, absolute).reshape(grid_size, grid_size)
-            results.append(
-                TVSolution(float(lam), combined.astype(np.float32), "ok", None,
-                           time.perf_counter() - started)
-            )
-        except TVSolveError as error:
-            results.append(
-                TVSolution(float(lam), None, "error", str(error), time.perf_counter() - started)
-            )
-    return results
+    return solve_tv_batch(g_hat[None], grid_size, noise_level, lambdas, solver, formulation, absolute)[0]
 
 
 def legtv_solutions(
     stats: LegStatistics,
     lambdas: Sequence[float],
-    solver: str = "CLARABEL",
+    solver: str = DEFAULT_SOLVER,
     formulation: str = "sparse",
     absolute: bool = True,
 ) -> list[list[TVSolution]]:
-    """LEG-TV solutions per image of ``stats`` and per lambda."""
-    return [
-        solve_tv(g_hat, stats.grid_size, stats.noise_level, lambdas, solver, formulation, absolute)
-        for g_hat in stats.g_hat
-    ]
+    """LEG-TV solutions per image of ``stats`` and per lambda, every program in one batch."""
+    return solve_tv_batch(stats.g_hat, stats.grid_size, stats.noise_level, lambdas, solver,
+                          formulation, absolute)

@@ -21,11 +21,11 @@ import numpy as np
 from legx.methods.lazy_imports import torch
 from legx.methods.leg.explainer import LEG
 from legx.methods.leg.solvers import (
-    FORMULATIONS,
-    SOLVERS,
+    DEFAULT_SOLVER,
     LegStatistics,
     TVSolution,
     TVSolveError,
+    check_solver_arguments,
     legtv_solutions,
 )
 
@@ -34,9 +34,10 @@ class LEGTV(LEG):
     """LEG-TV maps: (N, L, grid_size, grid_size) float32, one map per lambda in ``lambdas``.
 
     Sampling parameters, by keyword, as for ``LEG``; lambdas: constraint levels, each >= 0 (0
-    returns LEG, >= 1 returns 0; the reference uses 0.05 to 0.3); solver: 'CLARABEL' or 'HIGHS'
-    (the other is the fallback); formulation: 'sparse' (default) or 'dense' (the reference's,
-    for benchmarks). These three, like ``absolute``, are the finish step's (``finish_params``).
+    returns LEG, >= 1 returns 0; the reference uses 0.05 to 0.3); solver: 'BATCHED' (default:
+    every program of a call at once, with Clarabel as its fallback), 'CLARABEL' or 'HIGHS' (one
+    program at a time, each the other's fallback); formulation: 'sparse' (default) or 'dense'
+    (the reference's, for benchmarks, with CLARABEL or HIGHS). These three, like ``absolute``, are the finish step's (``finish_params``).
     """
 
     name = "leg-tv"
@@ -46,7 +47,7 @@ class LEGTV(LEG):
     def __init__(
         self,
         lambdas: Sequence[float] = (0.1,),
-        solver: str = "CLARABEL",
+        solver: str = DEFAULT_SOLVER,
         formulation: str = "sparse",
         **leg_params,
     ) -> None:
@@ -54,10 +55,7 @@ class LEGTV(LEG):
         lambdas = tuple(float(lam) for lam in np.atleast_1d(lambdas))
         if not lambdas or any(not np.isfinite(lam) or lam < 0 for lam in lambdas):
             raise ValueError(f"lambdas must be a non-empty list of finite values >= 0, got {lambdas}")
-        if solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-        if formulation not in FORMULATIONS:
-            raise ValueError(f"formulation must be one of {FORMULATIONS}, got {formulation!r}")
+        check_solver_arguments(solver, formulation)
         self.lambdas = lambdas
         self.solver = solver
         self.formulation = formulation

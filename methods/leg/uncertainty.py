@@ -45,7 +45,14 @@ import numpy as np
 from scipy.linalg import hadamard
 from scipy.stats import norm, rankdata
 
-from legx.methods.leg.solvers import LegStatistics, combine_channels, covariance, grid_operators, solve_tv
+from legx.methods.leg.solvers import (
+    DEFAULT_SOLVER,
+    LegStatistics,
+    combine_channels,
+    covariance,
+    grid_operators,
+    solve_tv_batch,
+)
 
 # Simulated runs of LEG-TV's bootstrap per budget level (``legtv_reliability``; each costs a
 # program per channel and lambda at each of the two levels).
@@ -235,7 +242,7 @@ def reliability(stats: LegStatistics, absolute: bool = True) -> np.ndarray:
 def legtv_reliability(
     stats: LegStatistics,
     lambdas: Sequence[float],
-    solver: str = "CLARABEL",
+    solver: str = DEFAULT_SOLVER,
     formulation: str = "sparse",
     absolute: bool = True,
     draws: int = LEGTV_BOOTSTRAP_DRAWS,
@@ -258,33 +265,52 @@ def legtv_reliability(
     halves' agreement to the full budget with the gain in odds LEG's map shows (under-predicted
     sparse lambda-0.3 maps at 1,026 forwards by 0.07), Spearman-Brown on the halves (over by up
     to 0.09), the bootstrap without its correction (under by up to 0.08)."""
+    return legtv_reliability_with_fallbacks(stats, lambdas, solver, formulation, absolute, draws)[0]
+
+
+def legtv_reliability_with_fallbacks(
+    stats: LegStatistics,
+    lambdas: Sequence[float],
+    solver: str = DEFAULT_SOLVER,
+    formulation: str = "sparse",
+    absolute: bool = True,
+    draws: int = LEGTV_BOOTSTRAP_DRAWS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``legtv_reliability`` (N, L) and, per image and lambda, how many of its programs the
+    BATCHED solver handed to the exact one (N, L) int64."""
     group_leg = _require(stats, "group_leg")
     result = np.full((len(stats), len(lambdas)), np.nan)
+    fallbacks = np.zeros((len(stats), len(lambdas)), dtype=np.int64)
     if group_leg.shape[1] < 8:
-        return result
+        return result, fallbacks
     _, alpha, estimate, noise = _matched_signal(group_leg, absolute)
     sigma = covariance(stats.grid_size, stats.noise_level)
-    simulated = range(1, 1 + min(draws, noise.shape[1] - 1))
-
-    def maps(statistics: list[np.ndarray]) -> np.ndarray | None:
-        """(len(statistics), L, p) LEG-TV maps of LEG statistics (C, p), None if any failed."""
-        solved = [solve_tv(g_hat, stats.grid_size, stats.noise_level, lambdas, solver, formulation,
-                           absolute) for g_hat in np.stack(statistics) @ sigma]
-        if any(solution.map is None for per_lambda in solved for solution in per_lambda):
-            return None
-        return np.array([[solution.map.ravel() for solution in per_lambda] for per_lambda in solved])
+    simulated = list(range(1, 1 + min(draws, noise.shape[1] - 1)))
+    # Per image: the two halves of split 1, the simulated runs at the full budget, then at half.
+    statistics = [
+        leg
+        for image in range(len(stats))
+        for leg in ([estimate[image] + noise[image, 0], estimate[image] - noise[image, 0]]
+                    + [alpha[image] * estimate[image] + noise[image, r] for r in simulated]
+                    + [alpha[image] * estimate[image] + np.sqrt(2) * noise[image, r] for r in simulated])
+    ]
+    # Every program of every image in one call, so that a batched solver takes them together.
+    solved = solve_tv_batch(np.stack(statistics) @ sigma, stats.grid_size, stats.noise_level, lambdas,
+                            solver, formulation, absolute)
+    per_image = 2 + 2 * len(simulated)
 
     def mean_agreement(values: np.ndarray) -> np.ndarray:
         pairs = list(itertools.combinations(range(len(values)), 2))
         return np.mean([spearman_rows(values[a], values[b]) for a, b in pairs], axis=0)
 
     for image in range(len(stats)):
-        signal = alpha[image] * estimate[image]
-        halves = maps([estimate[image] + noise[image, 0], estimate[image] - noise[image, 0]])
-        full = maps([signal + noise[image, r] for r in simulated])
-        half = maps([signal + np.sqrt(2) * noise[image, r] for r in simulated])
-        if halves is None or full is None or half is None:
+        solutions = solved[image * per_image:(image + 1) * per_image]
+        fallbacks[image] = [sum(per_lambda[position].fallbacks for per_lambda in solutions)
+                            for position in range(len(lambdas))]
+        if any(solution.map is None for per_lambda in solutions for solution in per_lambda):
             continue
+        maps = np.array([[solution.map.ravel() for solution in per_lambda] for per_lambda in solutions])
+        halves, full, half = maps[:2], maps[2:2 + len(simulated)], maps[2 + len(simulated):]
         observed = spearman_rows(halves[0], halves[1])
         result[image] = np.clip(mean_agreement(full) + observed - mean_agreement(half), -1.0, 1.0)
-    return result
+    return result, fallbacks

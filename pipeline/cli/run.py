@@ -170,6 +170,9 @@ def run(args: argparse.Namespace) -> int:
     if summary.storage_retries or summary.superseded_rows:
         print(f"  healed:     {summary.storage_retries} storage operations retried after transient faults, "
               f"{summary.superseded_rows} retryable error rows replaced by this invocation's rows")
+    if summary.solver_fallbacks:
+        print(f"  solver:     {summary.solver_fallbacks} LEG-TV programs left by the batched solver "
+              "to the exact one (Clarabel)")
     print(f"  throughput: {summary.images_per_s:.2f} images/s, {summary.forwards_per_s:,.0f} forwards/s")
     if summary.model_window_s:
         print(f"  model:      first call {summary.startup_s:.1f} s after the start; actors busy "

@@ -59,7 +59,7 @@ def finish_batch(batch: pa.Table) -> pa.Table:
 
 def finished_row(base: dict, method: str, params_text: str, item) -> dict:
     """The output row of one ``legx.methods.sampled.FinishedMap``: its map, or its error."""
-    solved = {**base, "elapsed_s": base["elapsed_s"] + item.seconds}
+    solved = {**base, "elapsed_s": base["elapsed_s"] + item.seconds, "_solver_fallbacks": item.fallbacks}
     if item.error is not None:
         return {**solved, "method": method, "lam": item.output, "params": params_text,
                 "status": "error", "error": f"solve: {item.error}", "reliability": None}

@@ -67,6 +67,8 @@ class JobSummary:
     # in the write tasks), and the retryable error rows that this invocation's rows replaced.
     storage_retries: int = 0
     superseded_rows: int = 0
+    # LEG-TV programs that the batched solver left to the exact one (Clarabel, then HiGHS).
+    solver_fallbacks: int = 0
 
     @classmethod
     def of(cls, config: JobConfig, counts: WriteCounts, run_rows: pa.Table, wall_s: float,

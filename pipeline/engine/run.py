@@ -186,6 +186,7 @@ def _attempt(config: JobConfig, nodes_at_start: set[str], started_at: datetime) 
         "recovery": recovery(nodes_at_start),
     }
     summary.storage_retries = counts.storage_retries + RetryCounter.retries - driver_retries
+    summary.solver_fallbacks = counts.solver_fallbacks
     record_attempt(config, summary, attempt, model_id=model_id, model_input_size=declared_size,
                    methods=[{"name": s.name, "params": s.params} for s in plan.specs])
     return summary

@@ -106,7 +106,9 @@ DECODED_SCHEMA = pa.schema(
 # the first row of that call only, as _forwards counts an image's forwards on one row: summed or
 # min/maxed downstream, each call counts once (see ``ONCE_PER_CALL``). _labelled/_correct count
 # the call's images that carry a label and those whose clean top-1 class is that label, and
-# _classes is the model's number of outputs, on the same first row.
+# _classes is the model's number of outputs, on the same first row. _solver_fallbacks, on each
+# map's own row, counts the programs behind the map that LEG-TV's batched solver handed to the
+# exact one (``legx.methods.sampled.FinishedMap.fallbacks``).
 STAGE_SCHEMA = pa.schema(
     [
         _OUTPUT_FIELDS[name]
@@ -125,6 +127,7 @@ STAGE_SCHEMA = pa.schema(
         ("_labelled", pa.int64()),
         ("_correct", pa.int64()),
         ("_classes", pa.int64()),
+        ("_solver_fallbacks", pa.int64()),
         ("_stats", pa.binary()),
         ("_pending", pa.string()),
     ]

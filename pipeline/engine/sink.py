@@ -197,7 +197,8 @@ class WriteCounts:
     output), forwards, rows skipped as already written; and over the model calls whose rows
     they saw, written or not: busy seconds, the first call's start and the last one's end
     (epoch seconds), images with a label, those read correctly, the model's classes; the
-    storage operations retried, and the storage fault that ended a write, if one did."""
+    storage operations retried, and the storage fault that ended a write, if one did; the
+    solver programs that fell back to the exact solver in the rows written."""
 
     rows: int = 0
     ok: int = 0
@@ -212,6 +213,7 @@ class WriteCounts:
     correct: int = 0
     classes: int | None = None
     storage_retries: int = 0
+    solver_fallbacks: int = 0
     # A write that a storage fault ended after its retries (``StorageError.as_dict``); the job
     # raises it once the other writes are done.
     failure: dict | None = None
@@ -223,7 +225,7 @@ class WriteCounts:
         return WriteCounts(
             **{name: getattr(self, name) + getattr(other, name)
                for name in ("rows", "ok", "errors", "images", "forwards", "skipped", "model_s",
-                            "labelled", "correct", "storage_retries")},
+                            "labelled", "correct", "storage_retries", "solver_fallbacks")},
             model_start=pick(min, self.model_start, other.model_start),
             model_end=pick(max, self.model_end, other.model_end),
             classes=pick(max, self.classes, other.classes),
@@ -318,6 +320,7 @@ class ParquetWriter:
         counts.ok = statuses.count("ok")
         counts.errors = statuses.count("error")
         counts.forwards = int(pc.sum(batch.column("_forwards")).as_py() or 0)
+        counts.solver_fallbacks = int(pc.sum(batch.column("_solver_fallbacks")).as_py() or 0)
         counts.images = sum(
             1 for method, lam in zip(table.column("method").to_pylist(), table.column("lam").to_pylist())
             if method == anchor_method and lam == anchor_lam

@@ -148,8 +148,9 @@ def test_lambda_zero_returns_leg_and_lambda_one_or_more_returns_zero():
         assert np.all(solution.map == 0)  # the optimum, exactly
 
 
-@pytest.mark.parametrize("solver", ["HIGHS", "CLARABEL"])
-@pytest.mark.parametrize("formulation", ["sparse", "dense"])
+@pytest.mark.parametrize(("solver", "formulation"), [
+    ("BATCHED", "sparse"), ("CLARABEL", "sparse"), ("CLARABEL", "dense"), ("HIGHS", "sparse"), ("HIGHS", "dense"),
+])
 def test_solvers_and_formulations_reach_the_same_optimum(solver, formulation):
     g_hat = statistic(seed=3)
     (solution,) = solve_tv(g_hat, GRID, NOISE, [0.2], solver=solver, formulation=formulation,
@@ -205,6 +206,8 @@ def test_bad_inputs_are_rejected():
         solve_tv(np.full((1, GRID * GRID), np.nan), GRID, NOISE, [0.1])
     with pytest.raises(ValueError, match="solver"):
         solve_tv(np.zeros((1, GRID * GRID)), GRID, NOISE, [0.1], solver="MOSEK")
+    with pytest.raises(ValueError, match="BATCHED solver solves the sparse formulation"):
+        solve_tv(np.zeros((1, GRID * GRID)), GRID, NOISE, [0.1], solver="BATCHED", formulation="dense")
 
 
 def test_the_solvers_and_the_pipelines_task_stages_import_no_torch():
@@ -221,8 +224,9 @@ def test_the_solvers_and_the_pipelines_task_stages_import_no_torch():
 
 def test_leg_needs_no_solver_library_until_a_tv_program_is_solved():
     """A model actor imports LEG (for its grid operators) but never solves an LP; cvxpy would
-    add about a second to its start-up. The first LEG-TV solve imports its solver (Clarabel,
-    the default, without cvxpy); a HiGHS solve goes through cvxpy."""
+    add about a second to its start-up. The default solver (BATCHED) needs neither library
+    while its programs converge; a Clarabel solve imports Clarabel alone, a HiGHS solve goes
+    through cvxpy."""
     code = (
         "import sys, legx.methods.leg.explainer, legx.methods.leg.tv\n"
         "from legx.methods.leg.solvers import grid_operators, solve_tv\n"
@@ -231,12 +235,14 @@ def test_leg_needs_no_solver_library_until_a_tv_program_is_solved():
         "loaded = lambda: [name for name in ('clarabel', 'cvxpy') if name in sys.modules]\n"
         "before = loaded()\n"
         "solve_tv(np.ones((1, 16)), 4, 0.1, [0.1])\n"
+        "after_batched = loaded()\n"
+        "solve_tv(np.ones((1, 16)), 4, 0.1, [0.1], solver='CLARABEL')\n"
         "after_clarabel = loaded()\n"
         "solve_tv(np.ones((1, 16)), 4, 0.1, [0.1], solver='HIGHS')\n"
-        "print(before, after_clarabel, loaded())"
+        "print(before, after_batched, after_clarabel, loaded())"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip().splitlines()[-1] == "[] ['clarabel'] ['clarabel', 'cvxpy']"
+    assert result.stdout.strip().splitlines()[-1] == "[] [] ['clarabel'] ['clarabel', 'cvxpy']"
 
 
 def test_clarabel_solves_each_programs_own_bounds_on_its_reused_solver():

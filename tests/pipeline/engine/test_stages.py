@@ -154,3 +154,27 @@ def test_road_scores_and_curves_reach_the_parquet_rows(tmp_path):
         assert abs(morf - (morf_curve[0] / 4 + morf_curve[1] / 2 + morf_curve[2] / 4)) < 1e-6
         assert abs(combined - (lerf - morf) / 2) < 1e-12
     assert rows[2][2:] == (None,) * 5
+
+
+def test_programs_left_to_the_exact_solver_are_counted_by_the_writer(tmp_path, monkeypatch):
+    """Each LEG-TV row carries the programs behind its map that the batched solver handed to
+    Clarabel; the writer sums them for the run's manifest. Capped at one iteration, the batched
+    solver finishes none: every program of every map and reliability is counted."""
+    from legx.methods.leg import interior_point
+    from legx.methods.leg.uncertainty import LEGTV_BOOTSTRAP_DRAWS
+
+    grid = {"grid_size": 4, "n_samples": 64}
+    plan = Plan(model="demo", specs=(method_spec("leg-tv", {**grid, "lambdas": [0.1, 0.3]}),),
+                image_size=SIZE, resize="crop", target="top1", use_gpu=False, actor_cpus=1)
+    explained = ExplainActor(plan)(_decoded(2))
+    writer = ParquetWriter(str(tmp_path / "out"), StorageOptions(), "r1", "demo", anchor=("leg-tv", 0.1))
+    assert writer.write(finish_batch(explained)).solver_fallbacks == 0
+
+    monkeypatch.setattr(interior_point, "MAX_ITERATIONS", 1)
+    solved = finish_batch(explained)
+    rows = solved.filter(pa.compute.equal(solved.column("status"), "ok"))
+    assert rows.num_rows == 2 * 2 and rows.column("reliability").null_count == 0
+    programs_per_map = 3 * (1 + 2 * (LEGTV_BOOTSTRAP_DRAWS + 1))  # channels x (map + bootstrap)
+    assert rows.column("_solver_fallbacks").to_pylist() == [programs_per_map] * 4
+    again = ParquetWriter(str(tmp_path / "again"), StorageOptions(), "r1", "demo", anchor=("leg-tv", 0.1))
+    assert again.write(solved).solver_fallbacks == 4 * programs_per_map

@@ -1,0 +1,389 @@
+"""A batched interior-point method for LEG-TV's linear programs: every program of a finish step
+(all images, channels, lambdas and bootstrap draws of a call) solved together.
+
+The program is ``legx.methods.leg.solvers``'s, on the unit scale (||b||_inf = 1), with one
+variable per cell (h, p of them) and one per row of D (s, m of them):
+
+    minimise 1^T s   subject to   D h - s <= 0,   -D h - s <= 0,   B h <= b + lam,   -B h <= lam - b,
+    B = D + (1/p) w 1^T   (B h = D h + (t/p) w with t = 1^T h, as in the solvers module).
+
+Written G x + z = g with slacks z >= 0 and duals y >= 0 (G^T y + c = 0 at the optimum),
+Mehrotra's predictor-corrector method (Nocedal & Wright, "Numerical Optimization", 2006,
+section 14.2) takes Newton steps on the perturbed optimality conditions z_k y_k = sigma mu. With
+theta = y / z on the four row blocks (theta_1 .. theta_4) the Newton system reduces, after s is
+eliminated (its block is diagonal), to normal equations in h alone:
+
+    (D^T F D + U C U^T) dh = q,    F = 4 theta_1 theta_2 / (theta_1 + theta_2) + E,
+    E = theta_3 + theta_4,   U = [1, a],   a = D^T (E w) / p,   C = [[e, 1], [1, 0]],   e = w^T E w / p^2.
+
+D^T F D is a weighted Laplacian of the g x g grid with a Dirichlet border: in row-major order a
+band matrix with g sub-diagonals, which LAPACK's banded Cholesky (dpbtrf) factors in O(p g^2).
+The rank-two term is a Woodbury correction. As the barrier tightens, t and h's mean become
+nearly dependent in the box rows (w lies in the range of D), the correction loses digits, and
+each solve is refined twice against the operator itself.
+
+Every elementwise step runs on all unconverged programs of the call at once, D and D^T as shifts
+of a (programs, g, g) array; only the banded factorisation and its solves loop over programs. A
+program stops when its duality gap is below ``TOLERANCE`` relative to its objective and its
+primal and dual residuals below ``TOLERANCE`` (Clarabel's defaults): the dual point is then a
+certificate that the objective is within that gap of the optimum. A program that does not get
+there within its iteration cap is returned as not converged, for the caller to solve exactly.
+
+Like Clarabel, the method ends near the centre of the optimal face, which is not a single point
+on these programs (``legx.methods.leg.solvers``, module docstring): its snapped solutions agree
+with Clarabel's (docs/benchmarks/legtv-solver.md).
+
+Why by hand: the generic solvers (Clarabel, HiGHS, through cvxpy or directly) take one program
+at a time and factor a KKT system of all 4m + 1 rows, where this structure allows a banded
+factorisation of p rows shared by nothing else; no maintained library batches same-structure
+LPs on the CPU with a user-supplied normal-equations solve.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from scipy.linalg import lapack
+
+# Relative duality gap and residuals at which a program is solved (Clarabel's defaults).
+TOLERANCE = 1e-8
+MAX_ITERATIONS = 30
+# Refinements of a normal-equations solve against the operator (module docstring), for the
+# programs whose residual is above the threshold, relative to the right-hand side.
+REFINEMENTS = 2
+REFINEMENT_THRESHOLD = 1e-10
+# Diagonal regularisations tried in turn, relative to the largest diagonal entry.
+REGULARISATIONS = (1e-13, 1e-10, 1e-7)
+# Programs iterated together: enough to spread numpy's per-call cost, few enough that their
+# (programs, 4, m) arrays stay in the processor's cache.
+CHUNK_PROGRAMS = 16
+# Fraction of the step to the boundary of z, y >= 0 that each iteration takes.
+STEP_FRACTION = 0.99
+# Bounds on y / z: beyond them the normal equations carry no more information, only overflow.
+THETA_RANGE = (1e-14, 1e14)
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """D as shifts of (n, g, g) arrays, in ``difference_matrix``'s row order: horizontal pairs
+    (g, g-1), vertical pairs (g-1, g), then the border cells of the top row, bottom row, left
+    column and right column (g each)."""
+
+    size: int
+    weights: np.ndarray  # w = D+^T 1, (m,)
+
+    @property
+    def n_cells(self) -> int:
+        return self.size * self.size
+
+    @property
+    def n_rows(self) -> int:
+        return 2 * self.size * (self.size - 1) + 4 * self.size
+
+    def apply(self, cells: np.ndarray) -> np.ndarray:
+        """D h for h (n, p) -> (n, m)."""
+        g = self.size
+        grid = cells.reshape(-1, g, g)
+        return np.concatenate([
+            (grid[:, :, :-1] - grid[:, :, 1:]).reshape(len(grid), -1),
+            (grid[:, :-1, :] - grid[:, 1:, :]).reshape(len(grid), -1),
+            grid[:, 0, :], grid[:, -1, :], grid[:, :, 0], grid[:, :, -1],
+        ], axis=1)
+
+    def apply_transpose(self, rows: np.ndarray) -> np.ndarray:
+        """D^T v for v (n, m) -> (n, p)."""
+        g = self.size
+        n = len(rows)
+        pairs = g * (g - 1)
+        horizontal = rows[:, :pairs].reshape(n, g, g - 1)
+        vertical = rows[:, pairs:2 * pairs].reshape(n, g - 1, g)
+        top, bottom, left, right = rows[:, 2 * pairs:].reshape(n, 4, g).transpose(1, 0, 2)
+        out = np.zeros((n, g, g))
+        out[:, :, :-1] += horizontal
+        out[:, :, 1:] -= horizontal
+        out[:, :-1, :] += vertical
+        out[:, 1:, :] -= vertical
+        out[:, 0, :] += top
+        out[:, -1, :] += bottom
+        out[:, :, 0] += left
+        out[:, :, -1] += right
+        return out.reshape(n, g * g)
+
+    def banded_laplacian(self, row_weights: np.ndarray) -> np.ndarray:
+        """D^T diag(F) D in LAPACK's lower band storage, one (p, g + 1) C-ordered block per
+        program so that block.T is the Fortran-ordered (g + 1, p) array dpbtrf takes. Only the
+        diagonal and sub-diagonals 1 and g are nonzero; the others hold the factor's fill-in."""
+        g = self.size
+        n = len(row_weights)
+        pairs = g * (g - 1)
+        band = np.zeros((n, g, g, g + 1))
+        horizontal = row_weights[:, :pairs].reshape(n, g, g - 1)
+        vertical = row_weights[:, pairs:2 * pairs].reshape(n, g - 1, g)
+        top, bottom, left, right = row_weights[:, 2 * pairs:].reshape(n, 4, g).transpose(1, 0, 2)
+        diagonal = np.zeros((n, g, g))
+        diagonal[:, :, :-1] += horizontal
+        diagonal[:, :, 1:] += horizontal
+        diagonal[:, :-1, :] += vertical
+        diagonal[:, 1:, :] += vertical
+        diagonal[:, 0, :] += top
+        diagonal[:, -1, :] += bottom
+        diagonal[:, :, 0] += left
+        diagonal[:, :, -1] += right
+        band[..., 0] = diagonal
+        band[:, :, :-1, 1] = -horizontal  # entry (cell + 1, cell)
+        band[:, :-1, :, g] = -vertical  # entry (cell + g, cell)
+        return band.reshape(n, g * g, g + 1)
+
+
+@lru_cache(maxsize=8)
+def _grid(grid_size: int) -> _Grid:
+    """The operators of one grid size, with w = D+^T 1 = D (D^T D)^{-1} 1 (D has full column
+    rank) from one banded solve of the grid's Laplacian."""
+    if grid_size < 2:
+        raise ValueError(f"the batched solver needs grid_size >= 2, got {grid_size}")
+    unweighted = _Grid(grid_size, np.zeros(0))
+    band = unweighted.banded_laplacian(np.ones((1, unweighted.n_rows)))[0]
+    factor, info = lapack.dpbtrf(band.T, lower=1)
+    potential = lapack.dpbtrs(factor, np.ones((unweighted.n_cells, 1)), lower=1)[0]
+    return _Grid(grid_size, unweighted.apply(potential.T)[0])
+
+
+@dataclass
+class BatchSolution:
+    """Unit-scale solutions (n, p), whether each program met the tolerance, its iterations."""
+
+    solutions: np.ndarray
+    converged: np.ndarray
+    iterations: np.ndarray
+
+
+class _NormalEquations:
+    """The factorised normal equations of one iteration for a set of programs."""
+
+    def __init__(self, grid: _Grid, theta: np.ndarray) -> None:
+        self.grid = grid
+        theta1, theta2, theta3, theta4 = theta.transpose(1, 0, 2)
+        box = theta3 + theta4
+        self.row_weights = 4 * theta1 * theta2 / (theta1 + theta2) + box
+        n_cells = grid.n_cells
+        self.factors = [self._factor(block) for block in grid.banded_laplacian(self.row_weights)]
+        self.correction = grid.apply_transpose(box * grid.weights) / n_cells  # a
+        self.scalar = (box * grid.weights**2).sum(axis=1) / n_cells**2  # e
+        basis = np.stack([np.ones_like(self.correction), self.correction], axis=1)  # U^T, (n, 2, p)
+        self.basis_solved = self._banded_solve(basis, np.arange(len(basis)))  # (L^-1 U)^T
+        # C^-1 + U^T L^-1 U, with C^-1 = [[0, 1], [1, -e]]
+        capacitance = np.einsum("nkp,nlp->nkl", basis, self.basis_solved)
+        capacitance[:, 0, 1] += 1.0
+        capacitance[:, 1, 0] += 1.0
+        capacitance[:, 1, 1] -= self.scalar
+        self.capacitance = capacitance
+        self.basis = basis
+
+    @staticmethod
+    def _factor(block: np.ndarray) -> np.ndarray:
+        """dpbtrf of one program's band with a static regularisation of its diagonal, raised
+        while rounding makes the matrix numerically indefinite (as Clarabel regularises its KKT)."""
+        diagonal = block[:, 0].copy()
+        largest = diagonal.max()
+        for regularisation in REGULARISATIONS:
+            block[:, 0] = diagonal + regularisation * largest
+            factor, info = lapack.dpbtrf(block.T, lower=1)
+            if info == 0:
+                return factor
+        raise np.linalg.LinAlgError(f"dpbtrf failed with info {info}")
+
+    def _banded_solve(self, right: np.ndarray, programs: np.ndarray) -> np.ndarray:
+        """L^-1 applied to (len(programs), k, p) right-hand sides of the given programs."""
+        out = np.empty_like(right)
+        for position, program in enumerate(programs):
+            out[position] = lapack.dpbtrs(self.factors[program], right[position].T, lower=1)[0].T
+        return out
+
+    def apply(self, cells: np.ndarray, programs: np.ndarray) -> np.ndarray:
+        grid = self.grid
+        total = cells.sum(axis=1, keepdims=True)
+        correction = self.correction[programs]
+        laplacian = grid.apply_transpose(self.row_weights[programs] * grid.apply(cells))
+        return (laplacian + correction * total
+                + ((correction * cells).sum(axis=1, keepdims=True) + self.scalar[programs, None] * total))
+
+    def _solve_once(self, right: np.ndarray, programs: np.ndarray) -> np.ndarray:
+        solved = self._banded_solve(right[:, None, :], programs)[:, 0]
+        projected = np.einsum("nkp,np->nk", self.basis[programs], solved)
+        small = np.linalg.solve(self.capacitance[programs], projected[:, :, None])[:, :, 0]
+        return solved - np.einsum("nkp,nk->np", self.basis_solved[programs], small)
+
+    def solve(self, right: np.ndarray, refinements: int) -> np.ndarray:
+        """H^-1 right, refined against H where the Woodbury solve left a residual above
+        ``REFINEMENT_THRESHOLD`` (relative), at most ``refinements`` times."""
+        programs = np.arange(len(right))
+        solution = self._solve_once(right, programs)
+        size = np.abs(right).max(axis=1)
+        for _ in range(refinements):
+            residual = right[programs] - self.apply(solution[programs], programs)
+            inexact = np.abs(residual).max(axis=1) > REFINEMENT_THRESHOLD * size[programs]
+            if not inexact.any():
+                break
+            programs, residual = programs[inexact], residual[inexact]
+            solution[programs] += self._solve_once(residual, programs)
+        return solution
+
+
+def _max_step(reciprocals: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """The largest alpha <= 1 with values + alpha steps >= 0 (values > 0, given as their
+    ``reciprocals``), per program: (n, 4, m) -> (n,); 1 / alpha is the largest -steps / values."""
+    shrink = -(steps * reciprocals).reshape(len(steps), -1).min(axis=1)
+    return 1.0 / np.maximum(1.0, shrink)
+
+
+def solve_programs(grid_size: int, rhs: np.ndarray, lams: np.ndarray,
+                   max_iterations: int | None = None) -> BatchSolution:
+    """Solve min ||D h||_1 s.t. ||B h - b||_inf <= lam for every row b of ``rhs`` (n, m) and
+    its lam (n,); unit scale expected (||b||_inf = 1). The programs are iterated together in
+    chunks of ``CHUNK_PROGRAMS``, each for at most ``max_iterations`` (``MAX_ITERATIONS``)."""
+    grid = _grid(grid_size)
+    max_iterations = MAX_ITERATIONS if max_iterations is None else max_iterations
+    rhs = np.asarray(rhs, dtype=np.float64)
+    lams = np.asarray(lams, dtype=np.float64)
+    if rhs.ndim != 2 or rhs.shape[1] != grid.n_rows or lams.shape != (len(rhs),):
+        raise ValueError(f"rhs must be (n, {grid.n_rows}) and lams (n,), got {rhs.shape} and {lams.shape}")
+    if not (np.isfinite(rhs).all() and np.isfinite(lams).all() and (lams >= 0).all()):
+        raise ValueError("rhs and lams must be finite, and lams >= 0")
+    parts = [_solve_chunk(grid, rhs[start:start + CHUNK_PROGRAMS], lams[start:start + CHUNK_PROGRAMS],
+                          max_iterations)
+             for start in range(0, len(rhs), CHUNK_PROGRAMS)]
+    if not parts:
+        return BatchSolution(np.zeros((0, grid.n_cells)), np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64))
+    return BatchSolution(*(np.concatenate([getattr(part, name) for part in parts])
+                           for name in ("solutions", "converged", "iterations")))
+
+
+def _solve_chunk(grid: _Grid, rhs: np.ndarray, lams: np.ndarray, max_iterations: int) -> BatchSolution:
+    n_programs, n_rows, n_cells = len(rhs), grid.n_rows, grid.n_cells
+    bounds = np.zeros((n_programs, 4, n_rows))
+    bounds[:, 2] = rhs + lams[:, None]
+    bounds[:, 3] = lams[:, None] - rhs
+
+    def constraints(cells: np.ndarray, totals: np.ndarray) -> np.ndarray:
+        """G x: (n, 4, m)."""
+        differences = grid.apply(cells)
+        fitted = differences + cells.sum(axis=1, keepdims=True) / n_cells * grid.weights
+        return np.stack([differences - totals, -differences - totals, fitted, -fitted], axis=1)
+
+    def transpose(duals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """G^T y as (cells part (n, p), totals part (n, m))."""
+        box = duals[:, 2] - duals[:, 3]
+        cells = grid.apply_transpose(duals[:, 0] - duals[:, 1] + box)
+        cells += (box @ grid.weights)[:, None] / n_cells
+        return cells, -duals[:, 0] - duals[:, 1]
+
+    def normal_solve(equations: _NormalEquations, theta: np.ndarray, cells_right: np.ndarray,
+                     totals_right: np.ndarray, refine: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """dx with G^T diag(theta) G dx = (cells_right, totals_right): s eliminated, then the
+        normal equations in h (module docstring)."""
+        coupling = theta[:, 1] - theta[:, 0]
+        totals_weight = theta[:, 0] + theta[:, 1]
+        step_cells = equations.solve(cells_right - grid.apply_transpose(coupling * totals_right / totals_weight),
+                                     REFINEMENTS if refine else 0)
+        return step_cells, (totals_right - coupling * grid.apply(step_cells)) / totals_weight
+
+    # Starting point as in CVXOPT's LP solver (Vandenberghe, "The CVXOPT linear and quadratic
+    # cone program solvers", 2010, section 10.3): the least-squares x of G x = g and the
+    # least-norm y of G^T y = -c, each shifted into the positive orthant.
+    unit = np.ones((n_programs, 4, n_rows))
+    least_squares = _NormalEquations(grid, unit)
+    cells, totals = normal_solve(least_squares, unit, *transpose(bounds))
+    slacks = _shifted(bounds - constraints(cells, totals))
+    duals = _shifted(-constraints(*normal_solve(least_squares, unit, np.zeros((n_programs, n_cells)),
+                                                 -np.ones((n_programs, n_rows)))))
+    solutions = np.zeros((n_programs, n_cells))
+    converged = np.zeros(n_programs, dtype=bool)
+    iterations = np.zeros(n_programs, dtype=np.int64)
+    # The state of the unconverged programs only, compacted as programs converge.
+    index = np.arange(n_programs)
+    h, s, z, y, g = cells, totals, slacks, duals, bounds
+    scale = 1.0 + np.abs(bounds).reshape(n_programs, -1).max(axis=1)
+    n_constraints = 4 * n_rows
+
+    for iteration in range(max_iterations + 1):
+        primal_residual = constraints(h, s)
+        primal_residual += z
+        primal_residual -= g
+        dual_cells, dual_totals = transpose(y)
+        dual_totals += 1.0
+        primal = s.sum(axis=1)
+        dual = -np.einsum("nkm,nkm->n", g, y)
+        gap = np.abs(primal - dual) / np.maximum(1.0, np.minimum(np.abs(primal), np.abs(dual)))
+        infeasibility = np.abs(primal_residual).reshape(len(index), -1).max(axis=1) / scale
+        dual_infeasibility = np.maximum(np.abs(dual_cells).max(axis=1), np.abs(dual_totals).max(axis=1))
+        done = (gap <= TOLERANCE) & (infeasibility <= TOLERANCE) & (dual_infeasibility <= TOLERANCE)
+        if iteration == max_iterations:
+            done[:] = True
+        if done.any():
+            solutions[index[done]] = h[done]
+            converged[index[done]] = iteration < max_iterations
+            keep = ~done
+            index, h, s, z, y, g, scale = (part[keep] for part in (index, h, s, z, y, g, scale))
+            primal_residual, dual_cells, dual_totals = (
+                part[keep] for part in (primal_residual, dual_cells, dual_totals))
+        if not index.size:
+            break
+        iterations[index] += 1
+        inverse_z, inverse_y = 1.0 / z, 1.0 / y
+        theta = np.clip(y * inverse_z, *THETA_RANGE)
+        try:
+            equations = _NormalEquations(grid, theta)
+        except np.linalg.LinAlgError:
+            solutions[index] = h
+            break
+        dual_cells *= -1.0
+        dual_totals *= -1.0
+        weighted_residual = theta * primal_residual
+
+        def newton(complementarity: np.ndarray, refine: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+            """Solve G^T dy = -r_d, G dx + dz = -r_p, y dz + z dy = complementarity: returns
+            (dh, ds, dz, dy)."""
+            scaled = complementarity * inverse_z
+            cells_right, totals_right = transpose(weighted_residual + scaled)
+            cells_right *= -1.0
+            totals_right *= -1.0
+            cells_right += dual_cells
+            totals_right += dual_totals
+            # transpose gave G^T (theta r_p + c / z); the system's right side is its negative
+            # minus the dual residual, and G^T y's sign flips with it.
+            step_cells, step_totals = normal_solve(equations, theta, cells_right, totals_right, refine)
+            step_duals = constraints(step_cells, step_totals)
+            step_duals *= theta
+            step_duals += weighted_residual
+            step_duals += scaled
+            step_slacks = complementarity - z * step_duals
+            step_slacks *= inverse_y
+            return step_cells, step_totals, step_slacks, step_duals
+
+        products = z * y
+        mu = products.sum(axis=(1, 2)) / n_constraints
+        # The predictor only sets the centring and the corrector's second-order term: its
+        # solve goes unrefined.
+        _, _, affine_slacks, affine_duals = newton(-products, refine=False)
+        primal_step = _max_step(inverse_z, affine_slacks)[:, None, None]
+        dual_step = _max_step(inverse_y, affine_duals)[:, None, None]
+        affine_mu = np.einsum("nkm,nkm->n", z + primal_step * affine_slacks,
+                              y + dual_step * affine_duals) / n_constraints
+        target = ((affine_mu / mu) ** 3 * mu)[:, None, None]
+        products += affine_slacks * affine_duals
+        step_cells, step_totals, step_slacks, step_duals = newton(target - products, refine=True)
+        primal_step = STEP_FRACTION * _max_step(inverse_z, step_slacks)
+        dual_step = STEP_FRACTION * _max_step(inverse_y, step_duals)
+        h = h + primal_step[:, None] * step_cells
+        s = s + primal_step[:, None] * step_totals
+        z = z + primal_step[:, None, None] * step_slacks
+        y = y + dual_step[:, None, None] * step_duals
+    return BatchSolution(solutions, converged, iterations)
+
+
+def _shifted(values: np.ndarray) -> np.ndarray:
+    """values + (1 + max(0, -min)) per program: strictly positive, as CVXOPT shifts its start."""
+    lowest = values.reshape(len(values), -1).min(axis=1)
+    return values + (1.0 + np.maximum(0.0, -lowest))[:, None, None]

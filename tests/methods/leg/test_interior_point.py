@@ -1,0 +1,119 @@
+"""The batched interior-point solver of LEG-TV's programs: its grid operators are D, D^T and
+D^T F D exactly; on programs of LEG-like statistics it reaches Clarabel's optimum and, snapped,
+its ranking; a program it cannot finish (an infeasible one, or one past its iteration cap) is
+never returned as converged, and the finish step hands it to the exact solver and counts it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from legx.methods.leg import interior_point
+from legx.methods.leg.interior_point import _grid, solve_programs
+from legx.methods.leg.solvers import (
+    FEASIBILITY_TOLERANCE,
+    _program,
+    covariance,
+    difference_matrix,
+    snap_ties,
+    solve_tv_batch,
+)
+from legx.methods.leg.uncertainty import spearman_rows
+
+NOISE = 0.02
+
+
+@pytest.mark.parametrize("grid_size", [2, 5, 12])
+def test_shift_operators_are_the_difference_matrix(grid_size):
+    rng = np.random.default_rng(grid_size)
+    grid = _grid(grid_size)
+    difference = difference_matrix(grid_size).toarray()
+    cells = rng.normal(size=(3, grid_size**2))
+    rows = rng.normal(size=(3, difference.shape[0]))
+    np.testing.assert_allclose(grid.apply(cells), cells @ difference.T, atol=1e-12)
+    np.testing.assert_allclose(grid.apply_transpose(rows), rows @ difference, atol=1e-12)
+    weights = rng.uniform(0.1, 2.0, size=(1, difference.shape[0]))
+    band = grid.banded_laplacian(weights)[0]  # lower band storage: band[j, k] = M[j + k, j]
+    expected = difference.T @ np.diag(weights[0]) @ difference
+    rebuilt = np.zeros_like(expected)
+    for offset in range(grid_size + 1):
+        for column in range(grid_size**2 - offset):
+            rebuilt[column + offset, column] = rebuilt[column, column + offset] = band[column, offset]
+    np.testing.assert_allclose(rebuilt, expected, atol=1e-12)
+
+
+def unit_programs(grid_size: int, seeds: range, lambdas: list[float]):
+    """Unit-scale (b, lam) of blob-gradient statistics with sampling noise, as LEG produces."""
+    rows, cols = np.mgrid[:grid_size, :grid_size]
+    gradient = np.exp(-((rows - grid_size / 3) ** 2 + (cols - grid_size / 2) ** 2) / grid_size).ravel()
+    sigma = covariance(grid_size, NOISE)
+    program = _program(grid_size, "sparse")
+    rhs, lams = [], []
+    for seed in seeds:
+        noise = 0.2 * np.abs(sigma @ gradient).max() * np.random.default_rng(seed).normal(size=grid_size**2)
+        b = program.rhs_of(sigma @ gradient + noise)
+        for lam in lambdas:
+            rhs.append(b / np.abs(b).max())
+            lams.append(lam)
+    return np.array(rhs), np.array(lams)
+
+
+@pytest.mark.parametrize("grid_size", [6, 14])
+def test_solutions_reach_clarabels_optimum_and_ranking(grid_size):
+    rhs, lams = unit_programs(grid_size, range(6), [0.0, 0.05, 0.1, 0.3, 1.0])
+    batch = solve_programs(grid_size, rhs, lams)
+    assert batch.converged.all(), batch.iterations
+    program = _program(grid_size, "sparse")
+    difference = difference_matrix(grid_size)
+    for solution, b, lam in zip(batch.solutions, rhs, lams):
+        exact = program.solve(b, float(lam), "CLARABEL")
+        assert program.residual(solution, b) - lam <= FEASIBILITY_TOLERANCE
+        objective, optimum = (float(np.abs(difference @ x).sum()) for x in (solution, exact))
+        assert objective == pytest.approx(optimum, rel=1e-6, abs=1e-8)
+        if lam >= 1:
+            assert np.all(snap_ties(solution) == 0)  # g = 0 is the optimum for lam >= 1
+        else:
+            assert spearman_rows(snap_ties(solution), snap_ties(exact)) >= 0.99
+
+
+def test_programs_are_solved_independently_of_their_batch():
+    rhs, lams = unit_programs(8, range(20), [0.1, 0.3])
+    together = solve_programs(8, rhs, lams).solutions
+    for index in (0, 17, 39):
+        alone = solve_programs(8, rhs[index:index + 1], lams[index:index + 1]).solutions[0]
+        np.testing.assert_allclose(alone, together[index], atol=1e-6)
+
+
+def test_an_infeasible_program_is_not_converged():
+    rhs = np.zeros((1, difference_matrix(5).shape[0]))
+    rhs[0, 0] = 1.0  # outside range(D) by more than lam: no h satisfies the constraint
+    assert not solve_programs(5, rhs, np.array([0.01])).converged[0]
+
+
+def test_bad_programs_are_rejected():
+    with pytest.raises(ValueError, match="rhs must be"):
+        solve_programs(5, np.zeros((2, 7)), np.array([0.1, 0.1]))
+    with pytest.raises(ValueError, match="lams >= 0"):
+        solve_programs(5, np.zeros((1, difference_matrix(5).shape[0])), np.array([-0.1]))
+
+
+def test_programs_past_the_iteration_cap_fall_back_to_clarabel_and_are_counted(monkeypatch):
+    rng = np.random.default_rng(0)
+    g_hats = rng.normal(size=(2, 3, 36))
+    exact = solve_tv_batch(g_hats, 6, NOISE, [0.1, 0.3], solver="CLARABEL")
+    batched = solve_tv_batch(g_hats, 6, NOISE, [0.1, 0.3])
+    assert all(solution.fallbacks == 0 for per_statistic in batched for solution in per_statistic)
+    monkeypatch.setattr(interior_point, "MAX_ITERATIONS", 2)
+    capped = solve_tv_batch(g_hats, 6, NOISE, [0.1, 0.3])
+    for per_exact, per_capped in zip(exact, capped):
+        for reference, solution in zip(per_exact, per_capped):
+            assert solution.fallbacks == 3  # one program per channel
+            np.testing.assert_array_equal(solution.map, reference.map)
+
+
+def test_the_grids_weights_are_the_solvers():
+    from legx.methods.leg.solvers import _pseudo_inverse_transpose
+
+    for grid_size in (2, 7, 28):
+        np.testing.assert_allclose(_grid(grid_size).weights, _pseudo_inverse_transpose(grid_size).sum(axis=1),
+                                   rtol=1e-10, atol=1e-12)
