@@ -11,14 +11,16 @@ Sections (each prints a line; the last line is one JSON object with every number
              packed across images) and its efficiency against bare; the reference design's
              one-forward-per-perturbation loop as the baseline it replaces
   lp         LEG-TV solve time per LP at 28 x 28 (one channel, lambda 0.1, statistics of the
-             model under test): sparse vs dense formulation, Clarabel (default) vs HiGHS
+             model under test): sparse vs dense formulation, the batched solver (default; one
+             program per call here, so without its batching) vs Clarabel vs HiGHS
   peers      captum KernelShap and Lime per image at LEG's forward budget, same features
   pipeline   legx end to end (local Ray, LEG + LEG-TV, Parquet written): forwards/s, images/s,
              and the same from the first model call to the end of the last (the job's fixed
              start-up and drain left out: what a long job approaches); on a CPU-only machine also
              the finish steps' CPU seconds per image (every program the job solves, the
              reliability's included) and the efficiency bound they set, since there the finish
-             tasks and the forwards share the cores
+             tasks and the forwards share the cores; with ``--solvers A,B`` the finish steps
+             and the pipeline run once per LEG-TV solver, side by side
 Bare and LEG timings alternate in several rounds and report medians, so that a load spike on a
 shared machine hits both alike. ``--arch`` uses random weights: throughput does not depend on
 them, and nothing is downloaded (the pipeline reads them from a temporary weights file).
@@ -172,6 +174,7 @@ def bench_lp(model, images, args) -> dict:
     )
     results = {}
     for formulation, solver, repeats in (
+        ("sparse", "BATCHED", args.lp_images),
         ("sparse", "HIGHS", args.lp_images),
         ("sparse", "CLARABEL", args.lp_images),
         ("dense", "HIGHS", args.dense_repeats),
@@ -192,7 +195,7 @@ def bench_lp(model, images, args) -> dict:
         results[f"lp_{formulation}_{solver.lower()}_median_s"] = round(median, 4)
         print(f"lp        {formulation:6s} {solver:8s} median {median:8.3f} s per LP "
               f"({args.lp_grid}x{args.lp_grid}, {repeats} solves)")
-    results["lp_median_s"] = results["lp_sparse_clarabel_median_s"]  # the default solver
+    results["lp_median_s"] = results["lp_sparse_batched_median_s"]  # the default solver
     return results
 
 
@@ -217,7 +220,7 @@ def bench_peers(model, images, args) -> dict:
     return results
 
 
-def bench_lp_share(model, images, args) -> dict:
+def bench_lp_share(model, images, args, solver: str) -> dict:
     """CPU seconds per image of the job's finish steps at the pipeline's settings (one core):
     LEG's closed form and LEG-TV's programs, each with its standard errors and reliability, so
     every program the job solves (a LEG-TV map's own and its reliability's bootstrap) is counted.
@@ -227,7 +230,7 @@ def bench_lp_share(model, images, args) -> dict:
     from legx.methods.leg.tv import LEGTV
 
     sampling = dict(n_samples=args.samples, grid_size=args.grid_size, batch_size=args.batch_size)
-    leg, legtv = LEG(**sampling), LEGTV(**sampling)
+    leg, legtv = LEG(**sampling), LEGTV(solver=solver, **sampling)
     stats = legtv.sample(model, images[:2])
     legtv.finish(stats[0])  # builds the cached program, as a worker's first solve
     started = time.process_time()
@@ -235,11 +238,11 @@ def bench_lp_share(model, images, args) -> dict:
     leg.finish(stats)
     seconds = (time.process_time() - started) / len(stats)
     print(f"solve     {seconds:10.3f} CPU-s per image (LEG + LEG-TV at lambdas {list(legtv.lambdas)}, "
-          f"with reliability, {args.grid_size}x{args.grid_size}, one core)")
+          f"with reliability, {args.grid_size}x{args.grid_size}, one core, {solver})")
     return {"solve_s_per_image": round(seconds, 4)}
 
 
-def bench_pipeline(args) -> dict:
+def bench_pipeline(args, solver: str) -> dict:
     from legx.pipeline.engine.config import load_config
     from legx.pipeline.demo.data import write_demo_dataset
     from legx.pipeline.engine.run import run_job
@@ -262,6 +265,7 @@ def bench_pipeline(args) -> dict:
         f"leg-tv.n_samples={args.samples}",
         f"leg-tv.grid_size={args.grid_size}",
         f"leg-tv.batch_size={args.batch_size}",
+        f"leg-tv.solver={solver}",
     ]
     summary = run_job(load_config(None, overrides))
     print(f"pipeline  {summary.forwards_per_s:10.1f} forwards/s  {summary.images_per_s:.2f} images/s "
@@ -281,7 +285,45 @@ def bench_pipeline(args) -> dict:
         "pipeline_model_window_s": summary.model_window_s,
         "pipeline_model_busy_s": summary.model_busy_s,
         "pipeline_serving_forwards_per_s": round(summary.serving_forwards_per_s, 1),
+        "pipeline_solver_fallbacks": summary.solver_fallbacks,
     }
+
+
+def bench_solver_pipeline(model, images, args, solver: str, bare_all_cores: float | None,
+                          bare_actor_threads: float | None) -> dict:
+    """The finish steps' CPU seconds (CPU only) and the pipeline with LEG-TV's ``solver``; with
+    the bare rates measured, the efficiencies against them."""
+    results = {"solver": solver}
+    if args.device == "cpu":
+        results.update(bench_lp_share(model, images, args, solver))
+    results.update(bench_pipeline(args, solver))
+    if bare_actor_threads is None:
+        return results
+    # The job's one model actor runs torch on --actor-threads threads: its limit is the bare
+    # rate at that thread count. This machine's speed drifts by several percent over minutes,
+    # so the limit is measured again after the pipeline and the two measurements, which
+    # bracket it, are averaged.
+    after = bare_rate(model, args, args.actor_threads)
+    limit = (bare_actor_threads + after) / 2
+    print(f"bare      {after:10.1f} forwards/s on {args.actor_threads} thread(s), after the "
+          f"pipeline; efficiency {results['pipeline_forwards_per_s'] / limit:.3f} against "
+          f"the mean of before and after")
+    results["bare_forwards_per_s_actor_threads_after"] = round(after, 1)
+    results["efficiency"] = round(results["pipeline_forwards_per_s"] / limit, 3)
+    results["serving_efficiency"] = round(results["pipeline_serving_forwards_per_s"] / limit, 3)
+    line = (f"pipeline  efficiency {results['efficiency']:.3f} end to end, "
+            f"{results['serving_efficiency']:.3f} from the first model call to the last")
+    if "solve_s_per_image" in results:
+        # Without an accelerator the solves run on the forward's cores: even a perfect
+        # scheduler then needs the forward time plus the solves' CPU time over the cores.
+        forward_s = results["pipeline_forwards"] / limit
+        solve_s = results["pipeline_images"] * results["solve_s_per_image"] / os.cpu_count()
+        results["cpu_bound_efficiency"] = round(forward_s / (forward_s + solve_s), 3)
+        line += (f"; {results['cpu_bound_efficiency']:.3f} is the most any schedule reaches "
+                 f"with the solves on the same {os.cpu_count()} cores")
+    print(line)
+    results["efficiency_vs_all_cores"] = round(results["pipeline_forwards_per_s"] / bare_all_cores, 3)
+    return results
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -301,6 +343,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--actor-threads", type=int, default=torch.get_num_threads(),
                         help="torch threads of the pipeline's actor (default: as many as the bare model uses)")
+    parser.add_argument("--solvers", default="BATCHED",
+                        help="LEG-TV solvers of the finish-step and pipeline sections, comma-separated "
+                             "(the first one's numbers are the top-level ones)")
     parser.add_argument("--pipeline-images", type=int, default=None,
                         help="images of the pipeline run (default 64 demo / 8 otherwise; 100 / 24 without --quick)")
     args = parser.parse_args(argv)
@@ -344,36 +389,14 @@ def main(argv: list[str] | None = None) -> None:
     if "peers" not in skip:
         results.update(bench_peers(model, images, args))
     if "pipeline" not in skip:
-        if args.device == "cpu":
-            results.update(bench_lp_share(model, images, args))
-        results.update(bench_pipeline(args))
-        if "bare_forwards_per_s" in results:
-            # The job's one model actor runs torch on --actor-threads threads: its limit is the
-            # bare rate at that thread count. This machine's speed drifts by several percent
-            # over minutes, so the limit is measured again after the pipeline and the two
-            # measurements, which bracket it, are averaged.
-            after = bare_rate(model, args, args.actor_threads)
-            limit = (results["bare_forwards_per_s_actor_threads"] + after) / 2
-            print(f"bare      {after:10.1f} forwards/s on {args.actor_threads} thread(s), after the "
-                  f"pipeline; efficiency {results['pipeline_forwards_per_s'] / limit:.3f} against "
-                  f"the mean of before and after")
-            results["bare_forwards_per_s_actor_threads_after"] = round(after, 1)
-            results["efficiency"] = round(results["pipeline_forwards_per_s"] / limit, 3)
-            results["serving_efficiency"] = round(results["pipeline_serving_forwards_per_s"] / limit, 3)
-            line = (f"pipeline  efficiency {results['efficiency']:.3f} end to end, "
-                    f"{results['serving_efficiency']:.3f} from the first model call to the last")
-            if "solve_s_per_image" in results:
-                # Without an accelerator the solves run on the forward's cores: even a perfect
-                # scheduler then needs the forward time plus the solves' CPU time over the cores.
-                forward_s = results["pipeline_forwards"] / limit
-                solve_s = results["pipeline_images"] * results["solve_s_per_image"] / os.cpu_count()
-                results["cpu_bound_efficiency"] = round(forward_s / (forward_s + solve_s), 3)
-                line += (f"; {results['cpu_bound_efficiency']:.3f} is the most any schedule reaches "
-                         f"with the solves on the same {os.cpu_count()} cores")
-            print(line)
-            results["efficiency_vs_all_cores"] = round(
-                results["pipeline_forwards_per_s"] / results["bare_forwards_per_s"], 3
-            )
+        solvers = [name.strip() for name in args.solvers.split(",") if name.strip()]
+        for position, solver in enumerate(solvers):
+            print(f"# LEG-TV solver {solver}")
+            measured = bench_solver_pipeline(model, images, args, solver, results.get("bare_forwards_per_s"),
+                                             results.get("bare_forwards_per_s_actor_threads"))
+            results.setdefault("by_solver", {})[solver] = measured
+            if position == 0:
+                results.update(measured)
     print(json.dumps(results))
 
 
