@@ -48,6 +48,27 @@ def test_imagenet_folder_labels_follow_sorted_class_folders(ray_local, tmp_path)
     assert rows[1]["data"] == _png(0)
 
 
+def test_a_folder_of_small_images_is_read_by_many_tasks(ray_local, tmp_path):
+    """Ray's reader would plan one read task per MiB, here all 200 files in one task fetched one
+    by one; the folder reader plans a task per FILES_PER_READ_TASK files, whatever their size,
+    and reads every file once, hidden ones left out."""
+    from legx.pipeline.engine.sources.folder import FILES_PER_READ_TASK
+
+    (tmp_path / "n01").mkdir()
+    for index in range(200):
+        (tmp_path / "n01" / f"ILSVRC2012_val_{index:08d}.JPEG").write_bytes(_png(index % 256))
+    (tmp_path / "LOC_synset_mapping.txt").write_text("n01 tench\n")
+    (tmp_path / "_checkpoints").mkdir()
+    (tmp_path / "_checkpoints" / "x.png").write_bytes(_png(1))
+    (tmp_path / ".hidden.png").write_bytes(_png(1))
+    dataset, _ = read_source(load_config(None, [f"input={tmp_path}"]))
+    materialized = dataset.materialize()
+    assert materialized.num_blocks() == -(-200 // FILES_PER_READ_TASK)
+    rows = sorted(materialized.take_all(), key=lambda row: row["image_id"])
+    assert [row["image_id"] for row in rows] == [f"n01/ILSVRC2012_val_{index:08d}.JPEG" for index in range(200)]
+    assert all(row["data"] == _png(index % 256) and row["label"] == 0 for index, row in enumerate(rows))
+
+
 def test_classes_file_fixes_the_label_order(ray_local, tmp_path):
     images = tmp_path / "images"
     for synset in ("a", "b"):
