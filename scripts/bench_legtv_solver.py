@@ -1,28 +1,37 @@
-"""LEG-TV's programs: the exact solve (Clarabel) against a batched first-order candidate, side by
-side on the programs the finish step solves, on statistics sampled from the demo model.
+"""LEG-TV's programs: the batched interior-point solver (the default) against the exact solve
+one program at a time (Clarabel), and a batched first-order candidate that was measured and not
+adopted, side by side on the programs the finish step solves.
 
-    python scripts/bench_legtv_solver.py                       # grids 8, 16, 28; 4 images
-    python scripts/bench_legtv_solver.py --grids 28 --iterations 100,300,1000,3000
-    python scripts/bench_legtv_solver.py --skip batched,optima   # Clarabel's two forms only
+    python scripts/bench_legtv_solver.py --skip admm,optima        # grids 8, 16, 28; demo model
+    python scripts/bench_legtv_solver.py --grids 28 --model resnet18 --skip admm,optima
+    python scripts/bench_legtv_solver.py --grids 28 --iterations 100,300,1000,3000  # all sections
+
+Statistics: ``LEG.sample`` on 4 images, 342 samples per channel (channels separate, antithetic,
+noise 0.02): the bundled demo model on demo images (64 px), or with ``--model resnet18`` a
+random-weight torchvision resnet18 on scikit-image's photographs (224 px).
 
 Sections (each prints lines; the last line is one JSON object with every number):
-  clarabel    CPU seconds per image of ``finish_legtv`` (lambdas 0.1 and 0.3), maps only and with
+  finish      CPU seconds per image of ``finish_legtv`` (lambdas 0.1 and 0.3), maps only and with
               the reliability (2 (draws + 1) more programs per channel and lambda), one core:
-              Clarabel on its own conic form (the default) and, as the baseline, Clarabel through
-              cvxpy's canonical form of the same program; per program, both, with the Spearman of
-              their snapped solutions; and LEG's finish step (map, standard errors, reliability)
-  batched     the candidate, ADMM on every program of the finish step at once as array
-              operations (below), at several iteration caps: CPU seconds per program, the share
-              of programs certified within 1e-4 of the optimum (the rest would fall back to
-              Clarabel), the objective error against Clarabel's, the constraint violation, and
-              the Spearman of each program's snapped solution with Clarabel's
-  polish      the candidate's identified active set (zero differences, bounds at +-lambda) solved
-              as an equality system: the share of the maps' programs whose polished point is
-              feasible and optimal (within 1e-6 of Clarabel's objective)
+              the batched solver (BATCHED, default), Clarabel on its own conic form (CLARABEL),
+              and Clarabel through cvxpy's canonical form (the path before either); and LEG's
+              finish step (map, standard errors, reliability)
+  batched     every program of the finish step solved by the batched solver in one call, against
+              Clarabel one by one: ms per program, iterations, the share that converged (the rest
+              fall back to Clarabel), and the acceptance bars: objective difference, constraint
+              violation, the Spearman of each program's snapped solution and of the stored maps
+              with Clarabel's
+  admm        the first-order candidate, ADMM on every program at once as array operations
+              (below), at several iteration caps: CPU seconds per program, the share of programs
+              certified within 1e-4 of the optimum, the objective error against Clarabel's, the
+              constraint violation, the Spearman of each snapped solution with Clarabel's
+  polish      the ADMM candidate's identified active set (zero differences, bounds at +-lambda)
+              solved as an equality system: the share of the maps' programs whose polished point
+              is feasible and optimal (within 1e-6 of Clarabel's objective)
   optima      HiGHS (simplex, a vertex) against Clarabel (interior point, the centre of the
               optimal face) on the maps' programs: objective difference and snapped Spearman
 
-The candidate. Unit scale (||b||_inf = 1, r = lambda): minimise ||u||_1 subject to u = D h,
+The ADMM candidate. Unit scale (||b||_inf = 1, r = lambda): minimise ||u||_1 subject to u = D h,
 v = A h - b, ||v||_inf <= r, with A = D + (1/p) w 1^T, w = D (D^T D)^{-1} 1, so D^T w = 1 and
 A^T A = D^T D + beta 1 1^T, beta = 2/p + ||w||^2 / p^2. ADMM's h-step solves
 (2 D^T D + beta 1 1^T) h = rhs for all programs at once: D^T D is the Dirichlet Laplacian of the
@@ -58,7 +67,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from legx import __version__  # noqa: E402
 from legx.methods.leg.explainer import LEG  # noqa: E402
 from legx.methods.leg.finish import finish_leg, finish_legtv  # noqa: E402
+from legx.methods.leg.interior_point import solve_programs  # noqa: E402
 from legx.methods.leg.solvers import (  # noqa: E402
+    FEASIBILITY_TOLERANCE,
     TVSolveError,
     _program,
     _TVProgram,
@@ -185,11 +196,21 @@ def admm(ops, b, r, checkpoints, relaxation=1.6, penalty=1.0):
             excluded += time.process_time() - paused  # the caller's measurements are not the solver's
 
 
-def demo_statistics(grid_size: int, images: int, samples: int):
-    model = load_model("demo", device="cpu")
-    arrays, _, _ = make_demo_arrays(images, seed=0, image_size=64)
-    batch = torch.from_numpy(arrays).permute(0, 3, 1, 2).float() / 255
-    return LEG(n_samples=samples, grid_size=grid_size, batch_size=256).sample(model, batch)
+def sampled_statistics(grid_size: int, images: int, samples: int, model_name: str):
+    """LEG statistics of the demo model on demo images, or of a random-weight resnet18 on
+    scikit-image's photographs."""
+    if model_name == "demo":
+        model = load_model("demo", device="cpu")
+        arrays, _, _ = make_demo_arrays(images, seed=0, image_size=64)
+        batch = torch.from_numpy(arrays).permute(0, 3, 1, 2).float() / 255
+        return LEG(n_samples=samples, grid_size=grid_size, batch_size=256).sample(model, batch)
+    import tempfile
+
+    from scripts.bench_budgets import photographs, random_resnet18
+
+    with tempfile.TemporaryDirectory() as folder:
+        model = random_resnet18(folder)
+    return LEG(n_samples=samples, grid_size=grid_size, batch_size=64).sample(model, photographs(images, 224))
 
 
 def finish_programs(stats, lambdas):
@@ -227,9 +248,9 @@ def clarabel_through_cvxpy():
         _TVProgram._solve_clarabel = conic
 
 
-def bench_clarabel(stats, lambdas):
+def bench_finish(stats, lambdas, solver):
     """CPU seconds per image of the finish step, (with reliability, maps only)."""
-    params = dict(lambdas=lambdas, solver="CLARABEL", formulation="sparse", absolute=True)
+    params = dict(lambdas=lambdas, solver=solver, formulation="sparse", absolute=True)
     finish_legtv(stats[0], params)  # builds the cached program, as a worker's first solve
     started = time.process_time()
     finish_legtv(stats, params)
@@ -277,15 +298,17 @@ def summary(values: np.ndarray) -> str:
 
 
 def bench_grid(grid_size, args, lambdas, results):
-    stats = demo_statistics(grid_size, args.images, args.samples)
+    stats = sampled_statistics(grid_size, args.images, args.samples, args.model)
     key = f"g{grid_size}"
-    for form, context in (("cvxpy", clarabel_through_cvxpy), ("conic", contextlib.nullcontext)):
+    for name, solver, context in (("batched", "BATCHED", contextlib.nullcontext),
+                                  ("conic", "CLARABEL", contextlib.nullcontext),
+                                  ("cvxpy", "CLARABEL", clarabel_through_cvxpy)):
         with context():
-            with_reliability, maps_only = bench_clarabel(stats, lambdas)
-        print(f"clarabel  {grid_size:2d}x{grid_size:<2d} {form:5s} {with_reliability:7.3f} CPU-s per image with "
+            with_reliability, maps_only = bench_finish(stats, lambdas, solver)
+        print(f"finish    {grid_size:2d}x{grid_size:<2d} {name:7s} {with_reliability:7.3f} CPU-s per image with "
               f"reliability, {maps_only:7.3f} maps only ({len(stats)} images, lambdas {lambdas})")
-        results[f"{key}_clarabel_{form}_cpu_s_per_image"] = round(with_reliability, 4)
-        results[f"{key}_clarabel_{form}_maps_only_cpu_s_per_image"] = round(maps_only, 4)
+        results[f"{key}_{name}_cpu_s_per_image"] = round(with_reliability, 4)
+        results[f"{key}_{name}_maps_only_cpu_s_per_image"] = round(maps_only, 4)
     started = time.process_time()
     finish_leg(stats, {"absolute": True})
     leg_seconds = (time.process_time() - started) / len(stats)
@@ -295,25 +318,49 @@ def bench_grid(grid_size, args, lambdas, results):
 
     rhs, lams, own = finish_programs(stats, lambdas)
     reference, clarabel_s = reference_solutions(grid_size, rhs, lams, "CLARABEL")
-    with clarabel_through_cvxpy():
-        through_cvxpy, cvxpy_s = reference_solutions(grid_size, rhs, lams, "CLARABEL")
     difference = difference_matrix(grid_size)
     optimum = np.abs(reference @ difference.T).sum(axis=1)
     programs_per_image = len(rhs) / len(stats)
     snapped_reference = np.array([snap_ties(x) for x in reference])
-    agreement = spearman_rows(snapped_reference, np.array([snap_ties(x) for x in through_cvxpy]))
-    objective_difference = np.abs(np.abs(through_cvxpy @ difference.T).sum(axis=1) - optimum) / optimum
-    print(f"clarabel  {grid_size:2d}x{grid_size:<2d} {np.median(clarabel_s) * 1e3:7.1f} ms per program conic, "
-          f"{np.median(cvxpy_s) * 1e3:7.1f} through cvxpy (median of {len(rhs)}; {programs_per_image:.0f} "
-          f"programs per image); objective difference max {objective_difference.max():.1e}, snapped "
-          f"Spearman min {agreement.min():.4f} median {np.median(agreement):.4f}")
-    results[f"{key}_clarabel_conic_ms_per_program"] = round(float(np.median(clarabel_s)) * 1e3, 2)
-    results[f"{key}_clarabel_cvxpy_ms_per_program"] = round(float(np.median(cvxpy_s)) * 1e3, 2)
-    results[f"{key}_conic_vs_cvxpy"] = {"objective_difference_max": float(objective_difference.max()),
-                                        "spearman_min": round(float(agreement.min()), 4)}
+    channels = stats.g_hat.shape[1]
+    p = grid_size * grid_size
+
+    def stored_maps(snapped):  # the maps as stored: mean over channels of |snapped solution|
+        return np.abs(snapped[own].reshape(-1, channels, p)).mean(axis=1)
+
+    if "batched" not in args.skip:
+        solve_programs(grid_size, rhs[:1], lams[:1])  # the grid's operators, as a worker's first call
+        started = time.process_time()
+        batch = solve_programs(grid_size, rhs, lams)
+        batched_ms = (time.process_time() - started) / len(rhs) * 1e3
+        program = _program(grid_size, "sparse")
+        violation = np.array([program.residual(x, b) - lam for x, b, lam in zip(batch.solutions, rhs, lams)])
+        accepted = batch.converged & (violation <= FEASIBILITY_TOLERANCE)
+        objective = np.abs(batch.solutions @ difference.T).sum(axis=1)
+        gap = np.abs(objective - optimum) / np.maximum(optimum, 1e-12)
+        snapped = np.array([snap_ties(x) for x in batch.solutions])
+        agreement = spearman_rows(snapped, snapped_reference)
+        map_agreement = spearman_rows(stored_maps(snapped), stored_maps(snapped_reference))
+        print(f"batched   {grid_size:2d}x{grid_size:<2d} {batched_ms:7.2f} ms per program against Clarabel's "
+              f"{np.median(clarabel_s) * 1e3:.2f} (median of {len(rhs)}; {programs_per_image:.0f} programs per "
+              f"image); iterations median {np.median(batch.iterations):.0f} max {batch.iterations.max()}; "
+              f"accepted {accepted.mean():.3f}; objective difference max {gap[accepted].max():.1e}; violation max "
+              f"{violation[accepted].max():.1e}; Spearman per program min {agreement[accepted].min():.4f} median "
+              f"{np.median(agreement[accepted]):.4f}, of the maps min {map_agreement.min():.4f}")
+        results[f"{key}_batched"] = {
+            "ms_per_program": round(batched_ms, 3),
+            "clarabel_ms_per_program": round(float(np.median(clarabel_s)) * 1e3, 2),
+            "iterations_median": float(np.median(batch.iterations)), "iterations_max": int(batch.iterations.max()),
+            "accepted": round(float(accepted.mean()), 4),
+            "objective_difference_max": float(gap[accepted].max()),
+            "violation_max": float(violation[accepted].max()),
+            "spearman_min": round(float(agreement[accepted].min()), 4),
+            "spearman_median": round(float(np.median(agreement[accepted])), 4),
+            "map_spearman_min": round(float(map_agreement.min()), 4),
+        }
 
     ops = GridOperators(grid_size)
-    checkpoints = [] if "batched" in args.skip else sorted(int(value) for value in args.iterations.split(","))
+    checkpoints = [] if "admm" in args.skip else sorted(int(value) for value in args.iterations.split(","))
     for iterations, seconds, point, objective, bound, violation, u, v in admm(ops, rhs, lams, checkpoints):
         gap = (objective - bound) / np.maximum(bound, 1e-300)
         certified = (bound > 0) & (gap <= CERTIFIED_GAP)
@@ -321,12 +368,9 @@ def bench_grid(grid_size, args, lambdas, results):
         excess = (bound - optimum) / optimum
         snapped = np.array([snap_ties(x) for x in point.reshape(len(rhs), -1)])
         agreement = spearman_rows(snapped, snapped_reference)
-        channels = stats.g_hat.shape[1]
-        map_agreement = spearman_rows(  # the stored maps: mean over channels of |snapped solution|
-            np.abs(snapped[own].reshape(-1, channels, ops.p)).mean(axis=1),
-            np.abs(snapped_reference[own].reshape(-1, channels, ops.p)).mean(axis=1))
+        map_agreement = spearman_rows(stored_maps(snapped), stored_maps(snapped_reference))
         per_program_ms = seconds / len(rhs) * 1e3
-        print(f"batched   {grid_size:2d}x{grid_size:<2d} {iterations:5d} iterations {per_program_ms:7.2f} ms per "
+        print(f"admm      {grid_size:2d}x{grid_size:<2d} {iterations:5d} iterations {per_program_ms:7.2f} ms per "
               f"program; certified {certified.mean():.3f}; objective error {summary(error)}; "
               f"raw violation {summary(np.maximum(violation, 0))}; Spearman per program min {agreement.min():.3f} "
               f"median {np.median(agreement):.3f}, of the maps min {map_agreement.min():.3f}; "
@@ -351,14 +395,13 @@ def bench_grid(grid_size, args, lambdas, results):
     maps = np.nonzero(own)[0]
     vertices, _ = reference_solutions(grid_size, rhs[maps], lams[maps], "HIGHS")
     vertex_objective = np.abs(vertices @ difference.T).sum(axis=1)
-    channels = stats.g_hat.shape[1]
     for lam in lambdas:
         chosen = lams[maps] == lam
         snapped_vertices = np.array([snap_ties(x) for x in vertices[chosen]])
         agreement = spearman_rows(snapped_vertices, snapped_reference[maps][chosen])
         combined = spearman_rows(  # the stored map: mean over channels of |snapped solution|
-            np.abs(snapped_vertices.reshape(-1, channels, ops.p)).mean(axis=1),
-            np.abs(snapped_reference[maps][chosen].reshape(-1, channels, ops.p)).mean(axis=1))
+            np.abs(snapped_vertices.reshape(-1, channels, p)).mean(axis=1),
+            np.abs(snapped_reference[maps][chosen].reshape(-1, channels, p)).mean(axis=1))
         gap = np.abs(vertex_objective[chosen] - optimum[maps][chosen]) / optimum[maps][chosen]
         print(f"optima    {grid_size:2d}x{grid_size:<2d} lambda {lam}: HiGHS vs Clarabel objective "
               f"{summary(gap)}; snapped Spearman per channel min {agreement.min():.3f} median "
@@ -375,13 +418,16 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--samples", type=int, default=342, help="samples per channel")
     parser.add_argument("--lambdas", default="0.1,0.3")
+    parser.add_argument("--model", default="demo", choices=("demo", "resnet18"),
+                        help="demo: the bundled model on demo images; resnet18: random weights on "
+                             "scikit-image's photographs")
     parser.add_argument("--iterations", default="100,300,1000,3000", help="ADMM checkpoints")
-    parser.add_argument("--skip", default="", help="comma-separated sections to skip: batched, optima")
+    parser.add_argument("--skip", default="", help="comma-separated sections to skip: batched, admm, optima")
     args = parser.parse_args()
     torch.set_num_threads(1)
     lambdas = [float(value) for value in args.lambdas.split(",")]
     results = {"machine": f"{platform.machine()} {os.cpu_count()} cores", "legx": __version__,
-               "images": args.images, "samples": args.samples, "lambdas": lambdas}
+               "model": args.model, "images": args.images, "samples": args.samples, "lambdas": lambdas}
     for grid_size in (int(value) for value in args.grids.split(",")):
         bench_grid(grid_size, args, lambdas, results)
     print(json.dumps(results))

@@ -20,11 +20,12 @@ D^T F D is a weighted Laplacian of the g x g grid with a Dirichlet border: in ro
 band matrix with g sub-diagonals, which LAPACK's banded Cholesky (dpbtrf) factors in O(p g^2).
 The rank-two term is a Woodbury correction. As the barrier tightens, t and h's mean become
 nearly dependent in the box rows (w lies in the range of D), the correction loses digits, and
-each solve is refined twice against the operator itself.
+the corrector's solve is refined against the operator itself where its residual is not small.
 
-Every elementwise step runs on all unconverged programs of the call at once, D and D^T as shifts
-of a (programs, g, g) array; only the banded factorisation and its solves loop over programs. A
-program stops when its duality gap is below ``TOLERANCE`` relative to its objective and its
+Every step runs on all unconverged programs of a chunk at once: D and D^T as shifts of a
+(programs, g, g) array, the work on the 4m rows of z and y in loops compiled by numba (one pass
+each, where numpy makes a pass and a temporary per operation); only the banded factorisation and
+its solves loop over programs. A program stops when its duality gap is below ``TOLERANCE`` relative to its objective and its
 primal and dual residuals below ``TOLERANCE`` (Clarabel's defaults): the dual point is then a
 certificate that the objective is within that gap of the optimum. A program that does not get
 there within its iteration cap is returned as not converged, for the caller to solve exactly.
@@ -35,8 +36,8 @@ with Clarabel's (docs/benchmarks/legtv-solver.md).
 
 Why by hand: the generic solvers (Clarabel, HiGHS, through cvxpy or directly) take one program
 at a time and factor a KKT system of all 4m + 1 rows, where this structure allows a banded
-factorisation of p rows shared by nothing else; no maintained library batches same-structure
-LPs on the CPU with a user-supplied normal-equations solve.
+factorisation of p rows; no maintained library batches same-structure LPs on the CPU with a
+user-supplied normal-equations solve.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from numba import njit
 from scipy.linalg import lapack
 
 # Relative duality gap and residuals at which a program is solved (Clarabel's defaults).
@@ -231,13 +233,6 @@ class _NormalEquations:
         return solution
 
 
-def _max_step(reciprocals: np.ndarray, steps: np.ndarray) -> np.ndarray:
-    """The largest alpha <= 1 with values + alpha steps >= 0 (values > 0, given as their
-    ``reciprocals``), per program: (n, 4, m) -> (n,); 1 / alpha is the largest -steps / values."""
-    shrink = -(steps * reciprocals).reshape(len(steps), -1).min(axis=1)
-    return 1.0 / np.maximum(1.0, shrink)
-
-
 def solve_programs(grid_size: int, rhs: np.ndarray, lams: np.ndarray,
                    max_iterations: int | None = None) -> BatchSolution:
     """Solve min ||D h||_1 s.t. ||B h - b||_inf <= lam for every row b of ``rhs`` (n, m) and
@@ -308,78 +303,62 @@ def _solve_chunk(grid: _Grid, rhs: np.ndarray, lams: np.ndarray, max_iterations:
     n_constraints = 4 * n_rows
 
     for iteration in range(max_iterations + 1):
-        primal_residual = constraints(h, s)
-        primal_residual += z
-        primal_residual -= g
+        differences = grid.apply(h)
+        fitted = differences + h.sum(axis=1, keepdims=True) / n_cells * grid.weights
+        theta, weighted, largest, dual, products = _iteration_state(differences, fitted, s, z, y, g, *THETA_RANGE)
         dual_cells, dual_totals = transpose(y)
         dual_totals += 1.0
         primal = s.sum(axis=1)
-        dual = -np.einsum("nkm,nkm->n", g, y)
         gap = np.abs(primal - dual) / np.maximum(1.0, np.minimum(np.abs(primal), np.abs(dual)))
-        infeasibility = np.abs(primal_residual).reshape(len(index), -1).max(axis=1) / scale
         dual_infeasibility = np.maximum(np.abs(dual_cells).max(axis=1), np.abs(dual_totals).max(axis=1))
-        done = (gap <= TOLERANCE) & (infeasibility <= TOLERANCE) & (dual_infeasibility <= TOLERANCE)
+        done = (gap <= TOLERANCE) & (largest / scale <= TOLERANCE) & (dual_infeasibility <= TOLERANCE)
         if iteration == max_iterations:
             done[:] = True
         if done.any():
             solutions[index[done]] = h[done]
             converged[index[done]] = iteration < max_iterations
             keep = ~done
-            index, h, s, z, y, g, scale = (part[keep] for part in (index, h, s, z, y, g, scale))
-            primal_residual, dual_cells, dual_totals = (
-                part[keep] for part in (primal_residual, dual_cells, dual_totals))
+            index, h, s, z, y, g, scale, theta, weighted, products, dual_cells, dual_totals = (
+                part[keep] for part in (index, h, s, z, y, g, scale, theta, weighted, products, dual_cells, dual_totals))
         if not index.size:
             break
         iterations[index] += 1
-        inverse_z, inverse_y = 1.0 / z, 1.0 / y
-        theta = np.clip(y * inverse_z, *THETA_RANGE)
         try:
             equations = _NormalEquations(grid, theta)
         except np.linalg.LinAlgError:
             solutions[index] = h
             break
-        dual_cells *= -1.0
-        dual_totals *= -1.0
-        weighted_residual = theta * primal_residual
 
-        def newton(complementarity: np.ndarray, refine: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-            """Solve G^T dy = -r_d, G dx + dz = -r_p, y dz + z dy = complementarity: returns
-            (dh, ds, dz, dy)."""
-            scaled = complementarity * inverse_z
-            cells_right, totals_right = transpose(weighted_residual + scaled)
-            cells_right *= -1.0
-            totals_right *= -1.0
+        def newton(target: np.ndarray, affine_slacks: np.ndarray, affine_duals: np.ndarray, corrector: bool):
+            """Solve G^T dy = -r_d, G dx + dz = -r_p, y dz + z dy = c, with c = -z y (the
+            predictor) or target - z y - dz_affine dy_affine (the corrector): returns
+            (dh, ds, dz, dy, the primal and dual step to the boundary)."""
+            rows, box, totals_rows = _newton_right(weighted, z, y, target, affine_slacks, affine_duals, corrector)
+            # G^T (theta r_p + c / z) from its three row combinations; the system's right side
+            # is its negative minus the dual residual.
+            cells_right = grid.apply_transpose(rows)
+            cells_right += (box @ grid.weights)[:, None] / n_cells
             cells_right += dual_cells
-            totals_right += dual_totals
-            # transpose gave G^T (theta r_p + c / z); the system's right side is its negative
-            # minus the dual residual, and G^T y's sign flips with it.
-            step_cells, step_totals = normal_solve(equations, theta, cells_right, totals_right, refine)
-            step_duals = constraints(step_cells, step_totals)
-            step_duals *= theta
-            step_duals += weighted_residual
-            step_duals += scaled
-            step_slacks = complementarity - z * step_duals
-            step_slacks *= inverse_y
-            return step_cells, step_totals, step_slacks, step_duals
+            totals_rows += dual_totals
+            # The predictor only sets the centring and the corrector's second-order term: its
+            # solve goes unrefined.
+            step_cells, step_totals = normal_solve(equations, theta, -cells_right, -totals_rows, refine=corrector)
+            step_differences = grid.apply(step_cells)
+            step_fitted = step_differences + step_cells.sum(axis=1, keepdims=True) / n_cells * grid.weights
+            return (step_cells, step_totals, *_newton_steps(step_differences, step_fitted, step_totals, theta, weighted,
+                                                             z, y, target, affine_slacks, affine_duals, corrector))
 
-        products = z * y
-        mu = products.sum(axis=(1, 2)) / n_constraints
-        # The predictor only sets the centring and the corrector's second-order term: its
-        # solve goes unrefined.
-        _, _, affine_slacks, affine_duals = newton(-products, refine=False)
-        primal_step = _max_step(inverse_z, affine_slacks)[:, None, None]
-        dual_step = _max_step(inverse_y, affine_duals)[:, None, None]
-        affine_mu = np.einsum("nkm,nkm->n", z + primal_step * affine_slacks,
-                              y + dual_step * affine_duals) / n_constraints
-        target = ((affine_mu / mu) ** 3 * mu)[:, None, None]
-        products += affine_slacks * affine_duals
-        step_cells, step_totals, step_slacks, step_duals = newton(target - products, refine=True)
-        primal_step = STEP_FRACTION * _max_step(inverse_z, step_slacks)
-        dual_step = STEP_FRACTION * _max_step(inverse_y, step_duals)
+        mu = products / n_constraints
+        _, _, affine_slacks, affine_duals, primal_step, dual_step = newton(mu, z, y, corrector=False)
+        affine_mu = _stepped_mean_product(z, y, affine_slacks, affine_duals, primal_step, dual_step)
+        target = (affine_mu / mu) ** 3 * mu
+        step_cells, step_totals, step_slacks, step_duals, primal_step, dual_step = newton(
+            target, affine_slacks, affine_duals, corrector=True)
+        primal_step *= STEP_FRACTION
+        dual_step *= STEP_FRACTION
         h = h + primal_step[:, None] * step_cells
         s = s + primal_step[:, None] * step_totals
-        z = z + primal_step[:, None, None] * step_slacks
-        y = y + dual_step[:, None, None] * step_duals
+        _take_step(z, y, step_slacks, step_duals, primal_step, dual_step)
     return BatchSolution(solutions, converged, iterations)
 
 
@@ -387,3 +366,137 @@ def _shifted(values: np.ndarray) -> np.ndarray:
     """values + (1 + max(0, -min)) per program: strictly positive, as CVXOPT shifts its start."""
     lowest = values.reshape(len(values), -1).min(axis=1)
     return values + (1.0 + np.maximum(0.0, -lowest))[:, None, None]
+
+
+# Kernels: each one pass over a chunk's (programs, 4, m) arrays, where numpy would make one
+# pass per operation and a temporary for each.
+
+
+# G x's four row blocks as a D h + b s + c B h: D h - s, -D h - s, B h, -B h.
+_BLOCKS = np.array([[1.0, -1.0, 0.0], [-1.0, -1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, -1.0]])
+
+
+@njit(cache=True, fastmath=True)
+def _iteration_state(differences, fitted, totals, slacks, duals, bounds, theta_low, theta_high):
+    """One pass over a chunk's rows: theta = y / z (clipped), weighted = theta r_p with
+    r_p = G x + z - g, and per program max |r_p|, -g^T y and z^T y."""
+    n, four, m = slacks.shape
+    theta = np.empty_like(slacks)
+    weighted = np.empty_like(slacks)
+    infeasibility = np.zeros(n)
+    dual = np.zeros(n)
+    products = np.zeros(n)
+    for i in range(n):
+        for k in range(four):
+            a, b, c = _BLOCKS[k, 0], _BLOCKS[k, 1], _BLOCKS[k, 2]
+            largest = 0.0
+            dual_sum = 0.0
+            product_sum = 0.0
+            for j in range(m):
+                z = slacks[i, k, j]
+                y = duals[i, k, j]
+                bound = bounds[i, k, j]
+                residual = a * differences[i, j] + b * totals[i, j] + c * fitted[i, j] + z - bound
+                largest = max(largest, abs(residual))
+                dual_sum -= bound * y
+                product_sum += z * y
+                ratio = min(max(y / z, theta_low), theta_high)
+                theta[i, k, j] = ratio
+                weighted[i, k, j] = ratio * residual
+            infeasibility[i] = max(infeasibility[i], largest)
+            dual[i] += dual_sum
+            products[i] += product_sum
+    return theta, weighted, infeasibility, dual, products
+
+
+@njit(cache=True, fastmath=True)
+def _newton_right(weighted, slacks, duals, target, affine_slacks, affine_duals, corrector):
+    """v = theta r_p + c / z, with c the predictor's (-z y) or the corrector's complementarity,
+    returned as the three m-row combinations G^T v needs: (v0 - v1 + v2 - v3, v2 - v3, -v0 - v1)."""
+    n, _, m = slacks.shape
+    rows = np.zeros((n, m))
+    box = np.zeros((n, m))
+    totals = np.zeros((n, m))
+    for i in range(n):
+        for k in range(4):
+            for j in range(m):
+                z = slacks[i, k, j]
+                y = duals[i, k, j]
+                if corrector:
+                    c = target[i] - z * y - affine_slacks[i, k, j] * affine_duals[i, k, j]
+                else:
+                    c = -z * y
+                value = weighted[i, k, j] + c / z
+                if k == 0:
+                    rows[i, j] += value
+                    totals[i, j] -= value
+                elif k == 1:
+                    rows[i, j] -= value
+                    totals[i, j] -= value
+                elif k == 2:
+                    rows[i, j] += value
+                    box[i, j] += value
+                else:
+                    rows[i, j] -= value
+                    box[i, j] -= value
+    return rows, box, totals
+
+
+@njit(cache=True, fastmath=True)
+def _newton_steps(step_differences, step_fitted, step_totals, theta, weighted, slacks, duals, target,
+                  affine_slacks, affine_duals, corrector):
+    """dy = theta G dx + theta r_p + c / z, dz = (c - z dy) / y, and per program the largest
+    steps <= 1 that keep z and y >= 0."""
+    n, four, m = slacks.shape
+    step_slacks = np.empty_like(slacks)
+    step_duals = np.empty_like(slacks)
+    primal_step = np.empty(n)
+    dual_step = np.empty(n)
+    for i in range(n):
+        primal_shrink = 1.0
+        dual_shrink = 1.0
+        for k in range(four):
+            a, b, c = _BLOCKS[k, 0], _BLOCKS[k, 1], _BLOCKS[k, 2]
+            for j in range(m):
+                z = slacks[i, k, j]
+                y = duals[i, k, j]
+                if corrector:
+                    complementarity = target[i] - z * y - affine_slacks[i, k, j] * affine_duals[i, k, j]
+                else:
+                    complementarity = -z * y
+                moved = a * step_differences[i, j] + b * step_totals[i, j] + c * step_fitted[i, j]
+                dy = theta[i, k, j] * moved + weighted[i, k, j] + complementarity / z
+                dz = (complementarity - z * dy) / y
+                step_duals[i, k, j] = dy
+                step_slacks[i, k, j] = dz
+                primal_shrink = max(primal_shrink, -dz / z)
+                dual_shrink = max(dual_shrink, -dy / y)
+        primal_step[i] = 1.0 / primal_shrink
+        dual_step[i] = 1.0 / dual_shrink
+    return step_slacks, step_duals, primal_step, dual_step
+
+
+@njit(cache=True, fastmath=True)
+def _stepped_mean_product(slacks, duals, step_slacks, step_duals, primal_step, dual_step):
+    """Per program, the mean of (z + alpha_p dz)(y + alpha_d dy)."""
+    n, four, m = slacks.shape
+    out = np.zeros(n)
+    for i in range(n):
+        total = 0.0
+        for k in range(four):
+            for j in range(m):
+                total += ((slacks[i, k, j] + primal_step[i] * step_slacks[i, k, j])
+                          * (duals[i, k, j] + dual_step[i] * step_duals[i, k, j]))
+        out[i] = total / (four * m)
+    return out
+
+
+@njit(cache=True, fastmath=True)
+def _take_step(slacks, duals, step_slacks, step_duals, primal_step, dual_step):
+    """z += alpha_p dz, y += alpha_d dy, in place."""
+    n, four, m = slacks.shape
+    for i in range(n):
+        for k in range(four):
+            for j in range(m):
+                slacks[i, k, j] += primal_step[i] * step_slacks[i, k, j]
+                duals[i, k, j] += dual_step[i] * step_duals[i, k, j]

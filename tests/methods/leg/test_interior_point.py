@@ -117,3 +117,41 @@ def test_the_grids_weights_are_the_solvers():
     for grid_size in (2, 7, 28):
         np.testing.assert_allclose(_grid(grid_size).weights, _pseudo_inverse_transpose(grid_size).sum(axis=1),
                                    rtol=1e-10, atol=1e-12)
+
+
+def test_compiled_passes_match_their_numpy_formulas():
+    """The numba passes over the 4m rows equal the formulas they fuse (module docstring)."""
+    rng = np.random.default_rng(1)
+    n, m = 3, 40
+    z, y, dz_affine, dy_affine = (rng.uniform(0.1, 2.0, (n, 4, m)) for _ in range(4))
+    bounds = rng.normal(size=(n, 4, m))
+    differences, fitted, totals = (rng.normal(size=(n, m)) for _ in range(3))
+    target = rng.uniform(0.0, 1.0, n)
+
+    def blocks(d, f, t):
+        return np.stack([d - t, -d - t, f, -f], axis=1)
+
+    residual = blocks(differences, fitted, totals) + z - bounds
+    theta, weighted, largest, dual, products = interior_point._iteration_state(
+        differences, fitted, totals, z, y, bounds, 1e-14, 1e14)
+    np.testing.assert_allclose(theta, y / z)
+    np.testing.assert_allclose(weighted, y / z * residual)
+    np.testing.assert_allclose(largest, np.abs(residual).reshape(n, -1).max(axis=1))
+    np.testing.assert_allclose(dual, -(bounds * y).sum(axis=(1, 2)))
+    np.testing.assert_allclose(products, (z * y).sum(axis=(1, 2)))
+
+    for corrector in (False, True):
+        complementarity = (target[:, None, None] - z * y - dz_affine * dy_affine) if corrector else -z * y
+        v = weighted + complementarity / z
+        rows, box, total_rows = interior_point._newton_right(weighted, z, y, target, dz_affine, dy_affine, corrector)
+        np.testing.assert_allclose(rows, v[:, 0] - v[:, 1] + v[:, 2] - v[:, 3])
+        np.testing.assert_allclose(box, v[:, 2] - v[:, 3])
+        np.testing.assert_allclose(total_rows, -v[:, 0] - v[:, 1])
+        dy = theta * blocks(differences, fitted, totals) + weighted + complementarity / z
+        dz = (complementarity - z * dy) / y
+        step_z, step_y, primal, dual_step = interior_point._newton_steps(
+            differences, fitted, totals, theta, weighted, z, y, target, dz_affine, dy_affine, corrector)
+        np.testing.assert_allclose(step_y, dy, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(step_z, dz, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(primal, 1 / np.maximum(1, (-dz / z).reshape(n, -1).max(axis=1)))
+        np.testing.assert_allclose(dual_step, 1 / np.maximum(1, (-dy / y).reshape(n, -1).max(axis=1)))
