@@ -186,8 +186,11 @@ def run(args: argparse.Namespace) -> int:
               f"{reading['chance']:.2f} = 1/{reading['classes']})")
     if summary.ground_truth is not None:
         print(f"  ground truth: {ground_truth_line(summary.ground_truth)}")
-    print(f"  run totals: {summary.total_images} images, {summary.total_rows} rows "
-          f"({summary.total_ok} ok, {summary.total_errors} errors)")
+    if summary.total_rows is None:
+        print("  run totals: not read back (see the warning above); every row of this invocation is written")
+    else:
+        print(f"  run totals: {summary.total_images} images, {summary.total_rows} rows "
+              f"({summary.total_ok} ok, {summary.total_errors} errors)")
     print(f"  results:  {join(config.output, SALIENCY_DIR, config.run_id + FILE_INFIX + '*.parquet')}")
     print(f"  manifest: {join(config.output, RUNS_DIR, config.run_id + '.json')}")
     print(f"  try:      legx query {config.output} \"select method, lam, status, count(*) from saliency "

@@ -40,10 +40,11 @@ class JobSummary:
     forwards: int
     skipped_rows: int
     wall_s: float
-    total_images: int
-    total_rows: int
-    total_ok: int
-    total_errors: int
+    # The run's rows after this invocation, read back; None where that read failed.
+    total_images: int | None
+    total_rows: int | None
+    total_ok: int | None
+    total_errors: int | None
     # The explain actors' calls: seconds spent in them (summed over actors), seconds from the
     # job's start to the first call, and from the first call's start to the last one's end.
     # None when no model call ran (a complete run resumed).
@@ -71,12 +72,17 @@ class JobSummary:
     solver_fallbacks: int = 0
 
     @classmethod
-    def of(cls, config: JobConfig, counts: WriteCounts, run_rows: pa.Table, wall_s: float,
+    def of(cls, config: JobConfig, counts: WriteCounts, run_rows: pa.Table | None, wall_s: float,
            job_start: float, warnings: list[str]) -> JobSummary:
         """The summary of this invocation's write ``counts`` and the run's rows (image_id,
-        status) after it; ``job_start`` is the job's start in epoch seconds (the actors' clocks:
-        on a cluster, NTP keeps nodes within milliseconds of the driver)."""
-        statuses = run_rows.column("status").to_pylist()
+        status) after it (None: not read back); ``job_start`` is the job's start in epoch seconds
+        (the actors' clocks: on a cluster, NTP keeps nodes within milliseconds of the driver)."""
+        totals = dict.fromkeys(("total_images", "total_rows", "total_ok", "total_errors"))
+        if run_rows is not None:
+            statuses = run_rows.column("status").to_pylist()
+            totals = {"total_images": len(set(run_rows.column("image_id").to_pylist())),
+                      "total_rows": run_rows.num_rows, "total_ok": statuses.count("ok"),
+                      "total_errors": statuses.count("error")}
         timing = {}
         if counts.model_start is not None:
             timing = {
@@ -87,9 +93,7 @@ class JobSummary:
         return cls(
             run_id=config.run_id, output=config.output, images=counts.images, rows=counts.rows,
             ok=counts.ok, errors=counts.errors, forwards=counts.forwards, skipped_rows=counts.skipped,
-            wall_s=wall_s, total_images=len(set(run_rows.column("image_id").to_pylist())),
-            total_rows=run_rows.num_rows, total_ok=statuses.count("ok"),
-            total_errors=statuses.count("error"), labelled=counts.labelled, correct=counts.correct,
+            wall_s=wall_s, **totals, labelled=counts.labelled, correct=counts.correct,
             classes=counts.classes or None, warnings=warnings, **timing,
         )
 

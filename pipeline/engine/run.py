@@ -32,7 +32,7 @@ from legx.pipeline.engine.resources import ActorResources, ResourceError, actor_
 from legx.pipeline.engine.schema import row_key
 from legx.pipeline.engine.score import MetricsActor, needs_model, score_model_free_batch
 from legx.pipeline.engine.sink import (
-    SALIENCY_DIR, ParquetWriter, WriteCounts, read_run, run_location, supersede, written_keys,
+    SALIENCY_DIR, ParquetWriter, WriteCounts, read_run, run_location, supersede, written_state,
 )
 from legx.pipeline.engine.sources import SourceError, read_annotations, read_source, repeated_ids
 from legx.pipeline.engine.storage import scheme_of
@@ -149,7 +149,7 @@ def _attempt(config: JobConfig, nodes_at_start: set[str], started_at: datetime) 
     if repeated:
         logger.info("%d later occurrences of repeated image ids become 'duplicate id' error rows",
                     sum(map(len, repeated.values())))
-    existing = written_keys(config.output, config.storage, config.run_id)
+    existing, retryable_rows = written_state(config.output, config.storage, config.run_id)
     if existing:
         logger.info("resuming run %s: %d rows already written", config.run_id, len(existing))
 
@@ -160,15 +160,24 @@ def _attempt(config: JobConfig, nodes_at_start: set[str], started_at: datetime) 
         failure = counts.failure
         raise StorageError(failure["operation"], failure["object"], failure["cause"], failure["attempts"],
                            failure["seconds"])
-    superseded = supersede(config.output, config.storage, config.run_id)
+    # Only the retryable error rows of earlier attempts can be superseded: without any, the
+    # pass would read every file of the run for nothing.
+    superseded = supersede(config.output, config.storage, config.run_id) if retryable_rows else 0
     if superseded:
         logger.info("%d retryable error rows superseded by this attempt's rows", superseded)
     wall = time.perf_counter() - started
 
-    run_rows = read_run(config.output, config.storage, config.run_id,
-                        ["image_id", "status", "label", "target", "boxes"])
+    try:
+        run_rows = read_run(config.output, config.storage, config.run_id,
+                            ["image_id", "status", "label", "target", "boxes"])
+    except StorageError as error:
+        # Every row is written: a read-back that outlives its retries costs the summary its
+        # run-wide totals, not the job.
+        run_rows = None
+        warnings.append(f"WARNING: the run's rows were written but not read back for its totals: {error}")
+        logger.warning(warnings[-1])
     summary = JobSummary.of(config, counts, run_rows, wall, started_epoch, warnings)
-    summary.ground_truth = ground_truth_counts(annotations, run_rows)
+    summary.ground_truth = ground_truth_counts(annotations, run_rows) if run_rows is not None else None
     summary.resources = resources.describe()
     summary.superseded_rows = superseded
     warning = top1_warning(summary.top1, config.image_size, declared_size)

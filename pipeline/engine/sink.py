@@ -127,15 +127,21 @@ def _final(status: str | None, error: str | None, stored_class: str | None) -> b
     return status == "ok" or (stored_class or error_class(error)) == PERMANENT
 
 
-def written_keys(output: str, storage: StorageOptions, run_id: str) -> set[str]:
+def written_state(output: str, storage: StorageOptions, run_id: str) -> tuple[set[str], int]:
     """Keys (image_id, method, lam) of ``run_id`` whose row is final (``_final``): what a rerun
-    keeps; a key whose rows are all retryable errors is left out, so a rerun redoes it."""
+    keeps (a key whose rows are all retryable errors is left out, so a rerun redoes it); and the
+    number of retryable error rows, which only a rerun's rows can supersede (``supersede``)."""
     filesystem, paths = _listed(output, storage, run_id)
     keys: set[str] = set()
+    retryable = 0
     for table in _read_files(output, storage, filesystem, paths, _STATE_COLUMNS):
         states = zip(*(table.column(name).to_pylist() for name in ("status", "error", "error_class")))
-        keys.update(key for key, state in zip(table_keys(table), states) if _final(*state))
-    return keys
+        for key, state in zip(table_keys(table), states):
+            if _final(*state):
+                keys.add(key)
+            else:
+                retryable += 1
+    return keys, retryable
 
 
 def read_run(output: str, storage: StorageOptions, run_id: str, columns: list[str]) -> pa.Table:

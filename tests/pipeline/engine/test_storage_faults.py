@@ -90,3 +90,30 @@ def test_a_fault_that_outlives_the_budget_ends_the_job_in_one_line(s3_endpoint, 
     [attempt] = _manifest(s3_bucket, "throttled")["attempts"]
     assert attempt["failure"]["object"].startswith(f"s3://{s3_bucket}/out/saliency/throttled")
     assert attempt["failure"]["cause"] in last
+
+
+def test_a_read_back_that_outlives_the_budget_does_not_end_a_finished_job(s3_endpoint, s3_bucket, tmp_path,
+                                                                         fault_proxy):
+    """Every read of the run's Parquet files is throttled, its writes and listings answer: the
+    rows are all written, the driver's read-back for the summary fails, and the job still ends
+    with status 0, a warning, and a manifest without run totals."""
+    images = 2
+    _upload_demo(tmp_path, s3_bucket, s3_endpoint, images)
+    proxy = fault_proxy(slowdown=1.0, only=("/out/saliency/unread-part-",), operations=("read",))
+    result = _legx("run", "--input", f"s3://{s3_bucket}/in", "--output", f"s3://{s3_bucket}/out",
+                   "--methods", "leg", "--run-id", "unread", *SMALL,
+                   "--set", f"storage.endpoint_url={proxy.url}", "--set", "storage.max_attempts=2")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert "Traceback" not in result.stderr
+    assert proxy.counts["slowdown_read"] >= 2
+    assert "written but not read back" in result.stdout + result.stderr
+    assert "run totals: not read back" in result.stdout
+    [attempt] = _manifest(s3_bucket, "unread")["attempts"]
+    assert any("not read back" in warning for warning in attempt["warnings"])
+    assert _manifest(s3_bucket, "unread")["counts"]["rows"] is None
+    connection = duckdb.connect()
+    connection.register_filesystem(fsspec_filesystem(f"s3://{s3_bucket}", StorageOptions()))
+    statuses = connection.execute(
+        f"select status, count(*) from read_parquet('s3://{s3_bucket}/out/saliency/*.parquet') group by all"
+    ).fetchall()
+    assert statuses == [("ok", images)]
