@@ -57,19 +57,20 @@ def read(config: JobConfig, filesystem: pafs.FileSystem, root: str) -> ray.data.
         raise SourceError(f"input {prefix + root!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
 
     def fetch(batch: pa.Table) -> pa.Table:
-        paths = batch.column("path").to_pylist()
+        task_paths = batch.column("path").to_pylist()
 
         def read_one(path: str) -> bytes:
             return retried("read", prefix + path, lambda: _read_all(filesystem, path))
 
-        with ThreadPoolExecutor(min(FETCH_THREADS, max(1, len(paths)))) as pool:
-            data = list(pool.map(read_one, paths))
-        relative = [posixpath.relpath(path, root) if path != root else posixpath.basename(path) for path in paths]
+        with ThreadPoolExecutor(min(FETCH_THREADS, max(1, len(task_paths)))) as pool:
+            data = list(pool.map(read_one, task_paths))
+        relative = [posixpath.relpath(path, root) if path != root else posixpath.basename(path)
+                    for path in task_paths]
         labels = [index.get(rel.split("/")[0]) if "/" in rel else None for rel in relative]
         return pa.table(
             {
                 "image_id": pa.array(relative, pa.string()),
-                "source_uri": pa.array([prefix + path for path in paths], pa.string()),
+                "source_uri": pa.array([prefix + path for path in task_paths], pa.string()),
                 "label": pa.array(labels, pa.int64()),
                 "data": pa.array(data, pa.binary()),
             },
@@ -86,7 +87,7 @@ def read(config: JobConfig, filesystem: pafs.FileSystem, root: str) -> ray.data.
 def image_paths(filesystem: pafs.FileSystem, root: str) -> list[str]:
     """The image files under ``root`` at any depth, sorted; names under a folder or file whose
     path below ``root`` starts with '.' or '_' are left out, as Ray's readers leave them out."""
-    if filesystem.get_file_info(root).type == pafs.FileType.File:
+    if retried("look up", root, lambda: filesystem.get_file_info(root)).type == pafs.FileType.File:
         return [root]
     infos = retried("list", root, lambda: filesystem.get_file_info(pafs.FileSelector(root, recursive=True)))
     endings = tuple(f".{ending}" for ending in IMAGE_EXTENSIONS)
