@@ -19,7 +19,7 @@ local files are renamed into place). Each write returns its ``WriteCounts``. The
 stage runs it in Ray Data's write tasks (``legx.pipeline.engine.write``); this module imports no
 Ray, so that the analysis commands can read the output's layout from it.
 
-A rerun of a run id reads the keys already written (``written_keys``): those of its final rows,
+A rerun of a run id reads the keys already written (``written_state``): those of its final rows,
 'ok' rows and permanent errors (``legx.pipeline.engine.error_classes``). It skips the images
 whose keys are all final, drops any row whose key is final, and so redoes the keys whose rows
 are all retryable errors. After its writes, ``supersede`` rewrites each file that holds a
