@@ -35,9 +35,10 @@ class LEGTV(LEG):
 
     Sampling parameters, by keyword, as for ``LEG``; lambdas: constraint levels, each >= 0 (0
     returns LEG, >= 1 returns 0; the reference uses 0.05 to 0.3); solver: 'BATCHED' (default:
-    every program of a call at once, with Clarabel as its fallback), 'CLARABEL' or 'HIGHS' (one
-    program at a time, each the other's fallback); formulation: 'sparse' (default) or 'dense'
-    (the reference's, for benchmarks, with CLARABEL or HIGHS). These three, like ``absolute``, are the finish step's (``finish_params``).
+    every program of a call at once, with Clarabel, then HiGHS, as its fallback), 'CLARABEL' or
+    'HIGHS' (one program at a time, each the other's fallback); formulation: 'sparse' (default)
+    or 'dense' (the reference's, for benchmarks, with CLARABEL or HIGHS). These three, like
+    ``absolute``, are the finish step's (``finish_params``).
     """
 
     name = "leg-tv"
