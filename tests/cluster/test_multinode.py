@@ -214,15 +214,19 @@ def _manifest(output: str, run_id: str) -> dict:
     return json.loads(read_bytes(f"{output}/{RUNS_DIR}/{run_id}.json", StorageOptions()))
 
 
-def _assert_recovered(output: str, run_id: str) -> dict:
-    """The manifest's last attempt saw the node go and Ray restart or retry work."""
+def _recovery(output: str, run_id: str) -> dict:
+    """The manifest's last attempt's recovery record, which saw the node go and its replacement
+    join."""
     recovery = _manifest(output, run_id)["attempts"][-1]["recovery"]
     assert recovery["state_api"] == "ok", recovery
     # Ray marks the killed node dead only once its health checks fail: it may still count as
     # alive when a quick job ends. The replacement has joined by then.
     assert recovery["nodes_joined"] == 1 and recovery["nodes_lost"] in (0, 1), recovery
-    assert recovery["actor_restarts"] + recovery["task_retries"] >= 1, recovery
     return recovery
+
+
+def _work_redone(recovery: dict) -> bool:
+    return recovery["actor_restarts"] + recovery["task_retries"] >= 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,12 +254,11 @@ def test_local_output_is_refused_on_a_multinode_cluster_unless_shared(cluster, s
 def _lose_a_node_mid_job(cluster, s3_bucket, s3_images, tmp_path, run_id: str, find_node, waiting_for: str,
                          images: int = 8):
     """Run an ``images``-image job on the cluster, kill the node ``find_node`` names once it
-    names one (not gracefully) and add a fresh node; return the output and the attempt's
-    recovery record after checking that the job finished by itself with every row exactly
-    once."""
+    names one (not gracefully) and add a fresh node; return the attempt's recovery record after
+    checking that the job finished by itself with every row exactly once."""
     source = s3_images(s3_bucket, images)
     output = f"s3://{s3_bucket}/out"
-    log = tmp_path / "job.log"
+    log = tmp_path / f"{run_id}.log"
     earlier = _earlier_jobs(cluster)
     process = legx_on(cluster, log, "run", "--input", source, "--output", output, "--run-id", run_id,
                       *SMALL_JOB, "--samples", "192")
@@ -266,20 +269,29 @@ def _lose_a_node_mid_job(cluster, s3_bucket, s3_images, tmp_path, run_id: str, f
     finished(process, log)
 
     assert_exactly_once(output, run_id, images)
-    return _assert_recovered(output, run_id)
+    return _recovery(output, run_id)
 
 
 def test_losing_the_model_actors_node(cluster, s3_bucket, s3_images, tmp_path):
     recovery = _lose_a_node_mid_job(cluster, s3_bucket, s3_images, tmp_path, "actor-loss",
                                     _model_actor_node, "a model call finished on a known node")
-    assert recovery["actor_restarts"] >= 1, recovery
+    assert recovery["actor_restarts"] >= 1 and _work_redone(recovery), recovery
 
 
 def test_losing_the_node_of_the_solves_and_writes(cluster, s3_bucket, s3_images, tmp_path):
-    # The state API reports running tasks seconds late, long enough for the solves and writes
-    # of eight images to end before the loss: four times as many keep the job under way.
-    _lose_a_node_mid_job(cluster, s3_bucket, s3_images, tmp_path, "task-loss",
-                         _solve_or_write_node, "a write finished and a solve's node known", images=32)
+    # The state API reports running tasks seconds late: long enough for the solves and writes
+    # of eight images to end before the loss (32 keep the job under way), and for the task it
+    # names as running on a node to have ended there, so that the loss costs no work. Every
+    # job must end with its rows exactly once; at least one of up to three must have had work
+    # redone, or the loss tested nothing.
+    recoveries = []
+    for attempt in range(3):
+        recoveries.append(_lose_a_node_mid_job(cluster, s3_bucket, s3_images, tmp_path, f"task-loss-{attempt}",
+                                               _solve_or_write_node, "a write finished and a solve's node known",
+                                               images=32))
+        if _work_redone(recoveries[-1]):
+            break
+    assert _work_redone(recoveries[-1]), recoveries
 
 
 def test_driver_killed_on_the_cluster_then_rerun_resumes(cluster, s3_bucket, s3_images, tmp_path):
