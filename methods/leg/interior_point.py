@@ -410,6 +410,15 @@ def _iteration_state(differences, fitted, totals, slacks, duals, bounds, theta_l
 
 
 @njit(cache=True, fastmath=True)
+def _complementarity(z, y, target, affine_slack, affine_dual, corrector):
+    """The Newton system's y dz + z dy right side for one row: -z y for the predictor,
+    target - z y - dz_affine dy_affine for the corrector."""
+    if corrector:
+        return target - z * y - affine_slack * affine_dual
+    return -z * y
+
+
+@njit(cache=True, fastmath=True)
 def _newton_right(weighted, slacks, duals, target, affine_slacks, affine_duals, corrector):
     """v = theta r_p + c / z, with c the predictor's (-z y) or the corrector's complementarity,
     returned as the three m-row combinations G^T v needs: (v0 - v1 + v2 - v3, v2 - v3, -v0 - v1)."""
@@ -421,11 +430,8 @@ def _newton_right(weighted, slacks, duals, target, affine_slacks, affine_duals, 
         for k in range(4):
             for j in range(m):
                 z = slacks[i, k, j]
-                y = duals[i, k, j]
-                if corrector:
-                    c = target[i] - z * y - affine_slacks[i, k, j] * affine_duals[i, k, j]
-                else:
-                    c = -z * y
+                c = _complementarity(z, duals[i, k, j], target[i], affine_slacks[i, k, j],
+                                     affine_duals[i, k, j], corrector)
                 value = weighted[i, k, j] + c / z
                 if k == 0:
                     rows[i, j] += value
@@ -460,10 +466,8 @@ def _newton_steps(step_differences, step_fitted, step_totals, theta, weighted, s
             for j in range(m):
                 z = slacks[i, k, j]
                 y = duals[i, k, j]
-                if corrector:
-                    complementarity = target[i] - z * y - affine_slacks[i, k, j] * affine_duals[i, k, j]
-                else:
-                    complementarity = -z * y
+                complementarity = _complementarity(z, y, target[i], affine_slacks[i, k, j],
+                                                   affine_duals[i, k, j], corrector)
                 moved = a * step_differences[i, j] + b * step_totals[i, j] + c * step_fitted[i, j]
                 dy = theta[i, k, j] * moved + weighted[i, k, j] + complementarity / z
                 dz = (complementarity - z * dy) / y
