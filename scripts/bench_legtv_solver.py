@@ -67,7 +67,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from legx import __version__  # noqa: E402
 from legx.methods.leg.explainer import LEG  # noqa: E402
 from legx.methods.leg.finish import finish_leg, finish_legtv  # noqa: E402
-from legx.methods.leg.interior_point import solve_programs  # noqa: E402
+from legx.methods.leg.interior_point import _grid, solve_programs  # noqa: E402
 from legx.methods.leg.solvers import (  # noqa: E402
     FEASIBILITY_TOLERANCE,
     TVSolveError,
@@ -91,12 +91,12 @@ class GridOperators:
 
     def __init__(self, grid_size: int) -> None:
         g = grid_size
-        self.g, self.p, self.n_pairs = g, g * g, g * (g - 1)
-        self.m = 2 * g * (g - 1) + 4 * g
+        self.g, self.p = g, g * g
+        self.shifts = _grid(g)  # D and D^T as the batched solver shifts them
         one_dim = 4 * np.sin(np.pi * np.arange(1, g + 1) / (2 * (g + 1))) ** 2
         self.eigenvalues = one_dim[:, None] + one_dim[None, :]
         self.ones_solution = self.laplacian_solve(np.ones((1, g, g)))[0]  # (D^T D)^{-1} 1
-        self.w = self.D(self.ones_solution[None])[0]
+        self.w = self.shifts.weights  # D (D^T D)^{-1} 1
         self.beta = 2 / self.p + (self.w @ self.w) / self.p**2
 
     def laplacian_solve(self, rhs: np.ndarray) -> np.ndarray:
@@ -111,30 +111,10 @@ class GridOperators:
         return base - weight[:, None, None] * self.ones_solution
 
     def D(self, h: np.ndarray) -> np.ndarray:
-        n, g, k = h.shape[0], self.g, self.n_pairs
-        out = np.empty((n, self.m))
-        out[:, :k] = (h[:, :, :-1] - h[:, :, 1:]).reshape(n, -1)
-        out[:, k:2 * k] = (h[:, :-1, :] - h[:, 1:, :]).reshape(n, -1)
-        start = 2 * k
-        for position, edge in enumerate((h[:, 0, :], h[:, -1, :], h[:, :, 0], h[:, :, -1])):
-            out[:, start + position * g:start + (position + 1) * g] = edge
-        return out
+        return self.shifts.apply(h.reshape(len(h), -1))
 
     def DT(self, u: np.ndarray) -> np.ndarray:
-        n, g, k = u.shape[0], self.g, self.n_pairs
-        out = np.zeros((n, g, g))
-        horizontal = u[:, :k].reshape(n, g, g - 1)
-        out[:, :, :-1] += horizontal
-        out[:, :, 1:] -= horizontal
-        vertical = u[:, k:2 * k].reshape(n, g - 1, g)
-        out[:, :-1, :] += vertical
-        out[:, 1:, :] -= vertical
-        start = 2 * k
-        out[:, 0, :] += u[:, start:start + g]
-        out[:, -1, :] += u[:, start + g:start + 2 * g]
-        out[:, :, 0] += u[:, start + 2 * g:start + 3 * g]
-        out[:, :, -1] += u[:, start + 3 * g:]
-        return out
+        return self.shifts.apply_transpose(u).reshape(len(u), self.g, self.g)
 
     def A(self, h: np.ndarray, differences: np.ndarray) -> np.ndarray:
         return differences + (h.sum(axis=(1, 2)) / self.p)[:, None] * self.w
