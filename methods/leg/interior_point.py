@@ -17,16 +17,19 @@ eliminated (its block is diagonal), to normal equations in h alone:
     E = theta_3 + theta_4,   U = [1, a],   a = D^T (E w) / p,   C = [[e, 1], [1, 0]],   e = w^T E w / p^2.
 
 D^T F D is a weighted Laplacian of the g x g grid with a Dirichlet border: in row-major order a
-band matrix with g sub-diagonals, which LAPACK's banded Cholesky (dpbtrf) factors in O(p g^2).
+band matrix with g sub-diagonals, whose banded Cholesky factor costs O(p g^2).
 The rank-two term is a Woodbury correction. As the barrier tightens, t and h's mean become
 nearly dependent in the box rows (w lies in the range of D), the correction loses digits, and
 the corrector's solve is refined against the operator itself where its residual is not small.
 
-Every step runs on all unconverged programs of a chunk at once: D and D^T as shifts of a
-(programs, g, g) array, the work on the 4m rows of z and y in loops compiled by numba (one pass
-each, where numpy makes a pass and a temporary per operation); only the banded factorisation and
-its solves loop over programs. A program stops when its duality gap is below ``TOLERANCE`` relative to its objective and its
-primal and dual residuals below ``TOLERANCE`` (Clarabel's defaults): the dual point is then a
+``CHUNK_PROGRAMS`` programs take each step together, and a program that finishes hands its
+place to the next of the call: D and D^T as shifts of a (programs, g, g) array, the work on the
+4m rows of z and y in loops compiled by numba (one pass each, where numpy makes a pass and a
+temporary per operation), and the banded factorisation and its solves with the programs
+innermost, so that every loop of LAPACK's column-by-column algorithm runs over the programs and
+the compiler vectorises it (LAPACK's ``dpbtrf`` takes one program, and one Python call, at a
+time). A program stops when its duality gap is below ``TOLERANCE`` relative to its objective and
+its primal and dual residuals below ``TOLERANCE`` (Clarabel's defaults): the dual point is then a
 certificate that the objective is within that gap of the optimum. A program that does not get
 there within its iteration cap is returned as not converged, for the caller to solve exactly.
 
@@ -42,12 +45,11 @@ user-supplied normal-equations solve.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import lru_cache
 
 import numpy as np
 from numba import njit
-from scipy.linalg import lapack
 
 # Relative duality gap and residuals at which a program is solved (Clarabel's defaults).
 TOLERANCE = 1e-8
@@ -58,9 +60,9 @@ REFINEMENTS = 2
 REFINEMENT_THRESHOLD = 1e-10
 # Diagonal regularisations tried in turn, relative to the largest diagonal entry.
 REGULARISATIONS = (1e-13, 1e-10, 1e-7)
-# Programs iterated together: enough to spread numpy's per-call cost, few enough that their
-# (programs, 4, m) arrays stay in the processor's cache.
-CHUNK_PROGRAMS = 16
+# Programs iterated together: enough for the compiled loops over the programs to run long
+# vectors and to spread numpy's per-call cost, few enough that a step's arrays stay in cache.
+CHUNK_PROGRAMS = 32
 # Fraction of the step to the boundary of z, y >= 0 that each iteration takes.
 STEP_FRACTION = 0.99
 # Bounds on y / z: beyond them the normal equations carry no more information, only overflow.
@@ -113,30 +115,15 @@ class _Grid:
         out[:, :, -1] += right
         return out.reshape(n, g * g)
 
-    def banded_laplacian(self, row_weights: np.ndarray) -> np.ndarray:
-        """D^T diag(F) D in LAPACK's lower band storage, one (p, g + 1) C-ordered block per
-        program so that block.T is the Fortran-ordered (g + 1, p) array dpbtrf takes. Only the
-        diagonal and sub-diagonals 1 and g are nonzero; the others hold the factor's fill-in."""
-        g = self.size
-        n = len(row_weights)
-        pairs = g * (g - 1)
-        band = np.zeros((n, g, g, g + 1))
-        horizontal = row_weights[:, :pairs].reshape(n, g, g - 1)
-        vertical = row_weights[:, pairs:2 * pairs].reshape(n, g - 1, g)
-        top, bottom, left, right = row_weights[:, 2 * pairs:].reshape(n, 4, g).transpose(1, 0, 2)
-        diagonal = np.zeros((n, g, g))
-        diagonal[:, :, :-1] += horizontal
-        diagonal[:, :, 1:] += horizontal
-        diagonal[:, :-1, :] += vertical
-        diagonal[:, 1:, :] += vertical
-        diagonal[:, 0, :] += top
-        diagonal[:, -1, :] += bottom
-        diagonal[:, :, 0] += left
-        diagonal[:, :, -1] += right
-        band[..., 0] = diagonal
-        band[:, :, :-1, 1] = -horizontal  # entry (cell + 1, cell)
-        band[:, :-1, :, g] = -vertical  # entry (cell + g, cell)
-        return band.reshape(n, g * g, g + 1)
+    def banded_laplacian(self, row_weights: np.ndarray, regularisation: float = 0.0,
+                         out: np.ndarray | None = None) -> np.ndarray:
+        """D^T diag(F) D + regularisation max(diag) I for each row of ``row_weights`` (n, m), in
+        LAPACK's lower band storage with the programs innermost: band[j, k, i] = M_i[j + k, j],
+        shape (p, g + 1, n), written to ``out`` when given. Only the diagonal and sub-diagonals 1
+        and g are nonzero; the others hold the factor's fill-in."""
+        if out is None:
+            out = np.empty((self.n_cells, self.size + 1, len(row_weights)))
+        return _laplacian_band(np.ascontiguousarray(row_weights.T), self.size, regularisation, out)
 
 
 @lru_cache(maxsize=8)
@@ -146,10 +133,10 @@ def _grid(grid_size: int) -> _Grid:
     if grid_size < 2:
         raise ValueError(f"the batched solver needs grid_size >= 2, got {grid_size}")
     unweighted = _Grid(grid_size, np.zeros(0))
-    band = unweighted.banded_laplacian(np.ones((1, unweighted.n_rows)))[0]
-    factor, info = lapack.dpbtrf(band.T, lower=1)
-    potential = lapack.dpbtrs(factor, np.ones((unweighted.n_cells, 1)), lower=1)[0]
-    return _Grid(grid_size, unweighted.apply(potential.T)[0])
+    factor = unweighted.banded_laplacian(np.ones((1, unweighted.n_rows)))
+    _band_cholesky(factor)
+    potential = _band_solve(factor, np.ones((1, unweighted.n_cells)))
+    return _Grid(grid_size, unweighted.apply(potential)[0])
 
 
 @dataclass
@@ -164,80 +151,168 @@ class BatchSolution:
 class _NormalEquations:
     """The factorised normal equations of one iteration for a set of programs."""
 
-    def __init__(self, grid: _Grid, theta: np.ndarray) -> None:
+    def __init__(self, grid: _Grid, theta: np.ndarray, out: np.ndarray | None = None) -> None:
+        """``out``: where to write the factor, (p, g + 1, n)."""
         self.grid = grid
         theta1, theta2, theta3, theta4 = theta.transpose(1, 0, 2)
         box = theta3 + theta4
         self.row_weights = 4 * theta1 * theta2 / (theta1 + theta2) + box
         n_cells = grid.n_cells
-        self.factors = [self._factor(block) for block in grid.banded_laplacian(self.row_weights)]
+        self.factor, self.failed = self._factor(out)
         self.correction = grid.apply_transpose(box * grid.weights) / n_cells  # a
         self.scalar = (box * grid.weights**2).sum(axis=1) / n_cells**2  # e
         basis = np.stack([np.ones_like(self.correction), self.correction], axis=1)  # U^T, (n, 2, p)
-        self.basis_solved = self._banded_solve(basis, np.arange(len(basis)))  # (L^-1 U)^T
+        self.basis_solved = np.stack([_band_solve(self.factor, basis[:, k]) for k in range(2)], axis=1)
         # C^-1 + U^T L^-1 U, with C^-1 = [[0, 1], [1, -e]]
         capacitance = np.einsum("nkp,nlp->nkl", basis, self.basis_solved)
         capacitance[:, 0, 1] += 1.0
         capacitance[:, 1, 0] += 1.0
         capacitance[:, 1, 1] -= self.scalar
+        capacitance[self.failed] = np.eye(2)  # keeps the small solves defined; the caller drops these
         self.capacitance = capacitance
         self.basis = basis
 
-    @staticmethod
-    def _factor(block: np.ndarray) -> np.ndarray:
-        """dpbtrf of one program's band with a static regularisation of its diagonal, raised
-        while rounding makes the matrix numerically indefinite (as Clarabel regularises its KKT)."""
-        diagonal = block[:, 0].copy()
-        largest = diagonal.max()
-        for regularisation in REGULARISATIONS:
-            block[:, 0] = diagonal + regularisation * largest
-            factor, info = lapack.dpbtrf(block.T, lower=1)
-            if info == 0:
-                return factor
-        raise np.linalg.LinAlgError(f"dpbtrf failed with info {info}")
+    def _factor(self, out: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """The banded Cholesky factor of every program's normal matrix, with a static
+        regularisation of the diagonal, raised for a program while rounding makes its matrix
+        numerically indefinite (as Clarabel regularises its KKT); and the programs for which even
+        the largest failed."""
+        factor = self.grid.banded_laplacian(self.row_weights, REGULARISATIONS[0], out)
+        failed = _band_cholesky(factor)
+        for regularisation in REGULARISATIONS[1:]:
+            if not failed.any():
+                break
+            retried = self.grid.banded_laplacian(self.row_weights[failed], regularisation)
+            still = _band_cholesky(retried)
+            factor[:, :, failed] = retried
+            failed[failed] = still
+        return factor, failed
 
-    def _banded_solve(self, right: np.ndarray, programs: np.ndarray) -> np.ndarray:
-        """L^-1 applied to (len(programs), k, p) right-hand sides of the given programs."""
-        out = np.empty_like(right)
-        for position, program in enumerate(programs):
-            out[position] = lapack.dpbtrs(self.factors[program], right[position].T, lower=1)[0].T
-        return out
-
-    def apply(self, cells: np.ndarray, programs: np.ndarray) -> np.ndarray:
+    def apply(self, cells: np.ndarray) -> np.ndarray:
         grid = self.grid
         total = cells.sum(axis=1, keepdims=True)
-        correction = self.correction[programs]
-        laplacian = grid.apply_transpose(self.row_weights[programs] * grid.apply(cells))
-        return (laplacian + correction * total
-                + ((correction * cells).sum(axis=1, keepdims=True) + self.scalar[programs, None] * total))
+        laplacian = grid.apply_transpose(self.row_weights * grid.apply(cells))
+        return (laplacian + self.correction * total
+                + ((self.correction * cells).sum(axis=1, keepdims=True) + self.scalar[:, None] * total))
 
-    def _solve_once(self, right: np.ndarray, programs: np.ndarray) -> np.ndarray:
-        solved = self._banded_solve(right[:, None, :], programs)[:, 0]
-        projected = np.einsum("nkp,np->nk", self.basis[programs], solved)
-        small = np.linalg.solve(self.capacitance[programs], projected[:, :, None])[:, :, 0]
-        return solved - np.einsum("nkp,nk->np", self.basis_solved[programs], small)
+    def _solve_once(self, right: np.ndarray) -> np.ndarray:
+        solved = _band_solve(self.factor, right)
+        projected = np.einsum("nkp,np->nk", self.basis, solved)
+        small = np.linalg.solve(self.capacitance, projected[:, :, None])[:, :, 0]
+        return solved - np.einsum("nkp,nk->np", self.basis_solved, small)
 
     def solve(self, right: np.ndarray, refinements: int) -> np.ndarray:
         """H^-1 right, refined against H where the Woodbury solve left a residual above
-        ``REFINEMENT_THRESHOLD`` (relative), at most ``refinements`` times."""
-        programs = np.arange(len(right))
-        solution = self._solve_once(right, programs)
+        ``REFINEMENT_THRESHOLD`` (relative), at most ``refinements`` times. Every solve runs on
+        all programs; one that needs no refinement gets a zero right side, whose correction is
+        exactly zero, so that a program's solution does not depend on the others'."""
+        solution = self._solve_once(right)
         size = np.abs(right).max(axis=1)
         for _ in range(refinements):
-            residual = right[programs] - self.apply(solution[programs], programs)
-            inexact = np.abs(residual).max(axis=1) > REFINEMENT_THRESHOLD * size[programs]
-            if not inexact.any():
+            residual = right - self.apply(solution)
+            exact = np.abs(residual).max(axis=1) <= REFINEMENT_THRESHOLD * size
+            if exact.all():
                 break
-            programs, residual = programs[inexact], residual[inexact]
-            solution[programs] += self._solve_once(residual, programs)
+            residual[exact] = 0.0
+            solution += self._solve_once(residual)
         return solution
+
+
+@dataclass
+class _Iterates:
+    """The iterates of a set of programs, one row each, in the module docstring's notation."""
+
+    index: np.ndarray  # the program's position in the call
+    cells: np.ndarray  # h (n, p)
+    totals: np.ndarray  # s (n, m)
+    slacks: np.ndarray  # z (n, 4, m)
+    duals: np.ndarray  # y (n, 4, m)
+    bounds: np.ndarray  # g (n, 4, m)
+    scale: np.ndarray  # 1 + ||g||_inf (n,)
+    iterations: np.ndarray  # Newton steps taken (n,)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @staticmethod
+    def none(grid: _Grid) -> _Iterates:
+        rows = np.zeros((0, 4, grid.n_rows))
+        return _Iterates(np.zeros(0, dtype=np.int64), np.zeros((0, grid.n_cells)), np.zeros((0, grid.n_rows)),
+                         rows, rows, rows, np.zeros(0), np.zeros(0, dtype=np.int64))
+
+    def take(self, rows: np.ndarray | slice) -> _Iterates:
+        return _Iterates(*(getattr(self, item.name)[rows] for item in fields(self)))
+
+    @staticmethod
+    def join(first: _Iterates, second: _Iterates) -> _Iterates:
+        return _Iterates(*(np.concatenate([getattr(first, item.name), getattr(second, item.name)])
+                           for item in fields(first)))
+
+
+def _constraints(grid: _Grid, cells: np.ndarray, totals: np.ndarray) -> np.ndarray:
+    """G x: (n, 4, m)."""
+    differences = grid.apply(cells)
+    fitted = differences + cells.sum(axis=1, keepdims=True) / grid.n_cells * grid.weights
+    return np.stack([differences - totals, -differences - totals, fitted, -fitted], axis=1)
+
+
+def _transpose(grid: _Grid, duals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """G^T y as (cells part (n, p), totals part (n, m))."""
+    box = duals[:, 2] - duals[:, 3]
+    cells = grid.apply_transpose(duals[:, 0] - duals[:, 1] + box)
+    cells += (box @ grid.weights)[:, None] / grid.n_cells
+    return cells, -duals[:, 0] - duals[:, 1]
+
+
+def _normal_solve(equations: _NormalEquations, theta: np.ndarray, cells_right: np.ndarray,
+                  totals_right: np.ndarray, refine: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """dx with G^T diag(theta) G dx = (cells_right, totals_right): s eliminated, then the normal
+    equations in h (module docstring)."""
+    grid = equations.grid
+    coupling = theta[:, 1] - theta[:, 0]
+    totals_weight = theta[:, 0] + theta[:, 1]
+    step_cells = equations.solve(cells_right - grid.apply_transpose(coupling * totals_right / totals_weight),
+                                 REFINEMENTS if refine else 0)
+    return step_cells, (totals_right - coupling * grid.apply(step_cells)) / totals_weight
+
+
+@lru_cache(maxsize=8)
+def _least_squares_equations(grid_size: int) -> _NormalEquations:
+    """The normal equations with theta = 1 (G^T G), the same for every program: factored once per
+    grid, for ``CHUNK_PROGRAMS`` right sides at a time."""
+    return _NormalEquations(_grid(grid_size), np.ones((CHUNK_PROGRAMS, 4, _grid(grid_size).n_rows)))
+
+
+def _start(grid: _Grid, rhs: np.ndarray, lams: np.ndarray, index: np.ndarray) -> _Iterates:
+    """Starting points of up to ``CHUNK_PROGRAMS`` programs, as CVXOPT's LP solver starts
+    (Vandenberghe, "The CVXOPT linear and quadratic cone program solvers", 2010, section 10.3):
+    the least-squares x of G x = g and the least-norm y of G^T y = -c, each shifted into the
+    positive orthant."""
+    n_programs, n_rows = len(rhs), grid.n_rows
+    bounds = np.zeros((CHUNK_PROGRAMS, 4, n_rows))  # rows past n_programs: zero right sides
+    bounds[:n_programs, 2] = rhs + lams[:, None]
+    bounds[:n_programs, 3] = lams[:, None] - rhs
+    equations = _least_squares_equations(grid.size)
+    unit = np.ones_like(bounds)
+    cells, totals = _normal_solve(equations, unit, *_transpose(grid, bounds))
+    objective = np.zeros((CHUNK_PROGRAMS, n_rows))
+    objective[:n_programs] = -1.0
+    least_norm = _normal_solve(equations, unit, np.zeros((CHUNK_PROGRAMS, grid.n_cells)), objective)
+    kept = slice(0, n_programs)
+    slacks = _shifted((bounds - _constraints(grid, cells, totals))[kept])
+    duals = _shifted(-_constraints(grid, *least_norm)[kept])
+    return _Iterates(index, cells[kept], totals[kept], slacks, duals, bounds[kept],
+                     1.0 + np.abs(bounds[kept]).reshape(n_programs, -1).max(axis=1),
+                     np.zeros(n_programs, dtype=np.int64))
 
 
 def solve_programs(grid_size: int, rhs: np.ndarray, lams: np.ndarray,
                    max_iterations: int | None = None) -> BatchSolution:
     """Solve min ||D h||_1 s.t. ||B h - b||_inf <= lam for every row b of ``rhs`` (n, m) and
-    its lam (n,); unit scale expected (||b||_inf = 1). The programs are iterated together in
-    chunks of ``CHUNK_PROGRAMS``, each for at most ``max_iterations`` (``MAX_ITERATIONS``)."""
+    its lam (n,); unit scale expected (||b||_inf = 1). ``CHUNK_PROGRAMS`` programs iterate
+    together, each for at most ``max_iterations`` (``MAX_ITERATIONS``) Newton steps; a program
+    that finishes hands its place to the next one, so that the compiled passes and the banded
+    solves keep working on full-width arrays until the call's last programs."""
     grid = _grid(grid_size)
     max_iterations = MAX_ITERATIONS if max_iterations is None else max_iterations
     rhs = np.asarray(rhs, dtype=np.float64)
@@ -246,120 +321,107 @@ def solve_programs(grid_size: int, rhs: np.ndarray, lams: np.ndarray,
         raise ValueError(f"rhs must be (n, {grid.n_rows}) and lams (n,), got {rhs.shape} and {lams.shape}")
     if not (np.isfinite(rhs).all() and np.isfinite(lams).all() and (lams >= 0).all()):
         raise ValueError("rhs and lams must be finite, and lams >= 0")
-    parts = [_solve_chunk(grid, rhs[start:start + CHUNK_PROGRAMS], lams[start:start + CHUNK_PROGRAMS],
-                          max_iterations)
-             for start in range(0, len(rhs), CHUNK_PROGRAMS)]
-    if not parts:
-        return BatchSolution(np.zeros((0, grid.n_cells)), np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64))
-    return BatchSolution(*(np.concatenate([getattr(part, name) for part in parts])
-                           for name in ("solutions", "converged", "iterations")))
+    n_programs = len(rhs)
+    result = BatchSolution(np.zeros((n_programs, grid.n_cells)), np.zeros(n_programs, dtype=bool),
+                           np.zeros(n_programs, dtype=np.int64))
+    active = queued = _Iterates.none(grid)
+    workspace = np.empty(grid.n_cells * (grid.size + 1) * CHUNK_PROGRAMS)  # each iteration's factor
+    started = 0
+    while True:
+        while len(active) < CHUNK_PROGRAMS and (len(queued) or started < n_programs):
+            if not len(queued):
+                upcoming = slice(started, started + CHUNK_PROGRAMS)
+                queued = _start(grid, rhs[upcoming], lams[upcoming], np.arange(n_programs)[upcoming])
+                started = min(started + CHUNK_PROGRAMS, n_programs)
+            free = CHUNK_PROGRAMS - len(active)
+            active, queued = _Iterates.join(active, queued.take(slice(0, free))), queued.take(slice(free, None))
+        if not len(active):
+            return result
+        active = _iterate(grid, active, result, max_iterations, workspace)
 
 
-def _solve_chunk(grid: _Grid, rhs: np.ndarray, lams: np.ndarray, max_iterations: int) -> BatchSolution:
-    n_programs, n_rows, n_cells = len(rhs), grid.n_rows, grid.n_cells
-    bounds = np.zeros((n_programs, 4, n_rows))
-    bounds[:, 2] = rhs + lams[:, None]
-    bounds[:, 3] = lams[:, None] - rhs
+def _iterate(grid: _Grid, programs: _Iterates, result: BatchSolution, max_iterations: int,
+             workspace: np.ndarray) -> _Iterates:
+    """One Newton step of Mehrotra's method for every program, after the programs that have met
+    the tolerance (or the iteration cap, or whose normal equations cannot be factored) are
+    written to ``result`` and dropped: returns the programs still iterating. The normal
+    equations' factor is written to ``workspace``, reused from step to step."""
+    n_cells, n_rows = grid.n_cells, grid.n_rows
+    h, s, z, y, g = programs.cells, programs.totals, programs.slacks, programs.duals, programs.bounds
+    differences = grid.apply(h)
+    fitted = differences + h.sum(axis=1, keepdims=True) / n_cells * grid.weights
+    theta, weighted, largest, dual, products = _iteration_state(differences, fitted, s, z, y, g, *THETA_RANGE)
+    dual_cells, dual_totals = _transpose(grid, y)
+    dual_totals += 1.0
+    primal = s.sum(axis=1)
+    gap = np.abs(primal - dual) / np.maximum(1.0, np.minimum(np.abs(primal), np.abs(dual)))
+    dual_infeasibility = np.maximum(np.abs(dual_cells).max(axis=1), np.abs(dual_totals).max(axis=1))
+    converged = ((gap <= TOLERANCE) & (largest / programs.scale <= TOLERANCE)
+                 & (dual_infeasibility <= TOLERANCE))
+    state = [theta, weighted, products, dual_cells, dual_totals]
+    done = converged | (programs.iterations >= max_iterations)
+    if done.any():
+        programs, state = _finish(programs, state, done, converged, result)
+    if not len(programs):
+        return programs
+    equations = _NormalEquations(grid, state[0], _factor_space(workspace, grid, len(programs)))
+    if equations.failed.any():  # not even the largest regularisation made the matrix definite
+        programs, state = _finish(programs, state, equations.failed, np.zeros(len(programs), dtype=bool), result)
+        if not len(programs):
+            return programs
+        equations = _NormalEquations(grid, state[0], _factor_space(workspace, grid, len(programs)))
+    theta, weighted, products, dual_cells, dual_totals = state
+    h, s, z, y = programs.cells, programs.totals, programs.slacks, programs.duals
 
-    def constraints(cells: np.ndarray, totals: np.ndarray) -> np.ndarray:
-        """G x: (n, 4, m)."""
-        differences = grid.apply(cells)
-        fitted = differences + cells.sum(axis=1, keepdims=True) / n_cells * grid.weights
-        return np.stack([differences - totals, -differences - totals, fitted, -fitted], axis=1)
+    def newton(target: np.ndarray, affine_slacks: np.ndarray, affine_duals: np.ndarray, corrector: bool):
+        """Solve G^T dy = -r_d, G dx + dz = -r_p, y dz + z dy = c, with c = -z y (the predictor)
+        or target - z y - dz_affine dy_affine (the corrector): returns (dh, ds, dz, dy, the primal
+        and dual step to the boundary)."""
+        rows, box, totals_rows = _newton_right(weighted, z, y, target, affine_slacks, affine_duals, corrector)
+        # G^T (theta r_p + c / z) from its three row combinations; the system's right side is its
+        # negative minus the dual residual.
+        cells_right = grid.apply_transpose(rows)
+        cells_right += (box @ grid.weights)[:, None] / n_cells
+        cells_right += dual_cells
+        totals_rows += dual_totals
+        # The predictor only sets the centring and the corrector's second-order term: its solve
+        # goes unrefined.
+        step_cells, step_totals = _normal_solve(equations, theta, -cells_right, -totals_rows, refine=corrector)
+        step_differences = grid.apply(step_cells)
+        step_fitted = step_differences + step_cells.sum(axis=1, keepdims=True) / n_cells * grid.weights
+        return (step_cells, step_totals, *_newton_steps(step_differences, step_fitted, step_totals, theta, weighted,
+                                                         z, y, target, affine_slacks, affine_duals, corrector))
 
-    def transpose(duals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """G^T y as (cells part (n, p), totals part (n, m))."""
-        box = duals[:, 2] - duals[:, 3]
-        cells = grid.apply_transpose(duals[:, 0] - duals[:, 1] + box)
-        cells += (box @ grid.weights)[:, None] / n_cells
-        return cells, -duals[:, 0] - duals[:, 1]
+    mu = products / (4 * n_rows)
+    _, _, affine_slacks, affine_duals, primal_step, dual_step = newton(mu, z, y, corrector=False)
+    affine_mu = _stepped_mean_product(z, y, affine_slacks, affine_duals, primal_step, dual_step)
+    target = (affine_mu / mu) ** 3 * mu
+    step_cells, step_totals, step_slacks, step_duals, primal_step, dual_step = newton(
+        target, affine_slacks, affine_duals, corrector=True)
+    primal_step *= STEP_FRACTION
+    dual_step *= STEP_FRACTION
+    programs.cells = h + primal_step[:, None] * step_cells
+    programs.totals = s + primal_step[:, None] * step_totals
+    _take_step(z, y, step_slacks, step_duals, primal_step, dual_step)
+    programs.iterations += 1
+    return programs
 
-    def normal_solve(equations: _NormalEquations, theta: np.ndarray, cells_right: np.ndarray,
-                     totals_right: np.ndarray, refine: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """dx with G^T diag(theta) G dx = (cells_right, totals_right): s eliminated, then the
-        normal equations in h (module docstring)."""
-        coupling = theta[:, 1] - theta[:, 0]
-        totals_weight = theta[:, 0] + theta[:, 1]
-        step_cells = equations.solve(cells_right - grid.apply_transpose(coupling * totals_right / totals_weight),
-                                     REFINEMENTS if refine else 0)
-        return step_cells, (totals_right - coupling * grid.apply(step_cells)) / totals_weight
 
-    # Starting point as in CVXOPT's LP solver (Vandenberghe, "The CVXOPT linear and quadratic
-    # cone program solvers", 2010, section 10.3): the least-squares x of G x = g and the
-    # least-norm y of G^T y = -c, each shifted into the positive orthant.
-    unit = np.ones((n_programs, 4, n_rows))
-    least_squares = _NormalEquations(grid, unit)
-    cells, totals = normal_solve(least_squares, unit, *transpose(bounds))
-    slacks = _shifted(bounds - constraints(cells, totals))
-    duals = _shifted(-constraints(*normal_solve(least_squares, unit, np.zeros((n_programs, n_cells)),
-                                                 -np.ones((n_programs, n_rows)))))
-    solutions = np.zeros((n_programs, n_cells))
-    converged = np.zeros(n_programs, dtype=bool)
-    iterations = np.zeros(n_programs, dtype=np.int64)
-    # The state of the unconverged programs only, compacted as programs converge.
-    index = np.arange(n_programs)
-    h, s, z, y, g = cells, totals, slacks, duals, bounds
-    scale = 1.0 + np.abs(bounds).reshape(n_programs, -1).max(axis=1)
-    n_constraints = 4 * n_rows
+def _factor_space(workspace: np.ndarray, grid: _Grid, n_programs: int) -> np.ndarray:
+    """A contiguous (p, g + 1, n) view of the workspace's start."""
+    shape = (grid.n_cells, grid.size + 1, n_programs)
+    return workspace[:np.prod(shape)].reshape(shape)
 
-    for iteration in range(max_iterations + 1):
-        differences = grid.apply(h)
-        fitted = differences + h.sum(axis=1, keepdims=True) / n_cells * grid.weights
-        theta, weighted, largest, dual, products = _iteration_state(differences, fitted, s, z, y, g, *THETA_RANGE)
-        dual_cells, dual_totals = transpose(y)
-        dual_totals += 1.0
-        primal = s.sum(axis=1)
-        gap = np.abs(primal - dual) / np.maximum(1.0, np.minimum(np.abs(primal), np.abs(dual)))
-        dual_infeasibility = np.maximum(np.abs(dual_cells).max(axis=1), np.abs(dual_totals).max(axis=1))
-        done = (gap <= TOLERANCE) & (largest / scale <= TOLERANCE) & (dual_infeasibility <= TOLERANCE)
-        if iteration == max_iterations:
-            done[:] = True
-        if done.any():
-            solutions[index[done]] = h[done]
-            converged[index[done]] = iteration < max_iterations
-            keep = ~done
-            index, h, s, z, y, g, scale, theta, weighted, products, dual_cells, dual_totals = (
-                part[keep] for part in (index, h, s, z, y, g, scale, theta, weighted, products, dual_cells, dual_totals))
-        if not index.size:
-            break
-        iterations[index] += 1
-        try:
-            equations = _NormalEquations(grid, theta)
-        except np.linalg.LinAlgError:
-            solutions[index] = h
-            break
 
-        def newton(target: np.ndarray, affine_slacks: np.ndarray, affine_duals: np.ndarray, corrector: bool):
-            """Solve G^T dy = -r_d, G dx + dz = -r_p, y dz + z dy = c, with c = -z y (the
-            predictor) or target - z y - dz_affine dy_affine (the corrector): returns
-            (dh, ds, dz, dy, the primal and dual step to the boundary)."""
-            rows, box, totals_rows = _newton_right(weighted, z, y, target, affine_slacks, affine_duals, corrector)
-            # G^T (theta r_p + c / z) from its three row combinations; the system's right side
-            # is its negative minus the dual residual.
-            cells_right = grid.apply_transpose(rows)
-            cells_right += (box @ grid.weights)[:, None] / n_cells
-            cells_right += dual_cells
-            totals_rows += dual_totals
-            # The predictor only sets the centring and the corrector's second-order term: its
-            # solve goes unrefined.
-            step_cells, step_totals = normal_solve(equations, theta, -cells_right, -totals_rows, refine=corrector)
-            step_differences = grid.apply(step_cells)
-            step_fitted = step_differences + step_cells.sum(axis=1, keepdims=True) / n_cells * grid.weights
-            return (step_cells, step_totals, *_newton_steps(step_differences, step_fitted, step_totals, theta, weighted,
-                                                             z, y, target, affine_slacks, affine_duals, corrector))
-
-        mu = products / n_constraints
-        _, _, affine_slacks, affine_duals, primal_step, dual_step = newton(mu, z, y, corrector=False)
-        affine_mu = _stepped_mean_product(z, y, affine_slacks, affine_duals, primal_step, dual_step)
-        target = (affine_mu / mu) ** 3 * mu
-        step_cells, step_totals, step_slacks, step_duals, primal_step, dual_step = newton(
-            target, affine_slacks, affine_duals, corrector=True)
-        primal_step *= STEP_FRACTION
-        dual_step *= STEP_FRACTION
-        h = h + primal_step[:, None] * step_cells
-        s = s + primal_step[:, None] * step_totals
-        _take_step(z, y, step_slacks, step_duals, primal_step, dual_step)
-    return BatchSolution(solutions, converged, iterations)
+def _finish(programs: _Iterates, state: list[np.ndarray], done: np.ndarray, converged: np.ndarray,
+            result: BatchSolution) -> tuple[_Iterates, list[np.ndarray]]:
+    """Write the ``done`` programs' solutions to ``result``; the others' iterates and state."""
+    finished = programs.index[done]
+    result.solutions[finished] = programs.cells[done]
+    result.converged[finished] = converged[done]
+    result.iterations[finished] = programs.iterations[done]
+    keep = ~done
+    return programs.take(keep), [part[keep] for part in state]
 
 
 def _shifted(values: np.ndarray) -> np.ndarray:
@@ -504,3 +566,98 @@ def _take_step(slacks, duals, step_slacks, step_duals, primal_step, dual_step):
             for j in range(m):
                 slacks[i, k, j] += primal_step[i] * step_slacks[i, k, j]
                 duals[i, k, j] += dual_step[i] * step_duals[i, k, j]
+
+
+# The banded Laplacian, its Cholesky factor and solves, with the programs innermost (module
+# docstring).
+
+
+@njit(cache=True, fastmath=True)
+def _laplacian_band(row_weights, size, regularisation, band):
+    """D^T diag(F) D + regularisation max(diag) I for every column of ``row_weights`` (m, n),
+    written to ``band`` (p, g + 1, n), lower band storage."""
+    n = row_weights.shape[1]
+    pairs = size * (size - 1)
+    border = 2 * pairs
+    band[:] = 0.0
+    for r in range(size):
+        for c in range(size):
+            cell = r * size + c
+            if c < size - 1:
+                row = r * (size - 1) + c
+                for i in range(n):
+                    weight = row_weights[row, i]
+                    band[cell, 0, i] += weight
+                    band[cell + 1, 0, i] += weight
+                    band[cell, 1, i] = -weight
+            if r < size - 1:
+                for i in range(n):
+                    weight = row_weights[pairs + cell, i]
+                    band[cell, 0, i] += weight
+                    band[cell + size, 0, i] += weight
+                    band[cell, size, i] = -weight
+        for i in range(n):
+            band[r, 0, i] += row_weights[border + r, i]  # top row
+            band[(size - 1) * size + r, 0, i] += row_weights[border + size + r, i]  # bottom row
+            band[r * size, 0, i] += row_weights[border + 2 * size + r, i]  # left column
+            band[r * size + size - 1, 0, i] += row_weights[border + 3 * size + r, i]  # right column
+    largest = np.zeros(n)
+    for j in range(size * size):
+        for i in range(n):
+            largest[i] = max(largest[i], band[j, 0, i])
+    for j in range(size * size):
+        for i in range(n):
+            band[j, 0, i] += regularisation * largest[i]
+    return band
+
+
+@njit(cache=True, fastmath=True)
+def _band_cholesky(band):
+    """L with L L^T = M for every program's band (p, g + 1, n), in place (right-looking, column
+    by column). Returns the programs with a pivot <= 0: their factor is not used."""
+    p, width, n = band.shape
+    g = width - 1
+    failed = np.zeros(n, dtype=np.bool_)
+    inverse = np.empty(n)
+    for j in range(p):
+        for i in range(n):
+            pivot = band[j, 0, i]
+            if not pivot > 0.0:
+                failed[i] = True
+                pivot = 1.0
+            root = np.sqrt(pivot)
+            band[j, 0, i] = root
+            inverse[i] = 1.0 / root
+        last = min(g, p - 1 - j)
+        for k in range(1, last + 1):
+            for i in range(n):
+                band[j, k, i] *= inverse[i]
+        for k in range(1, last + 1):
+            for offset in range(k, last + 1):
+                for i in range(n):
+                    band[j + k, offset - k, i] -= band[j, offset, i] * band[j, k, i]
+    return failed
+
+
+@njit(cache=True, fastmath=True)
+def _band_solve(factor, right):
+    """(L L^T)^{-1} r for every program's factor (p, g + 1, n) and right side r (n, p)."""
+    p, width, n = factor.shape
+    g = width - 1
+    x = np.empty((p, n))
+    for i in range(n):
+        for j in range(p):
+            x[j, i] = right[i, j]
+    for j in range(p):
+        for i in range(n):
+            x[j, i] /= factor[j, 0, i]
+        for k in range(1, min(g, p - 1 - j) + 1):
+            for i in range(n):
+                x[j + k, i] -= factor[j, k, i] * x[j, i]
+    for j in range(p - 1, -1, -1):
+        for k in range(1, min(g, p - 1 - j) + 1):
+            for i in range(n):
+                x[j, i] -= factor[j, k, i] * x[j + k, i]
+        for i in range(n):
+            x[j, i] /= factor[j, 0, i]
+    return np.ascontiguousarray(x.T)

@@ -33,13 +33,37 @@ def test_shift_operators_are_the_difference_matrix(grid_size):
     np.testing.assert_allclose(grid.apply(cells), cells @ difference.T, atol=1e-12)
     np.testing.assert_allclose(grid.apply_transpose(rows), rows @ difference, atol=1e-12)
     weights = rng.uniform(0.1, 2.0, size=(1, difference.shape[0]))
-    band = grid.banded_laplacian(weights)[0]  # lower band storage: band[j, k] = M[j + k, j]
+    band = grid.banded_laplacian(weights)[:, :, 0]  # lower band storage: band[j, k] = M[j + k, j]
     expected = difference.T @ np.diag(weights[0]) @ difference
     rebuilt = np.zeros_like(expected)
     for offset in range(grid_size + 1):
         for column in range(grid_size**2 - offset):
             rebuilt[column + offset, column] = rebuilt[column, column + offset] = band[column, offset]
     np.testing.assert_allclose(rebuilt, expected, atol=1e-12)
+
+
+def test_banded_cholesky_and_solves_are_the_dense_ones():
+    """Every program's factor is its own (L L^T = M), the solves are M^-1 r, and a matrix that is
+    not positive definite is reported as failed without spoiling the others' factors."""
+    rng = np.random.default_rng(3)
+    grid_size = 5
+    grid = _grid(grid_size)
+    difference = difference_matrix(grid_size).toarray()
+    weights = rng.uniform(0.1, 2.0, size=(4, difference.shape[0]))
+    band = grid.banded_laplacian(weights)
+    band[:, 0, 2] -= 50.0  # program 2: an indefinite matrix
+    failed = interior_point._band_cholesky(band)
+    assert failed.tolist() == [False, False, True, False]
+    right = rng.normal(size=(4, grid_size**2))
+    solved = interior_point._band_solve(band, right)
+    for program in (0, 1, 3):
+        matrix = difference.T @ np.diag(weights[program]) @ difference
+        lower = np.zeros_like(matrix)
+        for offset in range(grid_size + 1):
+            for column in range(grid_size**2 - offset):
+                lower[column + offset, column] = band[column, offset, program]
+        np.testing.assert_allclose(lower @ lower.T, matrix, atol=1e-12)
+        np.testing.assert_allclose(solved[program], np.linalg.solve(matrix, right[program]), rtol=1e-9)
 
 
 def unit_programs(grid_size: int, seeds: range, lambdas: list[float]):
