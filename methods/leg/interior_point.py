@@ -88,32 +88,11 @@ class _Grid:
 
     def apply(self, cells: np.ndarray) -> np.ndarray:
         """D h for h (n, p) -> (n, m)."""
-        g = self.size
-        grid = cells.reshape(-1, g, g)
-        return np.concatenate([
-            (grid[:, :, :-1] - grid[:, :, 1:]).reshape(len(grid), -1),
-            (grid[:, :-1, :] - grid[:, 1:, :]).reshape(len(grid), -1),
-            grid[:, 0, :], grid[:, -1, :], grid[:, :, 0], grid[:, :, -1],
-        ], axis=1)
+        return _differences(cells, self.size)
 
     def apply_transpose(self, rows: np.ndarray) -> np.ndarray:
         """D^T v for v (n, m) -> (n, p)."""
-        g = self.size
-        n = len(rows)
-        pairs = g * (g - 1)
-        horizontal = rows[:, :pairs].reshape(n, g, g - 1)
-        vertical = rows[:, pairs:2 * pairs].reshape(n, g - 1, g)
-        top, bottom, left, right = rows[:, 2 * pairs:].reshape(n, 4, g).transpose(1, 0, 2)
-        out = np.zeros((n, g, g))
-        out[:, :, :-1] += horizontal
-        out[:, :, 1:] -= horizontal
-        out[:, :-1, :] += vertical
-        out[:, 1:, :] -= vertical
-        out[:, 0, :] += top
-        out[:, -1, :] += bottom
-        out[:, :, 0] += left
-        out[:, :, -1] += right
-        return out.reshape(n, g * g)
+        return _differences_transpose(rows, self.size)
 
     def banded_laplacian(self, row_weights: np.ndarray, regularisation: float = 0.0,
                          out: np.ndarray | None = None) -> np.ndarray:
@@ -218,9 +197,27 @@ class _NormalEquations:
         return solution
 
 
+class _Rows:
+    """A dataclass of arrays with one row per program."""
+
+    def __len__(self) -> int:
+        return len(getattr(self, fields(self)[0].name))
+
+    def take(self, rows: np.ndarray | slice):
+        return type(self)(*(getattr(self, item.name)[rows] for item in fields(self)))
+
+    def put(self, rows: np.ndarray, other) -> None:
+        for item in fields(self):
+            getattr(self, item.name)[rows] = getattr(other, item.name)
+
+    def join(self, other):
+        return type(self)(*(np.concatenate([getattr(self, item.name), getattr(other, item.name)])
+                            for item in fields(self)))
+
+
 @dataclass
-class _Iterates:
-    """The iterates of a set of programs, one row each, in the module docstring's notation."""
+class _Iterates(_Rows):
+    """The iterates of a set of programs, in the module docstring's notation."""
 
     index: np.ndarray  # the program's position in the call
     cells: np.ndarray  # h (n, p)
@@ -231,22 +228,42 @@ class _Iterates:
     scale: np.ndarray  # 1 + ||g||_inf (n,)
     iterations: np.ndarray  # Newton steps taken (n,)
 
-    def __len__(self) -> int:
-        return len(self.index)
-
     @staticmethod
     def none(grid: _Grid) -> _Iterates:
         rows = np.zeros((0, 4, grid.n_rows))
         return _Iterates(np.zeros(0, dtype=np.int64), np.zeros((0, grid.n_cells)), np.zeros((0, grid.n_rows)),
                          rows, rows, rows, np.zeros(0), np.zeros(0, dtype=np.int64))
 
-    def take(self, rows: np.ndarray | slice) -> _Iterates:
-        return _Iterates(*(getattr(self, item.name)[rows] for item in fields(self)))
 
-    @staticmethod
-    def join(first: _Iterates, second: _Iterates) -> _Iterates:
-        return _Iterates(*(np.concatenate([getattr(first, item.name), getattr(second, item.name)])
-                           for item in fields(first)))
+@dataclass
+class _Check(_Rows):
+    """Whether each program has met the tolerance, and what its Newton step reuses."""
+
+    converged: np.ndarray  # (n,)
+    theta: np.ndarray  # y / z (n, 4, m)
+    weighted: np.ndarray  # theta r_p (n, 4, m)
+    products: np.ndarray  # z^T y (n,)
+    dual_cells: np.ndarray  # r_d's cells part (n, p)
+    dual_totals: np.ndarray  # r_d's totals part (n, m)
+
+
+class _Queue:
+    """The call's programs that are not iterating yet, started ``CHUNK_PROGRAMS`` at a time."""
+
+    def __init__(self, grid: _Grid, rhs: np.ndarray, lams: np.ndarray) -> None:
+        self.grid, self.rhs, self.lams = grid, rhs, lams
+        self.started = 0
+        self.ready = _Iterates.none(grid)
+
+    def take(self, count: int) -> _Iterates:
+        """Up to ``count`` programs, fewer when the call has no more."""
+        while len(self.ready) < count and self.started < len(self.rhs):
+            upcoming = slice(self.started, self.started + CHUNK_PROGRAMS)
+            self.ready = self.ready.join(_start(self.grid, self.rhs[upcoming], self.lams[upcoming],
+                                                np.arange(len(self.rhs))[upcoming]))
+            self.started = min(self.started + CHUNK_PROGRAMS, len(self.rhs))
+        taken, self.ready = self.ready.take(slice(0, count)), self.ready.take(slice(count, None))
+        return taken
 
 
 def _constraints(grid: _Grid, cells: np.ndarray, totals: np.ndarray) -> np.ndarray:
@@ -311,8 +328,8 @@ def solve_programs(grid_size: int, rhs: np.ndarray, lams: np.ndarray,
     """Solve min ||D h||_1 s.t. ||B h - b||_inf <= lam for every row b of ``rhs`` (n, m) and
     its lam (n,); unit scale expected (||b||_inf = 1). ``CHUNK_PROGRAMS`` programs iterate
     together, each for at most ``max_iterations`` (``MAX_ITERATIONS``) Newton steps; a program
-    that finishes hands its place to the next one, so that the compiled passes and the banded
-    solves keep working on full-width arrays until the call's last programs."""
+    that finishes hands its place to the next one, so that the compiled loops keep running on
+    full-width arrays until the call's last programs."""
     grid = _grid(grid_size)
     max_iterations = MAX_ITERATIONS if max_iterations is None else max_iterations
     rhs = np.asarray(rhs, dtype=np.float64)
@@ -324,54 +341,71 @@ def solve_programs(grid_size: int, rhs: np.ndarray, lams: np.ndarray,
     n_programs = len(rhs)
     result = BatchSolution(np.zeros((n_programs, grid.n_cells)), np.zeros(n_programs, dtype=bool),
                            np.zeros(n_programs, dtype=np.int64))
-    active = queued = _Iterates.none(grid)
-    workspace = np.empty(grid.n_cells * (grid.size + 1) * CHUNK_PROGRAMS)  # each iteration's factor
-    started = 0
-    while True:
-        while len(active) < CHUNK_PROGRAMS and (len(queued) or started < n_programs):
-            if not len(queued):
-                upcoming = slice(started, started + CHUNK_PROGRAMS)
-                queued = _start(grid, rhs[upcoming], lams[upcoming], np.arange(n_programs)[upcoming])
-                started = min(started + CHUNK_PROGRAMS, n_programs)
-            free = CHUNK_PROGRAMS - len(active)
-            active, queued = _Iterates.join(active, queued.take(slice(0, free))), queued.take(slice(free, None))
-        if not len(active):
-            return result
-        active = _iterate(grid, active, result, max_iterations, workspace)
+    queue = _Queue(grid, rhs, lams)
+    programs = queue.take(CHUNK_PROGRAMS)
+    workspace = np.empty(grid.n_cells * (grid.size + 1) * CHUNK_PROGRAMS)  # each step's factor
+    while len(programs):
+        check = _check(grid, programs)
+        programs, check = _retire(grid, programs, check, check.converged | (programs.iterations >= max_iterations),
+                                  queue, result, max_iterations)
+        if not len(programs):
+            break
+        failed = _step(grid, programs, check, _factor_space(workspace, grid, len(programs)))
+        if failed.any():  # not even the largest regularisation made their normal matrix definite
+            check.converged[:] = False
+            programs, _ = _retire(grid, programs, check, failed, queue, result, max_iterations)
+    return result
 
 
-def _iterate(grid: _Grid, programs: _Iterates, result: BatchSolution, max_iterations: int,
-             workspace: np.ndarray) -> _Iterates:
-    """One Newton step of Mehrotra's method for every program, after the programs that have met
-    the tolerance (or the iteration cap, or whose normal equations cannot be factored) are
-    written to ``result`` and dropped: returns the programs still iterating. The normal
-    equations' factor is written to ``workspace``, reused from step to step."""
-    n_cells, n_rows = grid.n_cells, grid.n_rows
-    h, s, z, y, g = programs.cells, programs.totals, programs.slacks, programs.duals, programs.bounds
+def _retire(grid: _Grid, programs: _Iterates, check: _Check, done: np.ndarray, queue: _Queue,
+            result: BatchSolution, max_iterations: int) -> tuple[_Iterates, _Check]:
+    """Write the ``done`` programs to ``result`` and give their places to the queue's next
+    programs; places the queue cannot fill are dropped."""
+    while done.any():
+        rows = np.flatnonzero(done)
+        finished = programs.index[rows]
+        result.solutions[finished] = programs.cells[rows]
+        result.converged[finished] = check.converged[rows]
+        result.iterations[finished] = programs.iterations[rows]
+        fresh = queue.take(len(rows))
+        if len(fresh):
+            programs.put(rows[:len(fresh)], fresh)
+            check.put(rows[:len(fresh)], _check(grid, fresh))
+        if len(fresh) < len(rows):
+            keep = np.ones(len(programs), dtype=bool)
+            keep[rows[len(fresh):]] = False
+            programs, check = programs.take(keep), check.take(keep)
+        done = check.converged | (programs.iterations >= max_iterations)  # a fresh program at the cap
+    return programs, check
+
+
+def _check(grid: _Grid, programs: _Iterates) -> _Check:
+    """The residuals, duality gap and theta of every program (one pass over its rows)."""
+    h, s = programs.cells, programs.totals
     differences = grid.apply(h)
-    fitted = differences + h.sum(axis=1, keepdims=True) / n_cells * grid.weights
-    theta, weighted, largest, dual, products = _iteration_state(differences, fitted, s, z, y, g, *THETA_RANGE)
-    dual_cells, dual_totals = _transpose(grid, y)
+    fitted = differences + h.sum(axis=1, keepdims=True) / grid.n_cells * grid.weights
+    theta, weighted, largest, dual, products = _iteration_state(
+        differences, fitted, s, programs.slacks, programs.duals, programs.bounds, *THETA_RANGE)
+    dual_cells, dual_totals = _transpose(grid, programs.duals)
     dual_totals += 1.0
     primal = s.sum(axis=1)
     gap = np.abs(primal - dual) / np.maximum(1.0, np.minimum(np.abs(primal), np.abs(dual)))
     dual_infeasibility = np.maximum(np.abs(dual_cells).max(axis=1), np.abs(dual_totals).max(axis=1))
     converged = ((gap <= TOLERANCE) & (largest / programs.scale <= TOLERANCE)
                  & (dual_infeasibility <= TOLERANCE))
-    state = [theta, weighted, products, dual_cells, dual_totals]
-    done = converged | (programs.iterations >= max_iterations)
-    if done.any():
-        programs, state = _finish(programs, state, done, converged, result)
-    if not len(programs):
-        return programs
-    equations = _NormalEquations(grid, state[0], _factor_space(workspace, grid, len(programs)))
-    if equations.failed.any():  # not even the largest regularisation made the matrix definite
-        programs, state = _finish(programs, state, equations.failed, np.zeros(len(programs), dtype=bool), result)
-        if not len(programs):
-            return programs
-        equations = _NormalEquations(grid, state[0], _factor_space(workspace, grid, len(programs)))
-    theta, weighted, products, dual_cells, dual_totals = state
+    return _Check(converged, theta, weighted, products, dual_cells, dual_totals)
+
+
+def _step(grid: _Grid, programs: _Iterates, check: _Check, factor_space: np.ndarray) -> np.ndarray:
+    """One Newton step of Mehrotra's method for every program, in place; the factor is written to
+    ``factor_space``. Returns the programs whose normal equations could not be factored: when
+    there are any, no program steps."""
+    n_cells, n_rows = grid.n_cells, grid.n_rows
+    theta, weighted, dual_cells, dual_totals = check.theta, check.weighted, check.dual_cells, check.dual_totals
     h, s, z, y = programs.cells, programs.totals, programs.slacks, programs.duals
+    equations = _NormalEquations(grid, theta, factor_space)
+    if equations.failed.any():
+        return equations.failed
 
     def newton(target: np.ndarray, affine_slacks: np.ndarray, affine_duals: np.ndarray, corrector: bool):
         """Solve G^T dy = -r_d, G dx + dz = -r_p, y dz + z dy = c, with c = -z y (the predictor)
@@ -392,7 +426,7 @@ def _iterate(grid: _Grid, programs: _Iterates, result: BatchSolution, max_iterat
         return (step_cells, step_totals, *_newton_steps(step_differences, step_fitted, step_totals, theta, weighted,
                                                          z, y, target, affine_slacks, affine_duals, corrector))
 
-    mu = products / (4 * n_rows)
+    mu = check.products / (4 * n_rows)
     _, _, affine_slacks, affine_duals, primal_step, dual_step = newton(mu, z, y, corrector=False)
     affine_mu = _stepped_mean_product(z, y, affine_slacks, affine_duals, primal_step, dual_step)
     target = (affine_mu / mu) ** 3 * mu
@@ -404,24 +438,13 @@ def _iterate(grid: _Grid, programs: _Iterates, result: BatchSolution, max_iterat
     programs.totals = s + primal_step[:, None] * step_totals
     _take_step(z, y, step_slacks, step_duals, primal_step, dual_step)
     programs.iterations += 1
-    return programs
+    return equations.failed
 
 
 def _factor_space(workspace: np.ndarray, grid: _Grid, n_programs: int) -> np.ndarray:
     """A contiguous (p, g + 1, n) view of the workspace's start."""
     shape = (grid.n_cells, grid.size + 1, n_programs)
     return workspace[:np.prod(shape)].reshape(shape)
-
-
-def _finish(programs: _Iterates, state: list[np.ndarray], done: np.ndarray, converged: np.ndarray,
-            result: BatchSolution) -> tuple[_Iterates, list[np.ndarray]]:
-    """Write the ``done`` programs' solutions to ``result``; the others' iterates and state."""
-    finished = programs.index[done]
-    result.solutions[finished] = programs.cells[done]
-    result.converged[finished] = converged[done]
-    result.iterations[finished] = programs.iterations[done]
-    keep = ~done
-    return programs.take(keep), [part[keep] for part in state]
 
 
 def _shifted(values: np.ndarray) -> np.ndarray:
@@ -661,3 +684,52 @@ def _band_solve(factor, right):
         for i in range(n):
             x[j, i] /= factor[j, 0, i]
     return np.ascontiguousarray(x.T)
+
+
+# D and D^T on the grid (``_Grid``'s row order), one pass each.
+
+
+@njit(cache=True, fastmath=True)
+def _differences(cells, size):
+    """D h for h (n, p) -> (n, m)."""
+    n = cells.shape[0]
+    pairs = size * (size - 1)
+    border = 2 * pairs
+    out = np.empty((n, border + 4 * size))
+    for i in range(n):
+        for r in range(size):
+            for c in range(size - 1):
+                out[i, r * (size - 1) + c] = cells[i, r * size + c] - cells[i, r * size + c + 1]
+        for cell in range(pairs):
+            out[i, pairs + cell] = cells[i, cell] - cells[i, cell + size]
+        for c in range(size):
+            out[i, border + c] = cells[i, c]
+            out[i, border + size + c] = cells[i, (size - 1) * size + c]
+            out[i, border + 2 * size + c] = cells[i, c * size]
+            out[i, border + 3 * size + c] = cells[i, c * size + size - 1]
+    return out
+
+
+@njit(cache=True, fastmath=True)
+def _differences_transpose(rows, size):
+    """D^T v for v (n, m) -> (n, p)."""
+    n = rows.shape[0]
+    pairs = size * (size - 1)
+    border = 2 * pairs
+    out = np.zeros((n, size * size))
+    for i in range(n):
+        for r in range(size):
+            for c in range(size - 1):
+                value = rows[i, r * (size - 1) + c]
+                out[i, r * size + c] += value
+                out[i, r * size + c + 1] -= value
+        for cell in range(pairs):
+            value = rows[i, pairs + cell]
+            out[i, cell] += value
+            out[i, cell + size] -= value
+        for c in range(size):
+            out[i, c] += rows[i, border + c]
+            out[i, (size - 1) * size + c] += rows[i, border + size + c]
+            out[i, c * size] += rows[i, border + 2 * size + c]
+            out[i, c * size + size - 1] += rows[i, border + 3 * size + c]
+    return out
