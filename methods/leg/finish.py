@@ -14,8 +14,13 @@ import time
 
 import numpy as np
 
-from legx.methods.leg.solvers import LegStatistics, leg_maps, legtv_solutions
-from legx.methods.leg.uncertainty import legtv_reliability_with_fallbacks, map_standard_errors, reliability
+from legx.methods.leg.solvers import LegStatistics, leg_maps, solve_tv_batch
+from legx.methods.leg.uncertainty import (
+    legtv_bootstrap_statistics,
+    legtv_reliability_of,
+    map_standard_errors,
+    reliability,
+)
 from legx.methods.sampled import FinishedMap
 
 
@@ -37,21 +42,31 @@ def finish_leg(stats: LegStatistics, params: dict) -> list[list[FinishedMap]]:
 
 def finish_legtv(stats: LegStatistics, params: dict) -> list[list[FinishedMap]]:
     """LEG-TV's programs per image and lambda, with each map's reliability; a program without a
-    trustworthy solution gives that lambda's error, not a map."""
+    trustworthy solution gives that lambda's error, not a map. The maps' programs and their
+    reliability's bootstrap go to the solver in one call (the batched solver keeps its arrays
+    full until a call's last programs), and each map's seconds are its image's share of it."""
     lambdas, solver, formulation, absolute = (
         params["lambdas"], params["solver"], params["formulation"], params["absolute"]
     )
-    solutions = legtv_solutions(stats, lambdas, solver, formulation, absolute)
+    n_images = len(stats)
+    bootstrap = None if stats.group_leg is None else legtv_bootstrap_statistics(stats, absolute)
+    g_hats = stats.g_hat if bootstrap is None else np.concatenate([stats.g_hat, bootstrap])
+    started = time.perf_counter()
+    solved = solve_tv_batch(g_hats, stats.grid_size, stats.noise_level, lambdas, solver, formulation, absolute)
+    seconds = (time.perf_counter() - started) / (n_images * len(lambdas))
+    solutions = solved[:n_images]
     if stats.group_leg is None:
         reliabilities = [[None] * len(lambdas) for _ in solutions]
-        reliability_fallbacks = np.zeros((len(solutions), len(lambdas)), dtype=np.int64)
+        reliability_fallbacks = np.zeros((n_images, len(lambdas)), dtype=np.int64)
+    elif bootstrap is None:  # too few groups of draws for the bootstrap
+        reliabilities = np.full((n_images, len(lambdas)), np.nan).tolist()
+        reliability_fallbacks = np.zeros((n_images, len(lambdas)), dtype=np.int64)
     else:
-        predicted, reliability_fallbacks = legtv_reliability_with_fallbacks(
-            stats, lambdas, solver, formulation, absolute)
+        predicted, reliability_fallbacks = legtv_reliability_of(solved[n_images:], n_images)
         reliabilities = predicted.tolist()
     return [
         [
-            FinishedMap(solution.lam, solution.map, solution.solve_s, error=solution.error,
+            FinishedMap(solution.lam, solution.map, seconds, error=solution.error,
                         reliability=predicted, fallbacks=solution.fallbacks + int(extra))
             for solution, predicted, extra in zip(per_image, per_lambda, per_lambda_fallbacks)
         ]

@@ -56,7 +56,7 @@ TOLERANCE = 1e-8
 MAX_ITERATIONS = 30
 # Refinements of a normal-equations solve against the operator (module docstring), for the
 # programs whose residual is above the threshold, relative to the right-hand side.
-REFINEMENTS = 2
+REFINEMENTS = 3
 REFINEMENT_THRESHOLD = 1e-10
 # Diagonal regularisations tried in turn, relative to the largest diagonal entry.
 REGULARISATIONS = (1e-13, 1e-10, 1e-7)
@@ -113,7 +113,7 @@ def _grid(grid_size: int) -> _Grid:
         raise ValueError(f"the batched solver needs grid_size >= 2, got {grid_size}")
     unweighted = _Grid(grid_size, np.zeros(0))
     factor = unweighted.banded_laplacian(np.ones((1, unweighted.n_rows)))
-    _band_cholesky(factor)
+    _band_cholesky(factor, np.zeros((0, unweighted.n_cells, 1)))
     potential = _band_solve(factor, np.ones((1, unweighted.n_cells)))
     return _Grid(grid_size, unweighted.apply(potential)[0])
 
@@ -128,44 +128,51 @@ class BatchSolution:
 
 
 class _NormalEquations:
-    """The factorised normal equations of one iteration for a set of programs."""
+    """The factorised normal equations of one iteration for a set of programs: H = L L^T + U C U^T
+    (module docstring), solved as H^-1 r = L^-T (I + V C V^T)^-1 L^-1 r with V = L^-1 U, and
+    (I + V C V^T)^-1 = I - V (C^-1 + V^T V)^-1 V^T (Woodbury). V comes out of the factorisation
+    itself (its forward substitution runs beside it), so a solve is one forward and one backward
+    substitution and a 2 x 2 system per program."""
 
     def __init__(self, grid: _Grid, theta: np.ndarray, out: np.ndarray | None = None) -> None:
         """``out``: where to write the factor, (p, g + 1, n)."""
         self.grid = grid
-        theta1, theta2, theta3, theta4 = theta.transpose(1, 0, 2)
-        box = theta3 + theta4
-        self.row_weights = 4 * theta1 * theta2 / (theta1 + theta2) + box
+        self.row_weights, box, self.coupling, self.totals_inverse = _row_weights(theta)
         n_cells = grid.n_cells
-        self.factor, self.failed = self._factor(out)
         self.correction = grid.apply_transpose(box * grid.weights) / n_cells  # a
         self.scalar = (box * grid.weights**2).sum(axis=1) / n_cells**2  # e
-        basis = np.stack([np.ones_like(self.correction), self.correction], axis=1)  # U^T, (n, 2, p)
-        self.basis_solved = np.stack([_band_solve(self.factor, basis[:, k]) for k in range(2)], axis=1)
-        # C^-1 + U^T L^-1 U, with C^-1 = [[0, 1], [1, -e]]
-        capacitance = np.einsum("nkp,nlp->nkl", basis, self.basis_solved)
+        self.factor, self.basis_forward, self.failed = self._factor(out)  # L, V (2, p, n)
+        # C^-1 + V^T V, with C^-1 = [[0, 1], [1, -e]]
+        capacitance = np.einsum("kpn,lpn->nkl", self.basis_forward, self.basis_forward)
         capacitance[:, 0, 1] += 1.0
         capacitance[:, 1, 0] += 1.0
         capacitance[:, 1, 1] -= self.scalar
         capacitance[self.failed] = np.eye(2)  # keeps the small solves defined; the caller drops these
         self.capacitance = capacitance
-        self.basis = basis
 
-    def _factor(self, out: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """The banded Cholesky factor of every program's normal matrix, with a static
+    def _basis(self, programs: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """U = [1, a] of the given programs, (2, p, n)."""
+        correction = self.correction[programs].T
+        return np.ascontiguousarray(np.stack([np.ones_like(correction), correction]))
+
+    def _factor(self, out: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The banded Cholesky factor L of every program's normal matrix and L^-1 U, with a static
         regularisation of the diagonal, raised for a program while rounding makes its matrix
         numerically indefinite (as Clarabel regularises its KKT); and the programs for which even
         the largest failed."""
         factor = self.grid.banded_laplacian(self.row_weights, REGULARISATIONS[0], out)
-        failed = _band_cholesky(factor)
+        basis = self._basis()
+        failed = _band_cholesky(factor, basis)
         for regularisation in REGULARISATIONS[1:]:
             if not failed.any():
                 break
             retried = self.grid.banded_laplacian(self.row_weights[failed], regularisation)
-            still = _band_cholesky(retried)
+            retried_basis = self._basis(failed)
+            still = _band_cholesky(retried, retried_basis)
             factor[:, :, failed] = retried
+            basis[:, :, failed] = retried_basis
             failed[failed] = still
-        return factor, failed
+        return factor, basis, failed
 
     def apply(self, cells: np.ndarray) -> np.ndarray:
         grid = self.grid
@@ -175,10 +182,9 @@ class _NormalEquations:
                 + ((self.correction * cells).sum(axis=1, keepdims=True) + self.scalar[:, None] * total))
 
     def _solve_once(self, right: np.ndarray) -> np.ndarray:
-        solved = _band_solve(self.factor, right)
-        projected = np.einsum("nkp,np->nk", self.basis, solved)
-        small = np.linalg.solve(self.capacitance, projected[:, :, None])[:, :, 0]
-        return solved - np.einsum("nkp,nk->np", self.basis_solved, small)
+        forward = _band_forward(self.factor, right)  # L^-1 r, (p, n)
+        _woodbury(self.basis_forward, self.capacitance, forward)
+        return _band_backward(self.factor, forward)
 
     def solve(self, right: np.ndarray, refinements: int) -> np.ndarray:
         """H^-1 right, refined against H where the Woodbury solve left a residual above
@@ -281,16 +287,14 @@ def _transpose(grid: _Grid, duals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return cells, -duals[:, 0] - duals[:, 1]
 
 
-def _normal_solve(equations: _NormalEquations, theta: np.ndarray, cells_right: np.ndarray,
-                  totals_right: np.ndarray, refine: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def _normal_solve(equations: _NormalEquations, cells_right: np.ndarray, totals_right: np.ndarray,
+                  refine: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """dx with G^T diag(theta) G dx = (cells_right, totals_right): s eliminated, then the normal
     equations in h (module docstring)."""
     grid = equations.grid
-    coupling = theta[:, 1] - theta[:, 0]
-    totals_weight = theta[:, 0] + theta[:, 1]
-    step_cells = equations.solve(cells_right - grid.apply_transpose(coupling * totals_right / totals_weight),
-                                 REFINEMENTS if refine else 0)
-    return step_cells, (totals_right - coupling * grid.apply(step_cells)) / totals_weight
+    eliminated = equations.coupling * totals_right * equations.totals_inverse
+    step_cells = equations.solve(cells_right - grid.apply_transpose(eliminated), REFINEMENTS if refine else 0)
+    return step_cells, (totals_right - equations.coupling * grid.apply(step_cells)) * equations.totals_inverse
 
 
 @lru_cache(maxsize=8)
@@ -310,11 +314,10 @@ def _start(grid: _Grid, rhs: np.ndarray, lams: np.ndarray, index: np.ndarray) ->
     bounds[:n_programs, 2] = rhs + lams[:, None]
     bounds[:n_programs, 3] = lams[:, None] - rhs
     equations = _least_squares_equations(grid.size)
-    unit = np.ones_like(bounds)
-    cells, totals = _normal_solve(equations, unit, *_transpose(grid, bounds))
+    cells, totals = _normal_solve(equations, *_transpose(grid, bounds))
     objective = np.zeros((CHUNK_PROGRAMS, n_rows))
     objective[:n_programs] = -1.0
-    least_norm = _normal_solve(equations, unit, np.zeros((CHUNK_PROGRAMS, grid.n_cells)), objective)
+    least_norm = _normal_solve(equations, np.zeros((CHUNK_PROGRAMS, grid.n_cells)), objective)
     kept = slice(0, n_programs)
     slacks = _shifted((bounds - _constraints(grid, cells, totals))[kept])
     duals = _shifted(-_constraints(grid, *least_norm)[kept])
@@ -420,7 +423,7 @@ def _step(grid: _Grid, programs: _Iterates, check: _Check, factor_space: np.ndar
         totals_rows += dual_totals
         # The predictor only sets the centring and the corrector's second-order term: its solve
         # goes unrefined.
-        step_cells, step_totals = _normal_solve(equations, theta, -cells_right, -totals_rows, refine=corrector)
+        step_cells, step_totals = _normal_solve(equations, -cells_right, -totals_rows, refine=corrector)
         step_differences = grid.apply(step_cells)
         step_fitted = step_differences + step_cells.sum(axis=1, keepdims=True) / n_cells * grid.weights
         return (step_cells, step_totals, *_newton_steps(step_differences, step_fitted, step_totals, theta, weighted,
@@ -495,6 +498,27 @@ def _iteration_state(differences, fitted, totals, slacks, duals, bounds, theta_l
 
 
 @njit(cache=True, fastmath=True)
+def _row_weights(theta):
+    """From theta (n, 4, m), per row of D: the normal matrix's weights F = 4 theta_1 theta_2 /
+    (theta_1 + theta_2) + E, the box's E = theta_3 + theta_4, and the coupling theta_2 - theta_1
+    and 1 / (theta_1 + theta_2) with which s is eliminated."""
+    n, _, m = theta.shape
+    weights = np.empty((n, m))
+    box = np.empty((n, m))
+    coupling = np.empty((n, m))
+    totals_inverse = np.empty((n, m))
+    for i in range(n):
+        for j in range(m):
+            lower, upper = theta[i, 0, j], theta[i, 1, j]
+            inverse = 1.0 / (lower + upper)
+            box[i, j] = theta[i, 2, j] + theta[i, 3, j]
+            weights[i, j] = 4.0 * lower * upper * inverse + box[i, j]
+            coupling[i, j] = upper - lower
+            totals_inverse[i, j] = inverse
+    return weights, box, coupling, totals_inverse
+
+
+@njit(cache=True, fastmath=True)
 def _complementarity(z, y, target, affine_slack, affine_dual, corrector):
     """The Newton system's y dz + z dy right side for one row: -z y for the predictor,
     target - z y - dz_affine dy_affine for the corrector."""
@@ -551,15 +575,17 @@ def _newton_steps(step_differences, step_fitted, step_totals, theta, weighted, s
             for j in range(m):
                 z = slacks[i, k, j]
                 y = duals[i, k, j]
+                inverse_z = 1.0 / z
+                inverse_y = 1.0 / y
                 complementarity = _complementarity(z, y, target[i], affine_slacks[i, k, j],
                                                    affine_duals[i, k, j], corrector)
                 moved = a * step_differences[i, j] + b * step_totals[i, j] + c * step_fitted[i, j]
-                dy = theta[i, k, j] * moved + weighted[i, k, j] + complementarity / z
-                dz = (complementarity - z * dy) / y
+                dy = theta[i, k, j] * moved + weighted[i, k, j] + complementarity * inverse_z
+                dz = (complementarity - z * dy) * inverse_y
                 step_duals[i, k, j] = dy
                 step_slacks[i, k, j] = dz
-                primal_shrink = max(primal_shrink, -dz / z)
-                dual_shrink = max(dual_shrink, -dy / y)
+                primal_shrink = max(primal_shrink, -dz * inverse_z)
+                dual_shrink = max(dual_shrink, -dy * inverse_y)
         primal_step[i] = 1.0 / primal_shrink
         dual_step[i] = 1.0 / dual_shrink
     return step_slacks, step_duals, primal_step, dual_step
@@ -635,9 +661,10 @@ def _laplacian_band(row_weights, size, regularisation, band):
 
 
 @njit(cache=True, fastmath=True)
-def _band_cholesky(band):
+def _band_cholesky(band, right):
     """L with L L^T = M for every program's band (p, g + 1, n), in place (right-looking, column
-    by column). Returns the programs with a pivot <= 0: their factor is not used."""
+    by column), and L^-1 applied to the right sides ``right`` (r, p, n) in place as each column
+    of L is finished. Returns the programs with a pivot <= 0: their factor is not used."""
     p, width, n = band.shape
     g = width - 1
     failed = np.zeros(n, dtype=np.bool_)
@@ -655,6 +682,12 @@ def _band_cholesky(band):
         for k in range(1, last + 1):
             for i in range(n):
                 band[j, k, i] *= inverse[i]
+        for r in range(right.shape[0]):
+            for i in range(n):
+                right[r, j, i] *= inverse[i]
+            for k in range(1, last + 1):
+                for i in range(n):
+                    right[r, j + k, i] -= band[j, k, i] * right[r, j, i]
         for k in range(1, last + 1):
             for offset in range(k, last + 1):
                 for i in range(n):
@@ -663,8 +696,8 @@ def _band_cholesky(band):
 
 
 @njit(cache=True, fastmath=True)
-def _band_solve(factor, right):
-    """(L L^T)^{-1} r for every program's factor (p, g + 1, n) and right side r (n, p)."""
+def _band_forward(factor, right):
+    """L^-1 r for every program's factor (p, g + 1, n) and right side r (n, p): (p, n)."""
     p, width, n = factor.shape
     g = width - 1
     x = np.empty((p, n))
@@ -677,6 +710,14 @@ def _band_solve(factor, right):
         for k in range(1, min(g, p - 1 - j) + 1):
             for i in range(n):
                 x[j + k, i] -= factor[j, k, i] * x[j, i]
+    return x
+
+
+@njit(cache=True, fastmath=True)
+def _band_backward(factor, x):
+    """L^-T x for every program's factor (p, g + 1, n) and x (p, n), overwritten: (n, p)."""
+    p, width, n = factor.shape
+    g = width - 1
     for j in range(p - 1, -1, -1):
         for k in range(1, min(g, p - 1 - j) + 1):
             for i in range(n):
@@ -684,6 +725,35 @@ def _band_solve(factor, right):
         for i in range(n):
             x[j, i] /= factor[j, 0, i]
     return np.ascontiguousarray(x.T)
+
+
+@njit(cache=True, fastmath=True)
+def _woodbury(basis_forward, capacitance, forward):
+    """x - V S^-1 V^T x for every program's V (2, p, n), S (n, 2, 2) and x (p, n), in place; the
+    2 x 2 solve by elimination with partial pivoting."""
+    p, n = forward.shape
+    first = np.zeros(n)
+    second = np.zeros(n)
+    for j in range(p):
+        for i in range(n):
+            first[i] += basis_forward[0, j, i] * forward[j, i]
+            second[i] += basis_forward[1, j, i] * forward[j, i]
+    for i in range(n):
+        a, b, c, d = capacitance[i, 0, 0], capacitance[i, 0, 1], capacitance[i, 1, 0], capacitance[i, 1, 1]
+        top, bottom = first[i], second[i]
+        if abs(c) > abs(a):
+            a, b, c, d, top, bottom = c, d, a, b, bottom, top
+        multiplier = c / a
+        second[i] = (bottom - multiplier * top) / (d - multiplier * b)
+        first[i] = (top - b * second[i]) / a
+    for j in range(p):
+        for i in range(n):
+            forward[j, i] -= basis_forward[0, j, i] * first[i] + basis_forward[1, j, i] * second[i]
+
+
+def _band_solve(factor: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """(L L^T)^-1 r for every program's factor (p, g + 1, n) and right side r (n, p)."""
+    return _band_backward(factor, _band_forward(factor, right))
 
 
 # D and D^T on the grid (``_Grid``'s row order), one pass each.

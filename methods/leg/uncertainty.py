@@ -48,6 +48,7 @@ from scipy.stats import norm, rankdata
 from legx.methods.leg.solvers import (
     DEFAULT_SOLVER,
     LegStatistics,
+    TVSolution,
     combine_channels,
     covariance,
     grid_operators,
@@ -278,15 +279,25 @@ def legtv_reliability_with_fallbacks(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``legtv_reliability`` (N, L) and, per image and lambda, how many of its programs the
     BATCHED solver handed to the exact one (N, L) int64."""
+    statistics = legtv_bootstrap_statistics(stats, absolute, draws)
+    if statistics is None:
+        return np.full((len(stats), len(lambdas)), np.nan), np.zeros((len(stats), len(lambdas)), dtype=np.int64)
+    # Every program of every image in one call, so that a batched solver takes them together.
+    solved = solve_tv_batch(statistics, stats.grid_size, stats.noise_level, lambdas, solver, formulation, absolute)
+    return legtv_reliability_of(solved, len(stats))
+
+
+def legtv_bootstrap_statistics(stats: LegStatistics, absolute: bool = True,
+                               draws: int = LEGTV_BOOTSTRAP_DRAWS) -> np.ndarray | None:
+    """The statistics g_hat = Sigma LEG whose LEG-TV maps ``legtv_reliability`` compares: per
+    image the two halves of split 1, the simulated runs at the full budget, then at half,
+    (N (2 + 2 draws), C, p); None with fewer than 8 groups of draws (no reliability)."""
     group_leg = _require(stats, "group_leg")
-    result = np.full((len(stats), len(lambdas)), np.nan)
-    fallbacks = np.zeros((len(stats), len(lambdas)), dtype=np.int64)
     if group_leg.shape[1] < 8:
-        return result, fallbacks
+        return None
     _, alpha, estimate, noise = _matched_signal(group_leg, absolute)
     sigma = covariance(stats.grid_size, stats.noise_level)
     simulated = list(range(1, 1 + min(draws, noise.shape[1] - 1)))
-    # Per image: the two halves of split 1, the simulated runs at the full budget, then at half.
     statistics = [
         leg
         for image in range(len(stats))
@@ -294,23 +305,30 @@ def legtv_reliability_with_fallbacks(
                     + [alpha[image] * estimate[image] + noise[image, r] for r in simulated]
                     + [alpha[image] * estimate[image] + np.sqrt(2) * noise[image, r] for r in simulated])
     ]
-    # Every program of every image in one call, so that a batched solver takes them together.
-    solved = solve_tv_batch(np.stack(statistics) @ sigma, stats.grid_size, stats.noise_level, lambdas,
-                            solver, formulation, absolute)
-    per_image = 2 + 2 * len(simulated)
+    return np.stack(statistics) @ sigma
+
+
+def legtv_reliability_of(solved: list[list[TVSolution]], n_images: int) -> tuple[np.ndarray, np.ndarray]:
+    """``legtv_reliability`` and its fallback counts (both (N, L)) from the LEG-TV solutions of
+    ``legtv_bootstrap_statistics``, in its order."""
+    per_image = len(solved) // n_images
+    n_simulated = (per_image - 2) // 2
+    n_lambdas = len(solved[0]) if solved else 0
+    result = np.full((n_images, n_lambdas), np.nan)
+    fallbacks = np.zeros((n_images, n_lambdas), dtype=np.int64)
 
     def mean_agreement(values: np.ndarray) -> np.ndarray:
         pairs = list(itertools.combinations(range(len(values)), 2))
         return np.mean([spearman_rows(values[a], values[b]) for a, b in pairs], axis=0)
 
-    for image in range(len(stats)):
+    for image in range(n_images):
         solutions = solved[image * per_image:(image + 1) * per_image]
         fallbacks[image] = [sum(per_lambda[position].fallbacks for per_lambda in solutions)
-                            for position in range(len(lambdas))]
+                            for position in range(n_lambdas)]
         if any(solution.map is None for per_lambda in solutions for solution in per_lambda):
             continue
         maps = np.array([[solution.map.ravel() for solution in per_lambda] for per_lambda in solutions])
-        halves, full, half = maps[:2], maps[2:2 + len(simulated)], maps[2 + len(simulated):]
+        halves, full, half = maps[:2], maps[2:2 + n_simulated], maps[2 + n_simulated:]
         observed = spearman_rows(halves[0], halves[1])
         result[image] = np.clip(mean_agreement(full) + observed - mean_agreement(half), -1.0, 1.0)
     return result, fallbacks

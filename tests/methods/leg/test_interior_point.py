@@ -43,8 +43,9 @@ def test_shift_operators_are_the_difference_matrix(grid_size):
 
 
 def test_banded_cholesky_and_solves_are_the_dense_ones():
-    """Every program's factor is its own (L L^T = M), the solves are M^-1 r, and a matrix that is
-    not positive definite is reported as failed without spoiling the others' factors."""
+    """Every program's factor is its own (L L^T = M), the forward substitution beside it is L^-1 r,
+    the solves are M^-1 r, and a matrix that is not positive definite is reported as failed
+    without spoiling the others' factors."""
     rng = np.random.default_rng(3)
     grid_size = 5
     grid = _grid(grid_size)
@@ -52,9 +53,10 @@ def test_banded_cholesky_and_solves_are_the_dense_ones():
     weights = rng.uniform(0.1, 2.0, size=(4, difference.shape[0]))
     band = grid.banded_laplacian(weights)
     band[:, 0, 2] -= 50.0  # program 2: an indefinite matrix
-    failed = interior_point._band_cholesky(band)
-    assert failed.tolist() == [False, False, True, False]
     right = rng.normal(size=(4, grid_size**2))
+    forward = np.ascontiguousarray(right.T)[None].copy()  # (1, p, n): L^-1 r beside the factor
+    failed = interior_point._band_cholesky(band, forward)
+    assert failed.tolist() == [False, False, True, False]
     solved = interior_point._band_solve(band, right)
     for program in (0, 1, 3):
         matrix = difference.T @ np.diag(weights[program]) @ difference
@@ -63,6 +65,7 @@ def test_banded_cholesky_and_solves_are_the_dense_ones():
             for column in range(grid_size**2 - offset):
                 lower[column + offset, column] = band[column, offset, program]
         np.testing.assert_allclose(lower @ lower.T, matrix, atol=1e-12)
+        np.testing.assert_allclose(lower @ forward[0, :, program], right[program], atol=1e-12)
         np.testing.assert_allclose(solved[program], np.linalg.solve(matrix, right[program]), rtol=1e-9)
 
 
