@@ -23,12 +23,14 @@ nearly dependent in the box rows (w lies in the range of D), the correction lose
 the corrector's solve is refined against the operator itself where its residual is not small.
 
 ``CHUNK_PROGRAMS`` programs take each step together, and a program that finishes hands its
-place to the next of the call: D and D^T as shifts of a (programs, g, g) array, the work on the
-4m rows of z and y in loops compiled by numba (one pass each, where numpy makes a pass and a
-temporary per operation), and the banded factorisation and its solves with the programs
-innermost, so that every loop of LAPACK's column-by-column algorithm runs over the programs and
-the compiler vectorises it (LAPACK's ``dpbtrf`` takes one program, and one Python call, at a
-time). A program stops when its duality gap is below ``TOLERANCE`` relative to its objective and
+place to the next of the call. A step is a few passes compiled by numba, each over every
+program's rows at once where numpy would make a pass and a temporary per operation: the
+residuals and theta; the normal matrix's weights and band; the Newton system's right side with
+s eliminated; dz, dy and the step lengths. D and D^T are first differences on the grid inside
+those passes. The banded factorisation and its solves keep the programs innermost, so that
+every loop of LAPACK's column-by-column algorithm runs over the programs and the compiler
+vectorises it (LAPACK's ``dpbtrf`` takes one program, and one Python call, at a time); the
+forward substitution of U runs beside the factorisation. A program stops when its duality gap is below ``TOLERANCE`` relative to its objective and
 its primal and dual residuals below ``TOLERANCE`` (Clarabel's defaults): the dual point is then a
 certificate that the objective is within that gap of the optimum. A program that does not get
 there within its iteration cap is returned as not converged, for the caller to solve exactly.
@@ -134,57 +136,33 @@ class _NormalEquations:
     itself (its forward substitution runs beside it), so a solve is one forward and one backward
     substitution and a 2 x 2 system per program."""
 
-    def __init__(self, grid: _Grid, theta: np.ndarray, out: np.ndarray | None = None) -> None:
-        """``out``: where to write the factor, (p, g + 1, n)."""
+    def __init__(self, grid: _Grid, theta: np.ndarray, out: np.ndarray | None = None,
+                 regularisation: float = REGULARISATIONS[0]) -> None:
+        """``out``: where to write the factor, (p, g + 1, n); ``regularisation``: the first
+        diagonal regularisation tried, relative to the largest diagonal entry (then the larger
+        ``REGULARISATIONS``)."""
         self.grid = grid
-        self.row_weights, box, self.coupling, self.totals_inverse = _row_weights(theta)
-        n_cells = grid.n_cells
-        self.correction = grid.apply_transpose(box * grid.weights) / n_cells  # a
-        self.scalar = (box * grid.weights**2).sum(axis=1) / n_cells**2  # e
-        self.factor, self.basis_forward, self.failed = self._factor(out)  # L, V (2, p, n)
-        # C^-1 + V^T V, with C^-1 = [[0, 1], [1, -e]]
-        capacitance = np.einsum("kpn,lpn->nkl", self.basis_forward, self.basis_forward)
-        capacitance[:, 0, 1] += 1.0
-        capacitance[:, 1, 0] += 1.0
-        capacitance[:, 1, 1] -= self.scalar
-        capacitance[self.failed] = np.eye(2)  # keeps the small solves defined; the caller drops these
-        self.capacitance = capacitance
-
-    def _basis(self, programs: np.ndarray | slice = slice(None)) -> np.ndarray:
-        """U = [1, a] of the given programs, (2, p, n)."""
-        correction = self.correction[programs].T
-        return np.ascontiguousarray(np.stack([np.ones_like(correction), correction]))
-
-    def _factor(self, out: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The banded Cholesky factor L of every program's normal matrix and L^-1 U, with a static
-        regularisation of the diagonal, raised for a program while rounding makes its matrix
-        numerically indefinite (as Clarabel regularises its KKT); and the programs for which even
-        the largest failed."""
-        factor = self.grid.banded_laplacian(self.row_weights, REGULARISATIONS[0], out)
-        basis = self._basis()
-        failed = _band_cholesky(factor, basis)
-        for regularisation in REGULARISATIONS[1:]:
-            if not failed.any():
+        if out is None:
+            out = np.empty((grid.n_cells, grid.size + 1, len(theta)))
+        (self.row_weights, self.coupling, self.totals_inverse, self.correction, self.scalar,
+         basis) = _normal_setup(theta, grid.size, grid.weights, regularisation, out)
+        self.failed = _band_cholesky(out, basis)
+        for larger in (value for value in REGULARISATIONS if value > regularisation):
+            if not self.failed.any():
                 break
-            retried = self.grid.banded_laplacian(self.row_weights[failed], regularisation)
-            retried_basis = self._basis(failed)
-            still = _band_cholesky(retried, retried_basis)
-            factor[:, :, failed] = retried
-            basis[:, :, failed] = retried_basis
-            failed[failed] = still
-        return factor, basis, failed
+            retried = _NormalEquations(grid, theta[self.failed], None, larger)
+            out[:, :, self.failed] = retried.factor
+            basis[:, :, self.failed] = retried.basis_forward
+            self.failed[self.failed] = retried.failed
+        self.factor, self.basis_forward = out, basis  # L, V (2, p, n)
+        self.capacitance = _capacitance(basis, self.scalar, self.failed)
 
     def apply(self, cells: np.ndarray) -> np.ndarray:
-        grid = self.grid
-        total = cells.sum(axis=1, keepdims=True)
-        laplacian = grid.apply_transpose(self.row_weights * grid.apply(cells))
-        return (laplacian + self.correction * total
-                + ((self.correction * cells).sum(axis=1, keepdims=True) + self.scalar[:, None] * total))
+        """H x for x (n, p)."""
+        return _normal_apply(cells, self.row_weights, self.correction, self.scalar, self.grid.size)
 
     def _solve_once(self, right: np.ndarray) -> np.ndarray:
-        forward = _band_forward(self.factor, right)  # L^-1 r, (p, n)
-        _woodbury(self.basis_forward, self.capacitance, forward)
-        return _band_backward(self.factor, forward)
+        return _normal_solve_once(self.factor, self.basis_forward, self.capacitance, right)
 
     def solve(self, right: np.ndarray, refinements: int) -> np.ndarray:
         """H^-1 right, refined against H where the Woodbury solve left a residual above
@@ -384,16 +362,11 @@ def _retire(grid: _Grid, programs: _Iterates, check: _Check, done: np.ndarray, q
 
 def _check(grid: _Grid, programs: _Iterates) -> _Check:
     """The residuals, duality gap and theta of every program (one pass over its rows)."""
-    h, s = programs.cells, programs.totals
-    differences = grid.apply(h)
-    fitted = differences + h.sum(axis=1, keepdims=True) / grid.n_cells * grid.weights
-    theta, weighted, largest, dual, products = _iteration_state(
-        differences, fitted, s, programs.slacks, programs.duals, programs.bounds, *THETA_RANGE)
-    dual_cells, dual_totals = _transpose(grid, programs.duals)
-    dual_totals += 1.0
-    primal = s.sum(axis=1)
+    theta, weighted, largest, dual, products, dual_cells, dual_totals, dual_infeasibility = _check_pass(
+        programs.cells, programs.totals, programs.slacks, programs.duals, programs.bounds, grid.size,
+        grid.weights, *THETA_RANGE)
+    primal = programs.totals.sum(axis=1)
     gap = np.abs(primal - dual) / np.maximum(1.0, np.minimum(np.abs(primal), np.abs(dual)))
-    dual_infeasibility = np.maximum(np.abs(dual_cells).max(axis=1), np.abs(dual_totals).max(axis=1))
     converged = ((gap <= TOLERANCE) & (largest / programs.scale <= TOLERANCE)
                  & (dual_infeasibility <= TOLERANCE))
     return _Check(converged, theta, weighted, products, dual_cells, dual_totals)
@@ -403,9 +376,8 @@ def _step(grid: _Grid, programs: _Iterates, check: _Check, factor_space: np.ndar
     """One Newton step of Mehrotra's method for every program, in place; the factor is written to
     ``factor_space``. Returns the programs whose normal equations could not be factored: when
     there are any, no program steps."""
-    n_cells, n_rows = grid.n_cells, grid.n_rows
-    theta, weighted, dual_cells, dual_totals = check.theta, check.weighted, check.dual_cells, check.dual_totals
-    h, s, z, y = programs.cells, programs.totals, programs.slacks, programs.duals
+    theta, weighted = check.theta, check.weighted
+    z, y = programs.slacks, programs.duals
     equations = _NormalEquations(grid, theta, factor_space)
     if equations.failed.any():
         return equations.failed
@@ -413,23 +385,18 @@ def _step(grid: _Grid, programs: _Iterates, check: _Check, factor_space: np.ndar
     def newton(target: np.ndarray, affine_slacks: np.ndarray, affine_duals: np.ndarray, corrector: bool):
         """Solve G^T dy = -r_d, G dx + dz = -r_p, y dz + z dy = c, with c = -z y (the predictor)
         or target - z y - dz_affine dy_affine (the corrector): returns (dh, ds, dz, dy, the primal
-        and dual step to the boundary)."""
-        rows, box, totals_rows = _newton_right(weighted, z, y, target, affine_slacks, affine_duals, corrector)
-        # G^T (theta r_p + c / z) from its three row combinations; the system's right side is its
-        # negative minus the dual residual.
-        cells_right = grid.apply_transpose(rows)
-        cells_right += (box @ grid.weights)[:, None] / n_cells
-        cells_right += dual_cells
-        totals_rows += dual_totals
+        and dual step to the boundary). s is eliminated, then the normal equations give dh."""
+        cells_right, totals_right = _newton_right(
+            weighted, z, y, target, affine_slacks, affine_duals, corrector, check.dual_cells, check.dual_totals,
+            equations.coupling, equations.totals_inverse, grid.size, grid.weights)
         # The predictor only sets the centring and the corrector's second-order term: its solve
         # goes unrefined.
-        step_cells, step_totals = _normal_solve(equations, -cells_right, -totals_rows, refine=corrector)
-        step_differences = grid.apply(step_cells)
-        step_fitted = step_differences + step_cells.sum(axis=1, keepdims=True) / n_cells * grid.weights
-        return (step_cells, step_totals, *_newton_steps(step_differences, step_fitted, step_totals, theta, weighted,
-                                                         z, y, target, affine_slacks, affine_duals, corrector))
+        step_cells = equations.solve(cells_right, REFINEMENTS if corrector else 0)
+        return (step_cells, *_newton_steps(step_cells, totals_right, equations.coupling, equations.totals_inverse,
+                                           theta, weighted, z, y, target, affine_slacks, affine_duals, corrector,
+                                           grid.size, grid.weights))
 
-    mu = check.products / (4 * n_rows)
+    mu = check.products / (4 * grid.n_rows)
     _, _, affine_slacks, affine_duals, primal_step, dual_step = newton(mu, z, y, corrector=False)
     affine_mu = _stepped_mean_product(z, y, affine_slacks, affine_duals, primal_step, dual_step)
     target = (affine_mu / mu) ** 3 * mu
@@ -437,9 +404,8 @@ def _step(grid: _Grid, programs: _Iterates, check: _Check, factor_space: np.ndar
         target, affine_slacks, affine_duals, corrector=True)
     primal_step *= STEP_FRACTION
     dual_step *= STEP_FRACTION
-    programs.cells = h + primal_step[:, None] * step_cells
-    programs.totals = s + primal_step[:, None] * step_totals
-    _take_step(z, y, step_slacks, step_duals, primal_step, dual_step)
+    _take_step(programs.cells, programs.totals, z, y, step_cells, step_totals, step_slacks, step_duals,
+               primal_step, dual_step)
     programs.iterations += 1
     return equations.failed
 
@@ -456,66 +422,219 @@ def _shifted(values: np.ndarray) -> np.ndarray:
     return values + (1.0 + np.maximum(0.0, -lowest))[:, None, None]
 
 
-# Kernels: each one pass over a chunk's (programs, 4, m) arrays, where numpy would make one
-# pass per operation and a temporary for each.
-
-
-# G x's four row blocks as a D h + b s + c B h: D h - s, -D h - s, B h, -B h.
-_BLOCKS = np.array([[1.0, -1.0, 0.0], [-1.0, -1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, -1.0]])
+# Kernels: each one pass over a chunk's arrays, program by program, where numpy would make one
+# pass per operation and a temporary for each. Per program: D h (``_apply_d``) and D^T v
+# (``_add_d_transpose``) on the grid in ``_Grid``'s row order; the four row blocks of G x are
+# D h - s, -D h - s, B h and -B h, with B h = D h + (1^T h / p) w.
 
 
 @njit(cache=True, fastmath=True)
-def _iteration_state(differences, fitted, totals, slacks, duals, bounds, theta_low, theta_high):
-    """One pass over a chunk's rows: theta = y / z (clipped), weighted = theta r_p with
-    r_p = G x + z - g, and per program max |r_p|, -g^T y and z^T y."""
+def _apply_d(cells, size, out):
+    """out = D h for one program's h (p,)."""
+    pairs = size * (size - 1)
+    border = 2 * pairs
+    for r in range(size):
+        for c in range(size - 1):
+            out[r * (size - 1) + c] = cells[r * size + c] - cells[r * size + c + 1]
+    for cell in range(pairs):
+        out[pairs + cell] = cells[cell] - cells[cell + size]
+    for c in range(size):
+        out[border + c] = cells[c]
+        out[border + size + c] = cells[(size - 1) * size + c]
+        out[border + 2 * size + c] = cells[c * size]
+        out[border + 3 * size + c] = cells[c * size + size - 1]
+
+
+@njit(cache=True, fastmath=True)
+def _add_d_transpose(rows, size, out):
+    """out += D^T v for one program's v (m,)."""
+    pairs = size * (size - 1)
+    border = 2 * pairs
+    for r in range(size):
+        for c in range(size - 1):
+            value = rows[r * (size - 1) + c]
+            out[r * size + c] += value
+            out[r * size + c + 1] -= value
+    for cell in range(pairs):
+        value = rows[pairs + cell]
+        out[cell] += value
+        out[cell + size] -= value
+    for c in range(size):
+        out[c] += rows[border + c]
+        out[(size - 1) * size + c] += rows[border + size + c]
+        out[c * size] += rows[border + 2 * size + c]
+        out[c * size + size - 1] += rows[border + 3 * size + c]
+
+
+@njit(cache=True, fastmath=True)
+def _differences(cells, size):
+    """D h for h (n, p) -> (n, m)."""
+    out = np.empty((cells.shape[0], 2 * size * (size - 1) + 4 * size))
+    for i in range(cells.shape[0]):
+        _apply_d(cells[i], size, out[i])
+    return out
+
+
+@njit(cache=True, fastmath=True)
+def _differences_transpose(rows, size):
+    """D^T v for v (n, m) -> (n, p)."""
+    out = np.zeros((rows.shape[0], size * size))
+    for i in range(rows.shape[0]):
+        _add_d_transpose(rows[i], size, out[i])
+    return out
+
+
+@njit(cache=True, fastmath=True)
+def _block(differences, totals, fitted, k, out):
+    """Block k of G x (m,): D h - s, -D h - s, B h or -B h."""
+    for j in range(out.size):
+        if k == 0:
+            out[j] = differences[j] - totals[j]
+        elif k == 1:
+            out[j] = -differences[j] - totals[j]
+        elif k == 2:
+            out[j] = fitted[j]
+        else:
+            out[j] = -fitted[j]
+
+
+@njit(cache=True, fastmath=True)
+def _check_pass(cells, totals, slacks, duals, bounds, size, weights, theta_low, theta_high):
+    """Per program: theta = y / z (clipped), weighted = theta r_p with r_p = G x + z - g, the
+    dual residual r_d = G^T y + c as (cells part (p,), totals part (m,)), and max |r_p|,
+    -g^T y, z^T y and max |r_d|."""
     n, four, m = slacks.shape
+    p = size * size
     theta = np.empty_like(slacks)
     weighted = np.empty_like(slacks)
     infeasibility = np.zeros(n)
     dual = np.zeros(n)
     products = np.zeros(n)
+    dual_cells = np.zeros((n, p))
+    dual_totals = np.ones((n, m))
+    dual_infeasibility = np.zeros(n)
+    differences = np.empty(m)
+    fitted = np.empty(m)
+    combined = np.empty(m)
+    block = np.empty(m)
     for i in range(n):
+        _apply_d(cells[i], size, differences)
+        mean = cells[i].sum() / p
+        for j in range(m):
+            fitted[j] = differences[j] + mean * weights[j]
+        combined[:] = 0.0
+        box_dot = 0.0
         for k in range(four):
-            a, b, c = _BLOCKS[k, 0], _BLOCKS[k, 1], _BLOCKS[k, 2]
             largest = 0.0
             dual_sum = 0.0
             product_sum = 0.0
+            sign = 1.0 if k % 2 == 0 else -1.0
+            _block(differences, totals[i], fitted, k, block)
             for j in range(m):
                 z = slacks[i, k, j]
                 y = duals[i, k, j]
                 bound = bounds[i, k, j]
-                residual = a * differences[i, j] + b * totals[i, j] + c * fitted[i, j] + z - bound
+                residual = block[j] + z - bound
                 largest = max(largest, abs(residual))
                 dual_sum -= bound * y
                 product_sum += z * y
                 ratio = min(max(y / z, theta_low), theta_high)
                 theta[i, k, j] = ratio
                 weighted[i, k, j] = ratio * residual
+                combined[j] += sign * y
+            if k < 2:
+                for j in range(m):
+                    dual_totals[i, j] -= duals[i, k, j]
+            else:
+                for j in range(m):
+                    box_dot += sign * duals[i, k, j] * weights[j]
             infeasibility[i] = max(infeasibility[i], largest)
             dual[i] += dual_sum
             products[i] += product_sum
-    return theta, weighted, infeasibility, dual, products
+        _add_d_transpose(combined, size, dual_cells[i])
+        largest = 0.0
+        for cell in range(p):
+            dual_cells[i, cell] += box_dot / p
+            largest = max(largest, abs(dual_cells[i, cell]))
+        for j in range(m):
+            largest = max(largest, abs(dual_totals[i, j]))
+        dual_infeasibility[i] = largest
+    return theta, weighted, infeasibility, dual, products, dual_cells, dual_totals, dual_infeasibility
 
 
 @njit(cache=True, fastmath=True)
-def _row_weights(theta):
-    """From theta (n, 4, m), per row of D: the normal matrix's weights F = 4 theta_1 theta_2 /
-    (theta_1 + theta_2) + E, the box's E = theta_3 + theta_4, and the coupling theta_2 - theta_1
-    and 1 / (theta_1 + theta_2) with which s is eliminated."""
+def _normal_setup(theta, size, weights, regularisation, band):
+    """From theta (n, 4, m): the normal matrix's row weights F = 4 theta_1 theta_2 / (theta_1 +
+    theta_2) + E with E = theta_3 + theta_4, the coupling theta_2 - theta_1 and 1 / (theta_1 +
+    theta_2) with which s is eliminated, a = D^T (E w) / p, e = w^T E w / p^2, U = [1, a] as
+    (2, p, n), and D^T F D + regularisation max(diag) I written to ``band`` (p, g + 1, n)."""
     n, _, m = theta.shape
-    weights = np.empty((n, m))
-    box = np.empty((n, m))
+    p = size * size
+    row_weights = np.empty((n, m))
     coupling = np.empty((n, m))
     totals_inverse = np.empty((n, m))
+    correction = np.zeros((n, p))
+    scalar = np.zeros(n)
+    basis = np.ones((2, p, n))
+    box_weights = np.empty(m)
     for i in range(n):
         for j in range(m):
             lower, upper = theta[i, 0, j], theta[i, 1, j]
             inverse = 1.0 / (lower + upper)
-            box[i, j] = theta[i, 2, j] + theta[i, 3, j]
-            weights[i, j] = 4.0 * lower * upper * inverse + box[i, j]
+            box = theta[i, 2, j] + theta[i, 3, j]
+            row_weights[i, j] = 4.0 * lower * upper * inverse + box
             coupling[i, j] = upper - lower
             totals_inverse[i, j] = inverse
-    return weights, box, coupling, totals_inverse
+            box_weights[j] = box * weights[j] / p
+            scalar[i] += box * weights[j] * weights[j]
+        scalar[i] /= p * p
+        _add_d_transpose(box_weights, size, correction[i])
+        for cell in range(p):
+            basis[1, cell, i] = correction[i, cell]
+    _laplacian_band(np.ascontiguousarray(row_weights.T), size, regularisation, band)
+    return row_weights, coupling, totals_inverse, correction, scalar, basis
+
+
+@njit(cache=True, fastmath=True)
+def _capacitance(basis_forward, scalar, failed):
+    """C^-1 + V^T V per program (n, 2, 2), C^-1 = [[0, 1], [1, -e]]; the identity for a program
+    whose factorisation failed, which keeps its small solves defined (the caller drops it)."""
+    _, p, n = basis_forward.shape
+    out = np.zeros((n, 2, 2))
+    for j in range(p):
+        for i in range(n):
+            first, second = basis_forward[0, j, i], basis_forward[1, j, i]
+            out[i, 0, 0] += first * first
+            out[i, 0, 1] += first * second
+            out[i, 1, 1] += second * second
+    for i in range(n):
+        if failed[i]:
+            out[i, 0, 0], out[i, 0, 1], out[i, 1, 1] = 1.0, 0.0, 1.0
+        else:
+            out[i, 0, 1] += 1.0
+            out[i, 1, 1] -= scalar[i]
+        out[i, 1, 0] = out[i, 0, 1]
+    return out
+
+
+@njit(cache=True, fastmath=True)
+def _normal_apply(cells, row_weights, correction, scalar, size):
+    """H x = D^T F D x + a t + (a^T x + e t) 1 with t = 1^T x, for x (n, p)."""
+    n, p = cells.shape
+    out = np.zeros((n, p))
+    differences = np.empty(row_weights.shape[1])
+    for i in range(n):
+        _apply_d(cells[i], size, differences)
+        for j in range(differences.size):
+            differences[j] *= row_weights[i, j]
+        _add_d_transpose(differences, size, out[i])
+        total = cells[i].sum()
+        projection = scalar[i] * total
+        for cell in range(p):
+            projection += correction[i, cell] * cells[i, cell]
+        for cell in range(p):
+            out[i, cell] += correction[i, cell] * total + projection
+    return out
 
 
 @njit(cache=True, fastmath=True)
@@ -528,50 +647,71 @@ def _complementarity(z, y, target, affine_slack, affine_dual, corrector):
 
 
 @njit(cache=True, fastmath=True)
-def _newton_right(weighted, slacks, duals, target, affine_slacks, affine_duals, corrector):
-    """v = theta r_p + c / z, with c the predictor's (-z y) or the corrector's complementarity,
-    returned as the three m-row combinations G^T v needs: (v0 - v1 + v2 - v3, v2 - v3, -v0 - v1)."""
-    n, _, m = slacks.shape
-    rows = np.zeros((n, m))
-    box = np.zeros((n, m))
-    totals = np.zeros((n, m))
+def _newton_right(weighted, slacks, duals, target, affine_slacks, affine_duals, corrector, dual_cells,
+                  dual_totals, coupling, totals_inverse, size, weights):
+    """The right side of the Newton system with s eliminated. With v = theta r_p + c / z (c the
+    predictor's -z y or the corrector's complementarity), the system's right side is
+    -(G^T v + r_d) = (R_h, R_s); returns R_h - D^T (coupling R_s / (theta_1 + theta_2)), the
+    normal equations' right side, and R_s."""
+    n, four, m = slacks.shape
+    p = size * size
+    cells_right = np.zeros((n, p))
+    totals_right = np.empty((n, m))
+    rows = np.empty(m)
+    values = np.empty(m)
     for i in range(n):
-        for k in range(4):
+        rows[:] = 0.0
+        for j in range(m):
+            totals_right[i, j] = -dual_totals[i, j]
+        box_dot = 0.0
+        for k in range(four):
+            sign = 1.0 if k % 2 == 0 else -1.0
             for j in range(m):
                 z = slacks[i, k, j]
                 c = _complementarity(z, duals[i, k, j], target[i], affine_slacks[i, k, j],
                                      affine_duals[i, k, j], corrector)
-                value = weighted[i, k, j] + c / z
-                if k == 0:
-                    rows[i, j] += value
-                    totals[i, j] -= value
-                elif k == 1:
-                    rows[i, j] -= value
-                    totals[i, j] -= value
-                elif k == 2:
-                    rows[i, j] += value
-                    box[i, j] += value
-                else:
-                    rows[i, j] -= value
-                    box[i, j] -= value
-    return rows, box, totals
+                values[j] = weighted[i, k, j] + c / z
+                rows[j] += sign * values[j]
+            if k < 2:
+                for j in range(m):
+                    totals_right[i, j] += values[j]
+            else:
+                for j in range(m):
+                    box_dot += sign * values[j] * weights[j]
+        # -(D^T rows + (box . w) / p + r_d cells) - D^T (coupling R_s / (theta_1 + theta_2))
+        for j in range(m):
+            rows[j] = -rows[j] - coupling[i, j] * totals_right[i, j] * totals_inverse[i, j]
+        _add_d_transpose(rows, size, cells_right[i])
+        for cell in range(p):
+            cells_right[i, cell] -= box_dot / p + dual_cells[i, cell]
+    return cells_right, totals_right
 
 
 @njit(cache=True, fastmath=True)
-def _newton_steps(step_differences, step_fitted, step_totals, theta, weighted, slacks, duals, target,
-                  affine_slacks, affine_duals, corrector):
-    """dy = theta G dx + theta r_p + c / z, dz = (c - z dy) / y, and per program the largest
-    steps <= 1 that keep z and y >= 0."""
+def _newton_steps(step_cells, totals_right, coupling, totals_inverse, theta, weighted, slacks, duals, target,
+                  affine_slacks, affine_duals, corrector, size, weights):
+    """ds = (R_s - coupling D dh) / (theta_1 + theta_2), then dy = theta G dx + theta r_p + c / z,
+    dz = (c - z dy) / y, and per program the largest steps <= 1 that keep z and y >= 0."""
     n, four, m = slacks.shape
+    p = size * size
+    step_totals = np.empty((n, m))
     step_slacks = np.empty_like(slacks)
     step_duals = np.empty_like(slacks)
     primal_step = np.empty(n)
     dual_step = np.empty(n)
+    differences = np.empty(m)
+    fitted = np.empty(m)
+    moved = np.empty(m)
     for i in range(n):
+        _apply_d(step_cells[i], size, differences)
+        mean = step_cells[i].sum() / p
+        for j in range(m):
+            fitted[j] = differences[j] + mean * weights[j]
+            step_totals[i, j] = (totals_right[i, j] - coupling[i, j] * differences[j]) * totals_inverse[i, j]
         primal_shrink = 1.0
         dual_shrink = 1.0
         for k in range(four):
-            a, b, c = _BLOCKS[k, 0], _BLOCKS[k, 1], _BLOCKS[k, 2]
+            _block(differences, step_totals[i], fitted, k, moved)
             for j in range(m):
                 z = slacks[i, k, j]
                 y = duals[i, k, j]
@@ -579,8 +719,7 @@ def _newton_steps(step_differences, step_fitted, step_totals, theta, weighted, s
                 inverse_y = 1.0 / y
                 complementarity = _complementarity(z, y, target[i], affine_slacks[i, k, j],
                                                    affine_duals[i, k, j], corrector)
-                moved = a * step_differences[i, j] + b * step_totals[i, j] + c * step_fitted[i, j]
-                dy = theta[i, k, j] * moved + weighted[i, k, j] + complementarity * inverse_z
+                dy = theta[i, k, j] * moved[j] + weighted[i, k, j] + complementarity * inverse_z
                 dz = (complementarity - z * dy) * inverse_y
                 step_duals[i, k, j] = dy
                 step_slacks[i, k, j] = dz
@@ -588,7 +727,7 @@ def _newton_steps(step_differences, step_fitted, step_totals, theta, weighted, s
                 dual_shrink = max(dual_shrink, -dy * inverse_y)
         primal_step[i] = 1.0 / primal_shrink
         dual_step[i] = 1.0 / dual_shrink
-    return step_slacks, step_duals, primal_step, dual_step
+    return step_totals, step_slacks, step_duals, primal_step, dual_step
 
 
 @njit(cache=True, fastmath=True)
@@ -607,10 +746,15 @@ def _stepped_mean_product(slacks, duals, step_slacks, step_duals, primal_step, d
 
 
 @njit(cache=True, fastmath=True)
-def _take_step(slacks, duals, step_slacks, step_duals, primal_step, dual_step):
-    """z += alpha_p dz, y += alpha_d dy, in place."""
+def _take_step(cells, totals, slacks, duals, step_cells, step_totals, step_slacks, step_duals, primal_step,
+               dual_step):
+    """h += alpha_p dh, s += alpha_p ds, z += alpha_p dz, y += alpha_d dy, in place."""
     n, four, m = slacks.shape
     for i in range(n):
+        for cell in range(cells.shape[1]):
+            cells[i, cell] += primal_step[i] * step_cells[i, cell]
+        for j in range(m):
+            totals[i, j] += primal_step[i] * step_totals[i, j]
         for k in range(four):
             for j in range(m):
                 slacks[i, k, j] += primal_step[i] * step_slacks[i, k, j]
@@ -751,55 +895,14 @@ def _woodbury(basis_forward, capacitance, forward):
             forward[j, i] -= basis_forward[0, j, i] * first[i] + basis_forward[1, j, i] * second[i]
 
 
+@njit(cache=True, fastmath=True)
+def _normal_solve_once(factor, basis_forward, capacitance, right):
+    """H^-1 r = L^-T (I - V S^-1 V^T) L^-1 r for every program (``_NormalEquations``), r (n, p)."""
+    forward = _band_forward(factor, right)
+    _woodbury(basis_forward, capacitance, forward)
+    return _band_backward(factor, forward)
+
+
 def _band_solve(factor: np.ndarray, right: np.ndarray) -> np.ndarray:
     """(L L^T)^-1 r for every program's factor (p, g + 1, n) and right side r (n, p)."""
     return _band_backward(factor, _band_forward(factor, right))
-
-
-# D and D^T on the grid (``_Grid``'s row order), one pass each.
-
-
-@njit(cache=True, fastmath=True)
-def _differences(cells, size):
-    """D h for h (n, p) -> (n, m)."""
-    n = cells.shape[0]
-    pairs = size * (size - 1)
-    border = 2 * pairs
-    out = np.empty((n, border + 4 * size))
-    for i in range(n):
-        for r in range(size):
-            for c in range(size - 1):
-                out[i, r * (size - 1) + c] = cells[i, r * size + c] - cells[i, r * size + c + 1]
-        for cell in range(pairs):
-            out[i, pairs + cell] = cells[i, cell] - cells[i, cell + size]
-        for c in range(size):
-            out[i, border + c] = cells[i, c]
-            out[i, border + size + c] = cells[i, (size - 1) * size + c]
-            out[i, border + 2 * size + c] = cells[i, c * size]
-            out[i, border + 3 * size + c] = cells[i, c * size + size - 1]
-    return out
-
-
-@njit(cache=True, fastmath=True)
-def _differences_transpose(rows, size):
-    """D^T v for v (n, m) -> (n, p)."""
-    n = rows.shape[0]
-    pairs = size * (size - 1)
-    border = 2 * pairs
-    out = np.zeros((n, size * size))
-    for i in range(n):
-        for r in range(size):
-            for c in range(size - 1):
-                value = rows[i, r * (size - 1) + c]
-                out[i, r * size + c] += value
-                out[i, r * size + c + 1] -= value
-        for cell in range(pairs):
-            value = rows[i, pairs + cell]
-            out[i, cell] += value
-            out[i, cell + size] -= value
-        for c in range(size):
-            out[i, c] += rows[i, border + c]
-            out[i, (size - 1) * size + c] += rows[i, border + size + c]
-            out[i, c * size] += rows[i, border + 2 * size + c]
-            out[i, c * size + size - 1] += rows[i, border + 3 * size + c]
-    return out

@@ -147,37 +147,77 @@ def test_the_grids_weights_are_the_solvers():
 
 
 def test_compiled_passes_match_their_numpy_formulas():
-    """The numba passes over the 4m rows equal the formulas they fuse (module docstring)."""
+    """The numba passes equal the formulas they fuse (module docstring), written here with the
+    dense D and B = D + (1/p) w 1^T."""
     rng = np.random.default_rng(1)
-    n, m = 3, 40
+    n, size = 3, 4
+    grid = _grid(size)
+    p, m = size * size, grid.n_rows
+    difference = difference_matrix(size).toarray()
+    fit = difference + np.outer(grid.weights, np.ones(p)) / p  # B
+    cells, step_cells = rng.normal(size=(n, p)), rng.normal(size=(n, p))
+    totals = rng.normal(size=(n, m))
     z, y, dz_affine, dy_affine = (rng.uniform(0.1, 2.0, (n, 4, m)) for _ in range(4))
     bounds = rng.normal(size=(n, 4, m))
-    differences, fitted, totals = (rng.normal(size=(n, m)) for _ in range(3))
     target = rng.uniform(0.0, 1.0, n)
 
-    def blocks(d, f, t):
-        return np.stack([d - t, -d - t, f, -f], axis=1)
+    def constraints(h, s):  # G x, (n, 4, m)
+        return np.stack([h @ difference.T - s, -h @ difference.T - s, h @ fit.T, -h @ fit.T], axis=1)
 
-    residual = blocks(differences, fitted, totals) + z - bounds
-    theta, weighted, largest, dual, products = interior_point._iteration_state(
-        differences, fitted, totals, z, y, bounds, 1e-14, 1e14)
+    def transpose(rows):  # G^T v as (cells part, totals part)
+        return (rows[:, 0] - rows[:, 1]) @ difference + (rows[:, 2] - rows[:, 3]) @ fit, -rows[:, 0] - rows[:, 1]
+
+    residual = constraints(cells, totals) + z - bounds
+    theta, weighted, largest, dual, products, dual_cells, dual_totals, dual_largest = interior_point._check_pass(
+        cells, totals, z, y, bounds, size, grid.weights, 1e-14, 1e14)
+    expected_cells, expected_totals = transpose(y)
     np.testing.assert_allclose(theta, y / z)
     np.testing.assert_allclose(weighted, y / z * residual)
     np.testing.assert_allclose(largest, np.abs(residual).reshape(n, -1).max(axis=1))
     np.testing.assert_allclose(dual, -(bounds * y).sum(axis=(1, 2)))
     np.testing.assert_allclose(products, (z * y).sum(axis=(1, 2)))
+    np.testing.assert_allclose(dual_cells, expected_cells, atol=1e-12)
+    np.testing.assert_allclose(dual_totals, expected_totals + 1.0, atol=1e-12)
+    np.testing.assert_allclose(dual_largest, np.maximum(np.abs(dual_cells).max(axis=1),
+                                                        np.abs(dual_totals).max(axis=1)))
+
+    band = np.empty((p, size + 1, n))
+    row_weights, coupling, totals_inverse, correction, scalar, basis = interior_point._normal_setup(
+        theta, size, grid.weights, 0.0, band)
+    t1, t2, t3, t4 = theta.transpose(1, 0, 2)
+    np.testing.assert_allclose(coupling, t2 - t1)
+    np.testing.assert_allclose(totals_inverse, 1 / (t1 + t2))
+    # H = D^T diag(4 theta_1 theta_2 / (theta_1 + theta_2)) D + B^T diag(theta_3 + theta_4) B: G^T diag(theta) G
+    # with s eliminated, as _normal_apply applies it
+    for program in range(n):
+        matrix = (difference.T @ np.diag(4 * t1[program] * t2[program] / (t1[program] + t2[program])) @ difference
+                  + fit.T @ np.diag(t3[program] + t4[program]) @ fit)
+        np.testing.assert_allclose(interior_point._normal_apply(step_cells[program:program + 1], row_weights[program:program + 1],
+                                                                correction[program:program + 1], scalar[program:program + 1],
+                                                                size)[0],
+                                   matrix @ step_cells[program], rtol=1e-10)
+        np.testing.assert_allclose(basis[1, :, program], correction[program])
 
     for corrector in (False, True):
         complementarity = (target[:, None, None] - z * y - dz_affine * dy_affine) if corrector else -z * y
         v = weighted + complementarity / z
-        rows, box, total_rows = interior_point._newton_right(weighted, z, y, target, dz_affine, dy_affine, corrector)
-        np.testing.assert_allclose(rows, v[:, 0] - v[:, 1] + v[:, 2] - v[:, 3])
-        np.testing.assert_allclose(box, v[:, 2] - v[:, 3])
-        np.testing.assert_allclose(total_rows, -v[:, 0] - v[:, 1])
-        dy = theta * blocks(differences, fitted, totals) + weighted + complementarity / z
+        # the right side -(G^T v + r_d), with s eliminated: R_h - D^T (coupling R_s / (theta_1 + theta_2))
+        v_cells, v_totals = transpose(v)
+        right_totals = -(v_totals + dual_totals)
+        right_cells = -(v_cells + dual_cells) - (coupling * right_totals * totals_inverse) @ difference
+        cells_right, totals_right = interior_point._newton_right(
+            weighted, z, y, target, dz_affine, dy_affine, corrector, dual_cells, dual_totals, coupling,
+            totals_inverse, size, grid.weights)
+        np.testing.assert_allclose(totals_right, right_totals, atol=1e-12)
+        np.testing.assert_allclose(cells_right, right_cells, atol=1e-10)
+
+        step_totals = (right_totals - coupling * (step_cells @ difference.T)) * totals_inverse
+        dy = theta * constraints(step_cells, step_totals) + weighted + complementarity / z
         dz = (complementarity - z * dy) / y
-        step_z, step_y, primal, dual_step = interior_point._newton_steps(
-            differences, fitted, totals, theta, weighted, z, y, target, dz_affine, dy_affine, corrector)
+        got_totals, step_z, step_y, primal, dual_step = interior_point._newton_steps(
+            step_cells, right_totals, coupling, totals_inverse, theta, weighted, z, y, target, dz_affine,
+            dy_affine, corrector, size, grid.weights)
+        np.testing.assert_allclose(got_totals, step_totals, atol=1e-12)
         np.testing.assert_allclose(step_y, dy, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(step_z, dz, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(primal, 1 / np.maximum(1, (-dz / z).reshape(n, -1).max(axis=1)))
