@@ -178,3 +178,35 @@ def test_programs_left_to_the_exact_solver_are_counted_by_the_writer(tmp_path, m
     assert rows.column("_solver_fallbacks").to_pylist() == [programs_per_map] * 4
     again = ParquetWriter(str(tmp_path / "again"), StorageOptions(), "r1", "demo", anchor=("leg-tv", 0.1))
     assert again.write(solved).solver_fallbacks == 4 * programs_per_map
+
+
+def test_a_tasks_images_are_finished_together_and_a_bad_one_fails_alone():
+    """The rows of a task share one finish call per method (LEG-TV's programs in one batch): each
+    image gets the maps it gets alone; an image whose statistics break the call gets error rows,
+    and the others still their maps."""
+    import pickle
+
+    grid = {"grid_size": 4, "n_samples": 64}
+    plan = Plan(model="demo", specs=(method_spec("leg", grid), method_spec("leg-tv", {**grid, "lambdas": [0.1, 0.3]})),
+                image_size=SIZE, resize="crop", target="top1", use_gpu=False, actor_cpus=1)
+    explained = ExplainActor(plan)(_decoded(3))
+    together = finish_batch(explained).to_pylist()
+    alone = [row for index in range(explained.num_rows) for row in finish_batch(explained.slice(index, 1)).to_pylist()]
+    key = lambda row: (row["image_id"], row["method"], row["lam"])  # noqa: E731
+    assert sorted(map(key, together)) == sorted(map(key, alone))
+    maps_alone = {key(row): row["saliency"] for row in alone if row["status"] == "ok"}
+    assert len(maps_alone) == 3 * (1 + 2)
+    for row in together:
+        if row["status"] == "ok":
+            np.testing.assert_allclose(row["saliency"], maps_alone[key(row)], rtol=1e-5, atol=1e-6)
+
+    records = explained.to_pylist()
+    bad = next(record for record in records if record["_stats"] is not None)
+    stats = pickle.loads(bad["_stats"])
+    stats.g_hat[:] = np.nan  # the LEG-TV programs refuse it
+    bad["_stats"] = pickle.dumps(stats)
+    broken = finish_batch(pa.Table.from_pylist(records, schema=explained.schema)).to_pylist()
+    failed = {key(row) for row in broken if row["status"] == "error" and row["image_id"] == bad["image_id"]}
+    assert (bad["image_id"], "leg-tv", 0.1) in failed and (bad["image_id"], "leg-tv", 0.3) in failed
+    others = [row for row in broken if row["image_id"] not in (bad["image_id"], "broken.png")]
+    assert len(others) == 2 * 3 and all(row["status"] == "ok" for row in others)
