@@ -14,7 +14,9 @@ Sections (each prints lines; the last line is one JSON object with every number)
   finish      CPU seconds per image of ``finish_legtv`` (lambdas 0.1 and 0.3), maps only and with
               the reliability (2 (draws + 1) more programs per channel and lambda), one core:
               the batched solver (BATCHED, default), Clarabel on its own conic form (CLARABEL),
-              and Clarabel through cvxpy's canonical form (the path before either); and LEG's
+              and Clarabel through cvxpy's canonical form; the batched solver again with the
+              images finished 1 and 2 per call (the job's finish tasks take ``solve_batch_size``
+              images, a model call's by default; the first lines take all images in one call); and LEG's
               finish step (map, standard errors, reliability)
   batched     every program of the finish step solved by the batched solver in one call, against
               Clarabel one by one: ms per program, iterations, the share that converged (the rest
@@ -289,6 +291,16 @@ def bench_grid(grid_size, args, lambdas, results):
               f"reliability, {maps_only:7.3f} maps only ({len(stats)} images, lambdas {lambdas})")
         results[f"{key}_{name}_cpu_s_per_image"] = round(with_reliability, 4)
         results[f"{key}_{name}_maps_only_cpu_s_per_image"] = round(maps_only, 4)
+    for images_per_call in (1, 2):  # a job's finish tasks take solve_batch_size images
+        params = dict(lambdas=lambdas, solver="BATCHED", formulation="sparse", absolute=True)
+        started = time.process_time()
+        for start in range(0, len(stats), images_per_call):
+            finish_legtv(stats.concat([stats[i] for i in range(start, min(start + images_per_call, len(stats)))]),
+                         params)
+        seconds = (time.process_time() - started) / len(stats)
+        print(f"finish    {grid_size:2d}x{grid_size:<2d} batched {seconds:7.3f} CPU-s per image with reliability, "
+              f"{images_per_call} image(s) per call")
+        results[f"{key}_batched_cpu_s_per_image_calls_of_{images_per_call}"] = round(seconds, 4)
     started = time.process_time()
     finish_leg(stats, {"absolute": True})
     leg_seconds = (time.process_time() - started) / len(stats)

@@ -87,7 +87,7 @@ class JobConfig:
     # Execution
     batch_size: int = 8
     decode_batch_size: int | None = None
-    solve_batch_size: int = 2
+    solve_batch_size: int | None = None
     rows_per_file: int = 2000
     actors: int = 1
     # None: chosen from the cluster's CPUs when the job starts (``legx.pipeline.engine.resources``).

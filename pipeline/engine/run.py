@@ -331,7 +331,8 @@ def _explain(dataset, job: _Job):
 
 def _finish(dataset, job: _Job):
     return dataset.map_batches(
-        finish_batch, batch_size=job.config.solve_batch_size, batch_format="pyarrow", num_cpus=1
+        finish_batch, batch_size=job.config.solve_batch_size or job.config.batch_size, batch_format="pyarrow",
+        num_cpus=1,
     )
 
 
