@@ -137,20 +137,20 @@ class _NormalEquations:
     substitution and a 2 x 2 system per program."""
 
     def __init__(self, grid: _Grid, theta: np.ndarray, out: np.ndarray | None = None,
-                 regularisation: float = REGULARISATIONS[0]) -> None:
+                 regularisation: float | None = None) -> None:
         """``out``: where to write the factor, (p, g + 1, n); ``regularisation``: the first
         diagonal regularisation tried, relative to the largest diagonal entry (then the larger
-        ``REGULARISATIONS``)."""
+        ``REGULARISATIONS``; by default from the first)."""
         self.grid = grid
+        regularisation = REGULARISATIONS[0] if regularisation is None else regularisation
         if out is None:
             out = np.empty((grid.n_cells, grid.size + 1, len(theta)))
         (self.row_weights, self.coupling, self.totals_inverse, self.correction, self.scalar,
          basis) = _normal_setup(theta, grid.size, grid.weights, regularisation, out)
         self.failed = _band_cholesky(out, basis)
-        for larger in (value for value in REGULARISATIONS if value > regularisation):
-            if not self.failed.any():
-                break
-            retried = _NormalEquations(grid, theta[self.failed], None, larger)
+        larger = [value for value in REGULARISATIONS if value > regularisation]
+        if self.failed.any() and larger:  # the failed programs again, from the next regularisation on
+            retried = _NormalEquations(grid, theta[self.failed], None, larger[0])
             out[:, :, self.failed] = retried.factor
             basis[:, :, self.failed] = retried.basis_forward
             self.failed[self.failed] = retried.failed

@@ -69,6 +69,27 @@ def test_banded_cholesky_and_solves_are_the_dense_ones():
         np.testing.assert_allclose(solved[program], np.linalg.solve(matrix, right[program]), rtol=1e-9)
 
 
+def test_a_failed_factorisation_is_retried_with_more_regularisation(monkeypatch):
+    """A program whose normal matrix does not factor is factored again with the next
+    regularisation, and only that program: the others keep their first factors."""
+    rng = np.random.default_rng(4)
+    grid = _grid(5)
+    uniform = np.ones((4, grid.n_rows))  # smallest eigenvalue: 0.13 of the largest diagonal entry
+    uneven = np.exp(4 * rng.normal(size=(4, grid.n_rows)))  # here 0.0003 of it
+    theta = np.stack([uniform, uneven, 3 * uniform])
+    # a first regularisation of -0.1 x the largest diagonal entry: indefinite for the uneven one only
+    monkeypatch.setattr(interior_point, "REGULARISATIONS", (-0.1, 1e-13))
+    first = interior_point._NormalEquations(grid, theta, None, -0.1)
+    assert not first.failed.any()
+    alone = interior_point._NormalEquations(grid, theta[1:2], None, 1e-13)
+    shifted = interior_point._NormalEquations(grid, theta[[0, 2]], None, -0.1)
+    monkeypatch.setattr(interior_point, "REGULARISATIONS", (-0.1,))
+    assert interior_point._NormalEquations(grid, theta, None, -0.1).failed.tolist() == [False, True, False]
+    np.testing.assert_array_equal(first.factor[:, :, 1], alone.factor[:, :, 0])
+    np.testing.assert_array_equal(first.factor[:, :, [0, 2]], shifted.factor)
+    np.testing.assert_array_equal(first.basis_forward[:, :, 1], alone.basis_forward[:, :, 0])
+
+
 def unit_programs(grid_size: int, seeds: range, lambdas: list[float]):
     """Unit-scale (b, lam) of blob-gradient statistics with sampling noise, as LEG produces."""
     rows, cols = np.mgrid[:grid_size, :grid_size]
