@@ -223,15 +223,16 @@ def bench_peers(model, images, args) -> dict:
 def bench_lp_share(model, images, args, solver: str) -> dict:
     """CPU seconds per image of the job's finish steps at the pipeline's settings (one core):
     LEG's closed form and LEG-TV's programs, each with its standard errors and reliability, so
-    every program the job solves (a LEG-TV map's own and its reliability's bootstrap) is counted.
-    This is the CPU work that shares this machine's cores with the forwards when there is no
-    accelerator."""
+    every program the job solves (a LEG-TV map's own and its reliability's bootstrap) is counted,
+    on all the benchmark's images in one call, as the job's finish tasks take a model call's
+    images (``batch_size``, 8 by default). This is the CPU work that shares this machine's
+    cores with the forwards when there is no accelerator."""
     from legx.methods.leg.explainer import LEG
     from legx.methods.leg.tv import LEGTV
 
     sampling = dict(n_samples=args.samples, grid_size=args.grid_size, batch_size=args.batch_size)
     leg, legtv = LEG(**sampling), LEGTV(solver=solver, **sampling)
-    stats = legtv.sample(model, images[:2])
+    stats = legtv.sample(model, images)
     legtv.finish(stats[0])  # builds the cached program, as a worker's first solve
     started = time.process_time()
     legtv.finish(stats)
