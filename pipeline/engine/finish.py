@@ -82,7 +82,10 @@ def _finish_group(finisher_path: str, params: dict, members: list[tuple[tuple[in
     docstring), else one call per member."""
     from legx.methods.sampled import load_finisher
 
-    finisher = load_finisher(finisher_path)
+    try:
+        finisher = load_finisher(finisher_path)
+    except Exception as error:  # noqa: BLE001 - reported in every member's rows
+        return {key: error for key, _ in members}
     parts = [stats for _, stats in members]
     concat = getattr(type(parts[0]), "concat", None)
     if len(parts) > 1 and concat is not None:

@@ -183,7 +183,8 @@ def test_programs_left_to_the_exact_solver_are_counted_by_the_writer(tmp_path, m
 def test_a_tasks_images_are_finished_together_and_a_bad_one_fails_alone():
     """The rows of a task share one finish call per method (LEG-TV's programs in one batch): each
     image gets the maps it gets alone; an image whose statistics break the call gets error rows,
-    and the others still their maps."""
+    and the others still their maps; a finish step that cannot be loaded fails its method's rows."""
+    import json
     import pickle
 
     grid = {"grid_size": 4, "n_samples": 64}
@@ -210,3 +211,18 @@ def test_a_tasks_images_are_finished_together_and_a_bad_one_fails_alone():
     assert (bad["image_id"], "leg-tv", 0.1) in failed and (bad["image_id"], "leg-tv", 0.3) in failed
     others = [row for row in broken if row["image_id"] not in (bad["image_id"], "broken.png")]
     assert len(others) == 2 * 3 and all(row["status"] == "ok" for row in others)
+
+    # a finish step that cannot be loaded: its method's rows fail, the other method's do not
+    for record in records:
+        if record["_pending"] is not None:
+            pendings = json.loads(record["_pending"])
+            for pending in pendings:
+                if pending["method"] == "leg-tv":
+                    pending["finisher"] = "legx.methods.leg.finish:no_such_step"
+            record["_pending"] = json.dumps(pendings)
+    unloadable = [row for row in finish_batch(pa.Table.from_pylist(records, schema=explained.schema)).to_pylist()
+                  if row["image_id"] != "broken.png"]
+    assert len([row for row in unloadable if row["method"] == "leg-tv"]) == 3 * 2
+    assert all(row["status"] == "error" and "no_such_step" in row["error"]
+               for row in unloadable if row["method"] == "leg-tv")
+    assert sum(row["status"] == "ok" for row in unloadable if row["method"] == "leg") >= 2
