@@ -38,7 +38,7 @@ v = A h - b, ||v||_inf <= r, with A = D + (1/p) w 1^T, w = D (D^T D)^{-1} 1, so 
 A^T A = D^T D + beta 1 1^T, beta = 2/p + ||w||^2 / p^2. ADMM's h-step solves
 (2 D^T D + beta 1 1^T) h = rhs for all programs at once: D^T D is the Dirichlet Laplacian of the
 g x g grid, diagonalised by the 2-D type-I DST, and the rank-one term is a Sherman-Morrison
-correction; D and D^T are shifts of a (programs, g, g) array. The u-step soft-thresholds, the
+correction; D and D^T are first differences on the grid. The u-step soft-thresholds, the
 v-step clips to the box; over-relaxation 1.6, penalty balanced per program from its residuals.
 Every candidate point is made exactly feasible by blending with plain LEG (A h_LEG = b): the
 residual scales by (1 - t), t in closed form. Certificate: from the scaled duals (z on u = D h,
@@ -88,13 +88,13 @@ CERTIFIED_GAP = 1e-4  # the acceptance rule: objective within 1e-4 (relative) of
 
 
 class GridOperators:
-    """D, D^T, A, A^T as shifts of (programs, g, g) arrays and the DST solve of
+    """D, D^T, A, A^T as first differences on the grid (the batched solver's) and the DST solve of
     (a D^T D + c 1 1^T) x = r, for one grid size (rows in ``difference_matrix``'s order)."""
 
     def __init__(self, grid_size: int) -> None:
         g = grid_size
         self.g, self.p = g, g * g
-        self.shifts = _grid(g)  # D and D^T as the batched solver shifts them
+        self.shifts = _grid(g)  # D and D^T as the batched solver applies them
         one_dim = 4 * np.sin(np.pi * np.arange(1, g + 1) / (2 * (g + 1))) ** 2
         self.eigenvalues = one_dim[:, None] + one_dim[None, :]
         self.ones_solution = self.laplacian_solve(np.ones((1, g, g)))[0]  # (D^T D)^{-1} 1

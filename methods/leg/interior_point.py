@@ -73,9 +73,9 @@ THETA_RANGE = (1e-14, 1e14)
 
 @dataclass(frozen=True)
 class _Grid:
-    """D as shifts of (n, g, g) arrays, in ``difference_matrix``'s row order: horizontal pairs
-    (g, g-1), vertical pairs (g-1, g), then the border cells of the top row, bottom row, left
-    column and right column (g each)."""
+    """D, D^T and D^T F D of one grid for n programs at once, in ``difference_matrix``'s row
+    order: horizontal pairs (g, g-1), vertical pairs (g-1, g), then the border cells of the top
+    row, bottom row, left column and right column (g each)."""
 
     size: int
     weights: np.ndarray  # w = D+^T 1, (m,)
