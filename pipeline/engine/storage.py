@@ -109,7 +109,9 @@ def _s3_filesystem(bucket: str, storage: StorageOptions) -> pafs.S3FileSystem:
 
 def fsspec_filesystem(uri: str, storage: StorageOptions):
     """An fsspec filesystem for ``uri`` (for DuckDB, which cannot fetch its httpfs extension
-    on offline machines)."""
+    on offline machines). A new instance each call: fsspec otherwise hands out one instance per
+    set of arguments, with the directory listings it cached, and a query made after more files
+    were written would list them and then fail to find them."""
     scheme = scheme_of(uri)
     if scheme == "file":
         import fsspec
@@ -118,11 +120,12 @@ def fsspec_filesystem(uri: str, storage: StorageOptions):
     if scheme == "gs":
         import fsspec
 
-        return fsspec.filesystem("gs", token="anon" if storage.anonymous else None)
+        return fsspec.filesystem("gs", token="anon" if storage.anonymous else None, skip_instance_cache=True)
     import s3fs
 
     client_kwargs = {"region_name": storage.region} if storage.region else {}
     filesystem = s3fs.S3FileSystem(
+        skip_instance_cache=True,
         anon=storage.anonymous,
         endpoint_url=storage.resolved_endpoint(),
         client_kwargs=client_kwargs,
