@@ -14,10 +14,10 @@ Sections (each prints lines; the last line is one JSON object with every number)
   finish      CPU seconds per image of ``finish_legtv`` (lambdas 0.1 and 0.3), maps only and with
               the reliability (2 (draws + 1) more programs per channel and lambda), one core:
               the batched solver (BATCHED, default), Clarabel on its own conic form (CLARABEL),
-              and Clarabel through cvxpy's canonical form; the batched solver again with the
-              images finished 1 and 2 per call (the job's finish tasks take ``solve_batch_size``
-              images, a model call's by default; the first lines take all images in one call); and LEG's
-              finish step (map, standard errors, reliability)
+              and Clarabel through cvxpy's canonical form, all images in one call; the batched
+              solver again with the images finished 1 and 2 per call (a job's finish tasks take
+              ``solve_batch_size`` images, a model call's by default); and LEG's finish step (map,
+              standard errors, reliability)
   batched     every program of the finish step solved by the batched solver in one call, against
               Clarabel one by one: ms per program, iterations, the share that converged (the rest
               fall back to Clarabel), and the acceptance bars: objective difference, constraint
