@@ -327,8 +327,8 @@ def solve_programs(grid_size: int, rhs: np.ndarray, lams: np.ndarray,
     workspace = np.empty(grid.n_cells * (grid.size + 1) * CHUNK_PROGRAMS)  # each step's factor
     while len(programs):
         check = _check(grid, programs)
-        programs, check = _retire(grid, programs, check, check.converged | (programs.iterations >= max_iterations),
-                                  queue, result, max_iterations)
+        programs, check = _retire(grid, programs, check, _finished(programs, check, max_iterations), queue, result,
+                                  max_iterations)
         if not len(programs):
             break
         failed = _step(grid, programs, check, _factor_space(workspace, grid, len(programs)))
@@ -356,8 +356,13 @@ def _retire(grid: _Grid, programs: _Iterates, check: _Check, done: np.ndarray, q
             keep = np.ones(len(programs), dtype=bool)
             keep[rows[len(fresh):]] = False
             programs, check = programs.take(keep), check.take(keep)
-        done = check.converged | (programs.iterations >= max_iterations)  # a fresh program at the cap
+        done = _finished(programs, check, max_iterations)  # a fresh program at the cap
     return programs, check
+
+
+def _finished(programs: _Iterates, check: _Check, max_iterations: int) -> np.ndarray:
+    """The programs that leave: converged, or at the iteration cap."""
+    return check.converged | (programs.iterations >= max_iterations)
 
 
 def _check(grid: _Grid, programs: _Iterates) -> _Check:
