@@ -31,6 +31,12 @@ def _legx(*args: str, timeout: float = 400) -> subprocess.CompletedProcess:
     return subprocess.run(command + list(args), env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def _run_through(proxy, bucket: str, run_id: str, methods: str, *extra: str) -> subprocess.CompletedProcess:
+    """``legx run`` from s3://BUCKET/in to s3://BUCKET/out, its storage reached through ``proxy``."""
+    return _legx("run", "--input", f"s3://{bucket}/in", "--output", f"s3://{bucket}/out", "--methods", methods,
+                 "--run-id", run_id, *SMALL, "--set", f"storage.endpoint_url={proxy.url}", *extra)
+
+
 def _upload_demo(tmp_path, bucket: str, endpoint: str, count: int) -> None:
     demo = tmp_path / "demo"
     write_demo_dataset(str(demo), count, seed=3, image_size=32)
@@ -49,9 +55,7 @@ def test_a_job_through_a_flaky_object_store_completes_in_one_attempt(s3_endpoint
     images = 8
     _upload_demo(tmp_path, s3_bucket, s3_endpoint, images)
     proxy = fault_proxy(slowdown=0.25, drop=0.08, seed=7, first_each=True)
-    result = _legx("run", "--input", f"s3://{s3_bucket}/in", "--output", f"s3://{s3_bucket}/out",
-                   "--methods", "leg,leg-tv", "--run-id", "flaky", *SMALL,
-                   "--set", f"storage.endpoint_url={proxy.url}")
+    result = _run_through(proxy, s3_bucket, "flaky", "leg,leg-tv")
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert "Traceback" not in result.stderr
     # The faults met every kind of request: reads, writes and listings.
@@ -79,9 +83,7 @@ def test_a_fault_that_outlives_the_budget_ends_the_job_in_one_line(s3_endpoint, 
     # Every write of the run's Parquet files (in the job's write tasks) is throttled; the rest
     # of the bucket answers.
     proxy = fault_proxy(slowdown=1.0, only=("/out/saliency/",), operations=("write",))
-    result = _legx("run", "--input", f"s3://{s3_bucket}/in", "--output", f"s3://{s3_bucket}/out",
-                   "--methods", "leg", "--run-id", "throttled", *SMALL,
-                   "--set", f"storage.endpoint_url={proxy.url}", "--set", "storage.max_attempts=2")
+    result = _run_through(proxy, s3_bucket, "throttled", "leg", "--set", "storage.max_attempts=2")
     assert result.returncode == 1, (result.stdout + result.stderr)[-4000:]
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
@@ -100,9 +102,7 @@ def test_a_read_back_that_outlives_the_budget_does_not_end_a_finished_job(s3_end
     images = 2
     _upload_demo(tmp_path, s3_bucket, s3_endpoint, images)
     proxy = fault_proxy(slowdown=1.0, only=("/out/saliency/unread-part-",), operations=("read",))
-    result = _legx("run", "--input", f"s3://{s3_bucket}/in", "--output", f"s3://{s3_bucket}/out",
-                   "--methods", "leg", "--run-id", "unread", *SMALL,
-                   "--set", f"storage.endpoint_url={proxy.url}", "--set", "storage.max_attempts=2")
+    result = _run_through(proxy, s3_bucket, "unread", "leg", "--set", "storage.max_attempts=2")
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert "Traceback" not in result.stderr
     assert proxy.counts["slowdown_read"] >= 2
