@@ -20,7 +20,10 @@ Sections (each prints a line; the last line is one JSON object with every number
              the finish steps' CPU seconds per image (every program the job solves, the
              reliability's included) and the efficiency bound they set, since there the finish
              tasks and the forwards share the cores; with ``--solvers A,B`` the finish steps
-             and the pipeline run once per LEG-TV solver, side by side
+             and the pipeline run once per LEG-TV solver, side by side; ``none`` among them runs
+             LEG alone, without LEG-TV: the job with no programs to solve, what LEG-TV's cost
+             is measured against; ``--pipeline-rounds N`` alternates them N times and reports
+             each one's medians (this machine's speed drifts by several percent between runs)
 Bare and LEG timings alternate in several rounds and report medians, so that a load spike on a
 shared machine hits both alike. ``--arch`` uses random weights: throughput does not depend on
 them, and nothing is downloaded (the pipeline reads them from a temporary weights file).
@@ -57,6 +60,9 @@ from legx.methods.leg.explainer import LEG  # noqa: E402
 from legx.methods.leg.perturbation import grid_to_image  # noqa: E402
 from legx.methods.leg.solvers import solve_tv  # noqa: E402
 from legx.pipeline.engine.allocator import retain_freed_memory  # noqa: E402
+
+# The ``--solvers`` entry that runs the pipeline without LEG-TV.
+LEG_ALONE = "none"
 
 
 def build_model(args: argparse.Namespace) -> tuple[torch.nn.Module, str]:
@@ -231,15 +237,21 @@ def bench_lp_share(model, images, args, solver: str) -> dict:
     from legx.methods.leg.tv import LEGTV
 
     sampling = dict(n_samples=args.samples, grid_size=args.grid_size, batch_size=args.batch_size)
-    leg, legtv = LEG(**sampling), LEGTV(solver=solver, **sampling)
-    stats = legtv.sample(model, images)
-    legtv.finish(stats[0])  # builds the cached program, as a worker's first solve
+    leg = LEG(**sampling)
+    legtv = None if solver == LEG_ALONE else LEGTV(solver=solver, **sampling)
+    stats = (leg if legtv is None else legtv).sample(model, images)
+    # A worker's first call builds the cached programs and loads the compiled solver.
+    leg.finish(stats[0])
+    if legtv is not None:
+        legtv.finish(stats[0])
     started = time.process_time()
-    legtv.finish(stats)
+    if legtv is not None:
+        legtv.finish(stats)
     leg.finish(stats)
     seconds = (time.process_time() - started) / len(stats)
-    print(f"solve     {seconds:10.3f} CPU-s per image (LEG + LEG-TV at lambdas {list(legtv.lambdas)}, "
-          f"with reliability, {args.grid_size}x{args.grid_size}, one core, {solver})")
+    what = "LEG alone" if legtv is None else (
+        f"LEG + LEG-TV at lambdas {list(legtv.lambdas)}, with reliability, {solver}")
+    print(f"solve     {seconds:10.3f} CPU-s per image ({what}, {args.grid_size}x{args.grid_size}, one core)")
     return {"solve_s_per_image": round(seconds, 4)}
 
 
@@ -258,7 +270,7 @@ def bench_pipeline(args, solver: str) -> dict:
         f"channels_last={str(args.channels_last).lower()}",
         f"compile={str(args.compile).lower()}",
         f"actor_threads={args.actor_threads}",
-        "methods=[leg,leg-tv]",
+        "methods=[leg]" if solver == LEG_ALONE else "methods=[leg,leg-tv]",
         f"image_size={args.size}",
         f"leg.n_samples={args.samples}",
         f"leg.grid_size={args.grid_size}",
@@ -266,8 +278,9 @@ def bench_pipeline(args, solver: str) -> dict:
         f"leg-tv.n_samples={args.samples}",
         f"leg-tv.grid_size={args.grid_size}",
         f"leg-tv.batch_size={args.batch_size}",
-        f"leg-tv.solver={solver}",
     ]
+    if solver != LEG_ALONE:
+        overrides.append(f"leg-tv.solver={solver}")
     summary = run_job(load_config(None, overrides))
     print(f"pipeline  {summary.forwards_per_s:10.1f} forwards/s  {summary.images_per_s:.2f} images/s "
           f"({summary.images} images, {summary.ok} ok rows, {summary.errors} error rows, "
@@ -292,8 +305,8 @@ def bench_pipeline(args, solver: str) -> dict:
 
 def bench_solver_pipeline(model, images, args, solver: str, bare_all_cores: float | None,
                           bare_actor_threads: float | None) -> dict:
-    """The finish steps' CPU seconds (CPU only) and the pipeline with LEG-TV's ``solver``; with
-    the bare rates measured, the efficiencies against them."""
+    """The finish steps' CPU seconds (CPU only) and the pipeline with LEG-TV's ``solver`` (LEG
+    alone for ``LEG_ALONE``); with the bare rates measured, the efficiencies against them."""
     results = {"solver": solver}
     if args.device == "cpu":
         results.update(bench_lp_share(model, images, args, solver))
@@ -327,6 +340,20 @@ def bench_solver_pipeline(model, images, args, solver: str, bare_all_cores: floa
     return results
 
 
+def medians(runs: list[dict]) -> dict:
+    """One run's results, or the median of each number over several runs of the same settings."""
+    if len(runs) == 1:
+        return runs[0]
+    merged = dict(runs[0])
+    for key, value in runs[0].items():
+        if isinstance(value, int) and not isinstance(value, bool):
+            merged[key] = statistics.median_low(run[key] for run in runs)
+        elif isinstance(value, float):
+            merged[key] = round(statistics.median(run[key] for run in runs), 4)
+    merged["rounds"] = len(runs)
+    return merged
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small budgets: under 3 minutes on 2 cores")
@@ -346,7 +373,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="torch threads of the pipeline's actor (default: as many as the bare model uses)")
     parser.add_argument("--solvers", default="BATCHED",
                         help="LEG-TV solvers of the finish-step and pipeline sections, comma-separated "
-                             "(the first one's numbers are the top-level ones)")
+                             f"(the first one's numbers are the top-level ones); {LEG_ALONE!r} runs LEG "
+                             "alone, the job without LEG-TV's programs")
+    parser.add_argument("--pipeline-rounds", type=int, default=1,
+                        help="rounds of the solvers' pipeline runs, alternated; each number is the "
+                             "median over the rounds")
     parser.add_argument("--pipeline-images", type=int, default=None,
                         help="images of the pipeline run (default 64 demo / 8 otherwise; 100 / 24 without --quick)")
     args = parser.parse_args(argv)
@@ -391,10 +422,18 @@ def main(argv: list[str] | None = None) -> None:
         results.update(bench_peers(model, images, args))
     if "pipeline" not in skip:
         solvers = [name.strip() for name in args.solvers.split(",") if name.strip()]
+        rounds: dict[str, list[dict]] = {solver: [] for solver in solvers}
+        for round_number in range(args.pipeline_rounds):
+            for solver in solvers:
+                print(f"# LEG-TV solver {solver}" + (f", round {round_number + 1}" if args.pipeline_rounds > 1 else ""))
+                rounds[solver].append(bench_solver_pipeline(
+                    model, images, args, solver, results.get("bare_forwards_per_s"),
+                    results.get("bare_forwards_per_s_actor_threads")))
         for position, solver in enumerate(solvers):
-            print(f"# LEG-TV solver {solver}")
-            measured = bench_solver_pipeline(model, images, args, solver, results.get("bare_forwards_per_s"),
-                                             results.get("bare_forwards_per_s_actor_threads"))
+            measured = medians(rounds[solver])
+            if args.pipeline_rounds > 1 and "efficiency" in measured:
+                print(f"# {solver}: median efficiency {measured['efficiency']:.3f} end to end, "
+                      f"{measured['serving_efficiency']:.3f} serving over {args.pipeline_rounds} rounds")
             results.setdefault("by_solver", {})[solver] = measured
             if position == 0:
                 results.update(measured)
