@@ -381,6 +381,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pipeline-images", type=int, default=None,
                         help="images of the pipeline run (default 64 demo / 8 otherwise; 100 / 24 without --quick)")
     args = parser.parse_args(argv)
+    if args.pipeline_rounds < 1:
+        parser.error(f"--pipeline-rounds must be at least 1, got {args.pipeline_rounds}")
 
     demo = args.arch == "demo"
     args.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -421,7 +423,8 @@ def main(argv: list[str] | None = None) -> None:
     if "peers" not in skip:
         results.update(bench_peers(model, images, args))
     if "pipeline" not in skip:
-        solvers = [name.strip() for name in args.solvers.split(",") if name.strip()]
+        solvers = [LEG_ALONE if name.strip().lower() == LEG_ALONE else name.strip()
+                   for name in args.solvers.split(",") if name.strip()]
         rounds: dict[str, list[dict]] = {solver: [] for solver in solvers}
         for round_number in range(args.pipeline_rounds):
             for solver in solvers:
