@@ -263,25 +263,12 @@ def legtv_reliability(
     halves' agreement to the full budget with the gain in odds LEG's map shows (under-predicted
     sparse lambda-0.3 maps at 1,026 forwards by 0.07), Spearman-Brown on the halves (over by up
     to 0.09), the bootstrap without its correction (under by up to 0.08)."""
-    return legtv_reliability_with_fallbacks(stats, lambdas, solver, formulation, absolute, draws)[0]
-
-
-def legtv_reliability_with_fallbacks(
-    stats: LegStatistics,
-    lambdas: Sequence[float],
-    solver: str = DEFAULT_SOLVER,
-    formulation: str = "sparse",
-    absolute: bool = True,
-    draws: int = LEGTV_BOOTSTRAP_DRAWS,
-) -> tuple[np.ndarray, np.ndarray]:
-    """``legtv_reliability`` (N, L) and, per image and lambda, how many of its programs the
-    BATCHED solver handed to the exact one (N, L) int64."""
     statistics = legtv_bootstrap_statistics(stats, absolute, draws)
     if statistics is None:
-        return np.full((len(stats), len(lambdas)), np.nan), np.zeros((len(stats), len(lambdas)), dtype=np.int64)
+        return np.full((len(stats), len(lambdas)), np.nan)
     # Every program of every image in one call, so that a batched solver takes them together.
     solved = solve_tv_batch(statistics, stats.grid_size, stats.noise_level, lambdas, solver, formulation, absolute)
-    return legtv_reliability_of(solved, len(stats))
+    return legtv_reliability_of(solved, len(stats))[0]
 
 
 def legtv_bootstrap_statistics(stats: LegStatistics, absolute: bool = True,
